@@ -1,0 +1,189 @@
+"""Drive torch optimizers and modules from the global step.
+
+The driver owns no curve: every value comes from a pure schedule at the step it is given, so
+``set(t)`` twice changes nothing and a run resumed at step ``t`` sees the same values as an
+uninterrupted one. What the driver does keep is the last cycle it has seen, so that each restart
+fires its hooks once (reset optimizer state, take a snapshot, log a marker).
+
+Typical loop::
+
+    driver = drive_optimizer(opt, from_spec(cfg["lr"]), reset="exp_avg")
+    for t in range(start, steps):
+        values = driver.set(t)        # before optimizer.step()
+        loss.backward(); opt.step()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from common.coupling import Coupled, OptimizerKey, Target
+from common.schedules import Phase, Schedule
+
+__all__ = [
+    "RestartHook",
+    "ScheduleDriver",
+    "drive_optimizer",
+    "default_reset_keys",
+    "reset_optimizer_state",
+    "ResetOptimizerState",
+]
+
+RestartHook = Callable[[float, Phase], None]
+"""Called as ``hook(step, phase)`` once each time the clock enters a new cycle."""
+
+
+class ScheduleDriver:
+    """Writes scheduled values to their targets and fires restart hooks.
+
+    Args:
+        clock: the schedule whose cycles are the restarts (usually the learning rate).
+    """
+
+    def __init__(self, clock: Schedule) -> None:
+        self.clock = clock
+        self.bindings: list[tuple[str, Schedule, Target]] = []
+        self.hooks: list[RestartHook] = []
+        self.step_count = 0
+        self._cycle = 0
+
+    def bind(self, name: str, schedule: Schedule, target: Target) -> ScheduleDriver:
+        """Write ``schedule``'s value to ``target`` at every step; ``name`` labels it in logs."""
+        self.bindings.append((name, schedule, target))
+        return self
+
+    def on_restart(self, hook: RestartHook) -> ScheduleDriver:
+        self.hooks.append(hook)
+        return self
+
+    def values(self, step: float) -> dict[str, float]:
+        """The value of every binding at ``step``, without writing anything."""
+        return {name: schedule.value(step) for name, schedule, _ in self.bindings}
+
+    def set(self, step: float) -> dict[str, float]:
+        """Write every value for ``step``; fire restart hooks if a new cycle began.
+
+        Returns the written values by binding name, for logging.
+        """
+        out = {}
+        for name, schedule, target in self.bindings:
+            value = schedule.value(step)
+            target.set(value)
+            out[name] = value
+        phase = self.clock.phase(step)
+        if phase.cycle > self._cycle:
+            self._cycle = phase.cycle
+            for hook in self.hooks:
+                hook(step, phase)
+        self.step_count = step
+        return out
+
+    def step(self) -> dict[str, float]:
+        """``set`` the next step: 0, 1, 2, ... counted by the driver."""
+        out = self.set(self.step_count)
+        self.step_count += 1
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_count": self.step_count, "cycle": self._cycle}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step_count = state["step_count"]
+        self._cycle = int(state["cycle"])
+
+
+# -- optimizer state at restarts -------------------------------------------------------------
+
+
+def default_reset_keys(optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
+    """The state worth forgetting at a restart: SGD's momentum, Adam's first moment."""
+    if isinstance(optimizer, torch.optim.SGD):
+        return ("momentum_buffer",)
+    return ("exp_avg",)
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, keys: Iterable[str]) -> int:
+    """Zero the named per-parameter state tensors; ``"step"`` resets Adam's step count.
+
+    Keys: ``momentum_buffer`` (SGD), ``exp_avg``, ``exp_avg_sq``, ``step`` (Adam/AdamW). Reset
+    ``exp_avg_sq`` together with ``step``: a zeroed second moment with a large step count skips
+    Adam's bias correction and makes the next updates explode. Returns the tensors reset.
+    """
+    keys = tuple(keys)
+    count = 0
+    for state in optimizer.state.values():
+        for key in keys:
+            if key not in state:
+                continue
+            value = state[key]
+            if isinstance(value, torch.Tensor):
+                value.zero_()
+            else:
+                state[key] = type(value)(0)
+            count += 1
+    return count
+
+
+class ResetOptimizerState:
+    """A restart hook that calls :func:`reset_optimizer_state`.
+
+    Args:
+        optimizer: whose state to reset.
+        keys: state names to zero (default: :func:`default_reset_keys`).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, keys: Iterable[str] | None = None):
+        self.optimizer = optimizer
+        self.keys = tuple(keys) if keys is not None else default_reset_keys(optimizer)
+        self.resets = 0
+
+    def __call__(self, step: float, phase: Phase) -> None:
+        reset_optimizer_state(self.optimizer, self.keys)
+        self.resets += 1
+
+
+def _reset_keys(reset: str | Sequence[str] | bool | None, optimizer) -> tuple[str, ...] | None:
+    if reset is None or reset is False:
+        return None
+    if reset is True:
+        return default_reset_keys(optimizer)
+    return (reset,) if isinstance(reset, str) else tuple(reset)
+
+
+def drive_optimizer(
+    optimizer: torch.optim.Optimizer,
+    lr: Schedule | Sequence[Schedule],
+    couplings: Mapping[str, Coupled] | None = None,
+    reset: str | Sequence[str] | bool | None = None,
+    name: str = "lr",
+) -> ScheduleDriver:
+    """A driver for one optimizer: learning rate per param group, couplings, restart resets.
+
+    Args:
+        optimizer: any torch optimizer.
+        lr: one schedule for every param group, or one per group (the first is the clock).
+        couplings: param-group key (``momentum``, ``weight_decay``, ``betas[0]``) -> coupling.
+        reset: optimizer state to zero at each restart: ``True`` for the default
+            (:func:`default_reset_keys`), a key or keys, or ``None`` for none.
+        name: label of the learning rate in logs (``lr/<name>``).
+    """
+    groups = len(optimizer.param_groups)
+    schedules = [lr] * groups if isinstance(lr, Schedule) else list(lr)
+    if len(schedules) != groups:
+        raise ValueError(f"lr: {len(schedules)} schedules for {groups} param groups")
+    driver = ScheduleDriver(schedules[0])
+    for g, schedule in enumerate(schedules):
+        label = name if groups == 1 or isinstance(lr, Schedule) else f"{name}/{g}"
+        if isinstance(lr, Schedule):
+            driver.bind(label, schedule, OptimizerKey(optimizer, "lr"))
+            break
+        driver.bind(label, schedule, OptimizerKey(optimizer, "lr", groups=[g]))
+    for key, coupled in (couplings or {}).items():
+        driver.bind(key, coupled, OptimizerKey(optimizer, key))
+    keys = _reset_keys(reset, optimizer)
+    if keys:
+        driver.on_restart(ResetOptimizerState(optimizer, keys))
+    return driver
