@@ -408,15 +408,29 @@ def from_spec(spec: Mapping[str, Any] | Schedule, name: str = "") -> Schedule:
     _check(0 < decay <= 1, where, "peak_decay", spec.get("peak_decay"), "in (0, 1]")
     _check(
         isinstance(limit_raw, int) and not isinstance(limit_raw, bool) and limit_raw >= 0,
-        where, "cycle_limit", limit_raw, "an integer >= 0 (0 = unlimited)",
+        where,
+        "cycle_limit",
+        limit_raw,
+        "an integer >= 0 (0 = unlimited)",
     )
     _check(0 < pct_up < 1, where, "pct_up", spec.get("pct_up"), "in (0, 1)")
     _check(0 < pct_start < 1, where, "pct_start", spec.get("pct_start"), "in (0, 1)")
-    _check(lo <= start <= hi, where, "start", spec.get("start"), f"in [min, max] = [{lo:g}, {hi:g}]")
+    _check(
+        lo <= start <= hi, where, "start", spec.get("start"), f"in [min, max] = [{lo:g}, {hi:g}]"
+    )
     return Cyclic(
-        kind, max=hi, min=lo, period=period, period_mult=mult, peak_decay=decay,
-        cycle_limit=limit_raw, warmup=warmup, offset=offset, pct_up=pct_up,
-        pct_start=pct_start, start=start,
+        kind,
+        max=hi,
+        min=lo,
+        period=period,
+        period_mult=mult,
+        peak_decay=decay,
+        cycle_limit=limit_raw,
+        warmup=warmup,
+        offset=offset,
+        pct_up=pct_up,
+        pct_start=pct_start,
+        start=start,
     )
 
 

@@ -1,0 +1,107 @@
+"""The one CLI convention shared by ``rlcycle-train`` and ``gancycle-train``.
+
+``--config NAME|PATH``, ``--out DIR``, ``--seed``, ``--steps``, ``--device auto|cpu|cuda``,
+``--resume DIR`` and ``--set key=value`` (repeatable, dotted keys). A bad key or value ends the
+program with one line on stderr naming it and what is allowed, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from common.config import ConfigError, apply_overrides, load_config, read_config
+from common.runs import default_run_dir
+
+__all__ = ["add_run_arguments", "resolve_run", "run_cli", "HelpFormatter"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default and keeps the description's line breaks."""
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser, default_config: str, choices: list[str]
+) -> None:
+    """Add the shared run options to ``parser``."""
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        metavar="NAME|PATH",
+        help=f"a shipped config ({', '.join(choices)}) or a TOML file",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run folder (default: runs/<config>/<timestamp>)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: config's)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=None,
+        help="where to train; auto = CUDA when present (default: config's)",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set lr.max=3e-4 (repeatable)",
+    )
+
+
+def resolve_run(args: argparse.Namespace, package: str) -> tuple[dict[str, Any], Path, bool]:
+    """The resolved config, the run folder and whether this run resumes.
+
+    With ``--resume DIR`` the config is ``DIR/config.toml`` (the run's own, so it continues as
+    it began) and the run folder is ``DIR``; otherwise it is ``--config``. Then ``--set``
+    overrides apply, then ``--seed``, ``--steps`` and ``--device``.
+    """
+    if args.resume is not None:
+        if not (args.resume / "config.toml").is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.toml there; not a run folder")
+        config = read_config(args.resume / "config.toml")
+        run_dir, resuming = args.resume, True
+    else:
+        config = load_config(args.config, package)
+        run_dir, resuming = args.out or default_run_dir(args.config), False
+    apply_overrides(config, args.sets)
+    for key in ("seed", "steps", "device"):
+        value = getattr(args, key)
+        if value is not None:
+            if key not in config:
+                raise ConfigError(f"--{key}: the config has no top-level {key!r} key")
+            config[key] = value
+    if isinstance(config.get("steps"), int) and config["steps"] <= 0:
+        raise ConfigError(f"steps = {config['steps']}: must be > 0")
+    return config, Path(run_dir), resuming
+
+
+def run_cli(main: Callable[[], int | None]) -> NoReturn:
+    """Run ``main``; a bad config, value or path becomes ``error: ...`` and exit code 2."""
+    try:
+        code = main()
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume <run folder>", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
