@@ -401,7 +401,7 @@ def from_spec(spec: Mapping[str, Any] | Schedule, name: str = "") -> Schedule:
     limit_raw = spec.get("cycle_limit", 1 if kind in ("cosine", "one_cycle") else 0)
     pct_up = _number(spec, "pct_up", 0.5, where)
     pct_start = _number(spec, "pct_start", 0.3, where)
-    start = _number(spec, "start", hi / 25.0, where)
+    start = _number(spec, "start", max(hi / 25.0, lo), where)
     _check(period > 0, where, "period", spec.get("period"), "> 0")
     _check(0 <= offset < 1, where, "offset", spec.get("offset"), "in [0, 1) (fraction of a cycle)")
     _check(mult >= 1, where, "period_mult", spec.get("period_mult"), ">= 1")
