@@ -36,6 +36,8 @@ class ConfigError(ValueError):
 def shipped_configs(package: str) -> list[str]:
     """Names of the TOML configs shipped in ``<package>/configs/``."""
     folder = resources.files(package) / "configs"
+    if not folder.is_dir():
+        return []
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 

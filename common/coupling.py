@@ -131,7 +131,9 @@ class OptimizerKey:
     def set(self, value: float) -> None:
         for g in self.groups:
             group = self.optimizer.param_groups[g]
-            if self._index is None:
+            if self._index is None and type(group[self._field]) is float:
+                group[self._field] = value  # the common case, kept cheap: it runs every step
+            elif self._index is None:
                 current = group[self._field]
                 if isinstance(current, torch.Tensor):  # tensor lr (capturable optimizers)
                     current.fill_(value)

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -48,8 +47,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Phase:
+class Phase(NamedTuple):
     """Where the clock stands at one step.
 
     Attributes:
@@ -84,6 +82,10 @@ class Schedule:
 
     def level(self, step: float) -> float:
         return self.phase(step).level
+
+    def cycle(self, step: float) -> int:
+        """The cycle index at ``step`` (what a driver checks every step for restarts)."""
+        return self.phase(step).cycle
 
     def values(self, steps: Any) -> np.ndarray:
         """``value`` over an array of steps (same shape), for plots and tests."""
@@ -199,7 +201,8 @@ class Cyclic(Schedule):
         period_mult: cycle length multiplier (>= 1, any float; 2 = period doubling).
         peak_decay: peak multiplier per restart, in (0, 1].
         cycle_limit: number of cycles (0 = unlimited); afterwards the value holds ``min``.
-        warmup: steps of linear rise from ``min`` to ``max`` before the first cycle (>= 0).
+        warmup: steps of linear rise from ``min`` before the first cycle (>= 0), up to the value
+            the first cycle starts at (``max`` unless ``offset`` shifts it).
         offset: phase shift as a fraction of the first cycle, in [0, 1): the schedule at step
             ``t`` is the unshifted one at ``t + offset * period``. 0.5 = anti-phase.
         pct_up: triangular only, the rising fraction of each cycle, in (0, 1).
@@ -233,6 +236,10 @@ class Cyclic(Schedule):
         self._wave = self._make_wave()
         self._memo_step: float = -1.0
         self._memo: tuple[int, float] = (0, 0.0)
+        # Warmup rises from min to where the (possibly shifted) first cycle begins.
+        self._warmup_top = self.min + (self.max - self.min) * self._wave(
+            self._locate(self._shift)[1]
+        )
 
     def _make_wave(self) -> Callable[[float], float]:
         if self.kind == "triangular":
@@ -273,6 +280,12 @@ class Cyclic(Schedule):
             k += 1
         return k, (u - self.cycle_start(k)) / self.cycle_length(k)
 
+    def cycle(self, step: float) -> int:
+        where = self._where(step)
+        if where is None:
+            return 0
+        return min(where[0], self.cycle_limit) if self.cycle_limit else where[0]
+
     def _where(self, step: float) -> tuple[int, float] | None:
         """(cycle, position) of ``step``, or None during warmup."""
         if step < self.warmup:
@@ -284,7 +297,7 @@ class Cyclic(Schedule):
     def value(self, step: float) -> float:
         where = self._where(step)
         if where is None:
-            return self.min + (self.max - self.min) * _warmup_level(step, self.warmup)
+            return self.min + (self._warmup_top - self.min) * _warmup_level(step, self.warmup)
         k, position = where
         if self.cycle_limit and k >= self.cycle_limit:
             return self.min
@@ -293,7 +306,8 @@ class Cyclic(Schedule):
     def phase(self, step: float) -> Phase:
         where = self._where(step)
         if where is None:
-            return Phase(0, 0.0, _warmup_level(step, self.warmup), False)
+            level = _warmup_level(step, self.warmup) * self._wave(self._locate(self._shift)[1])
+            return Phase(0, 0.0, level, False)
         k, position = where
         if self.cycle_limit and k >= self.cycle_limit:
             return Phase(self.cycle_limit, 0.0, 0.0, False)

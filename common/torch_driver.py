@@ -73,8 +73,8 @@ class ScheduleDriver:
             value = schedule.value(step)
             target.set(value)
             out[name] = value
-        phase = self.clock.phase(step)
-        if phase.cycle > self._cycle:
+        if self.clock.cycle(step) > self._cycle:
+            phase = self.clock.phase(step)
             self._cycle = phase.cycle
             for hook in self.hooks:
                 hook(step, phase)

@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Render the schedules of a TOML file (and their couplings) to a PNG.
+
+Examples:
+  python scripts/plot_schedules.py                                  # the shipped example
+  python scripts/plot_schedules.py runs/ring8/<run>/config.toml --out lr.png
+  python scripts/plot_schedules.py --set lr.G.period_mult=1.5 --steps 20000
+"""
+
+import argparse
+from pathlib import Path
+
+from common.cli import HelpFormatter, run_cli
+from common.config import apply_overrides, read_config
+from common.plots import plot_config
+
+EXAMPLE = Path(__file__).parent / "examples" / "anti_phase.toml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        default=EXAMPLE,
+        help="a TOML file with schedule tables (a run's config.toml works)",
+    )
+    parser.add_argument("--table", default="lr", help="dotted path of the schedule table(s)")
+    parser.add_argument("--couplings", default="couplings", help="table of couplings, if any")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the file, e.g. lr.G.max=1e-3 (repeatable)",
+    )
+    parser.add_argument("--steps", type=int, default=8000, help="steps to draw")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/plots/schedules.png"), help="PNG to write"
+    )
+    args = parser.parse_args()
+    config = apply_overrides(read_config(args.file), args.sets)
+    plot_config(
+        config, args.table, args.couplings, steps=args.steps, path=args.out, title=args.file.name
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

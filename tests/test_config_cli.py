@@ -1,0 +1,144 @@
+"""Configs, --set overrides, the shared CLI and run-folder helpers."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from common.cli import add_run_arguments, resolve_run, run_cli
+from common.config import ConfigError, apply_overrides, read_config, save_config
+from common.runs import atomic_torch_save, load_checkpoint, resolve_device
+
+BASE = {
+    "seed": 0,
+    "steps": 100,
+    "device": "auto",
+    "lr": {"kind": "cosine_restarts", "max": 3e-4, "period": 50},
+    "model": {"hidden": 64, "ema": True, "name": "mlp"},
+}
+
+
+def _config():
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in BASE.items()}
+
+
+def test_overrides_parse_toml_values_and_keep_types():
+    config = apply_overrides(
+        _config(),
+        [
+            "lr.max=1e-3",
+            "model.hidden=128",
+            "model.ema=false",
+            "model.name=dcgan",
+            "lr.period_mult=2",
+        ],
+    )
+    assert config["lr"]["max"] == 1e-3 and config["model"]["hidden"] == 128
+    assert config["model"]["ema"] is False and config["model"]["name"] == "dcgan"
+    assert config["lr"]["period_mult"] == 2  # new key inside a schedule table: from_spec checks
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("model.hiden=3", ["model.hiden", "unknown key", "hidden"]),
+        ("modl.hidden=3", ["modl", "no table", "model"]),
+        ("model.hidden=big", ["model.hidden", "expected int"]),
+        ("model.ema=1", ["model.ema", "expected bool"]),
+        ("model=3", ["model", "is a table"]),
+        ("lr.max", ["expected key=value"]),
+    ],
+)
+def test_bad_overrides_are_one_line_naming_the_key(override, words):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(_config(), [override])
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words)
+
+
+def test_save_and_read_round_trip(tmp_path):
+    save_config(_config(), tmp_path / "run" / "config.toml")
+    assert read_config(tmp_path / "run" / "config.toml") == _config()
+    (tmp_path / "bad.toml").write_text("lr = [")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        read_config(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="nope.toml: no such config file"):
+        read_config(tmp_path / "nope.toml")
+
+
+def _parser():
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser, default_config="ring8", choices=["ring8"])
+    return parser
+
+
+def test_resolve_run_from_file_and_resume(tmp_path):
+    save_config(_config(), tmp_path / "base.toml")
+    args = _parser().parse_args(
+        [
+            "--config",
+            str(tmp_path / "base.toml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--seed",
+            "7",
+            "--set",
+            "lr.max=1e-2",
+        ]
+    )
+    config, run_dir, resuming = resolve_run(args, "common")
+    assert (config["seed"], config["lr"]["max"], run_dir, resuming) == (
+        7,
+        1e-2,
+        tmp_path / "run",
+        False,
+    )
+    save_config(config, run_dir / "config.toml")
+    args = _parser().parse_args(["--resume", str(run_dir), "--steps", "300"])
+    resumed, again, resuming = resolve_run(args, "common")
+    assert resuming and again == run_dir
+    assert resumed == {**config, "steps": 300}
+    with pytest.raises(ConfigError, match="not a run folder"):
+        resolve_run(_parser().parse_args(["--resume", str(tmp_path / "none")]), "common")
+
+
+def test_run_cli_turns_errors_into_one_line_and_exit_2():
+    script = (
+        "from common.cli import run_cli\n"
+        "from common.config import ConfigError\n"
+        "def main():\n"
+        "    raise ConfigError('--set lr.mx: unknown key; allowed here: kind, max')\n"
+        "run_cli(main)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == "error: --set lr.mx: unknown key; allowed here: kind, max\n"
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: 0)
+    assert exit_.value.code == 0
+
+
+def test_checkpoints_are_atomic_and_load_weights_only(tmp_path):
+    path = tmp_path / "checkpoints" / "last.pt"
+    atomic_torch_save({"step": 3, "w": torch.ones(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_torch_save({"step": 4, "bad": Unpicklable()}, path)
+    state = load_checkpoint(path)  # the previous checkpoint survives whole
+    assert state["step"] == 3 and torch.equal(state["w"], torch.ones(2))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="auto | cpu | cuda"):
+        resolve_device("tpu")
