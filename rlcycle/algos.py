@@ -1,0 +1,121 @@
+"""The SB3 side: which algorithms, their hyperparameters, their optimizers, build and load.
+
+Four algorithms: PPO and A2C (on-policy, discrete or continuous actions), DQN (discrete only)
+and SAC (continuous only). Their hyperparameters come from a config table named after the
+algorithm (``[ppo]``, ``[dqn]``...), passed to the SB3 constructor as they are, except the
+learning rate, which always comes from the ``[lr]`` schedule through :class:`StepSchedule`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+from stable_baselines3 import A2C, DQN, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from common.config import ConfigError
+from rlcycle.envs import ENVS
+from rlcycle.lr import StepSchedule
+
+__all__ = ["ALGOS", "ON_POLICY", "check_algo", "build_model", "load_model", "algo_optimizers"]
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
+ON_POLICY = ("ppo", "a2c")
+
+_SET_ELSEWHERE = {
+    "learning_rate": "the [lr] schedule (e.g. --set lr.max=3e-4)",
+    "env": "[env] id",
+    "seed": "the top-level seed (--seed)",
+    "device": "the top-level device (--device)",
+    "tensorboard_log": "the run folder (--out)",
+    "verbose": "nothing (runs log to TensorBoard)",
+    "_init_setup_model": "nothing",
+}
+
+
+def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> None:
+    """Raise a :class:`ConfigError` naming the key if ``algo`` cannot train on ``env_id``.
+
+    Checks the algorithm's name, that its action space matches (DQN discrete, SAC continuous)
+    and that every key of its hyperparameter table is an argument of the SB3 constructor.
+    """
+    if algo not in ALGOS:
+        raise ConfigError(f"algo = {algo!r}: must be one of {' | '.join(ALGOS)}")
+    discrete = ENVS[env_id].discrete
+    if algo == "dqn" and not discrete:
+        raise ConfigError(
+            f"algo = 'dqn': needs discrete actions, but env.id = {env_id!r} is continuous; "
+            "use ppo, a2c or sac"
+        )
+    if algo == "sac" and discrete:
+        raise ConfigError(
+            f"algo = 'sac': needs continuous actions, but env.id = {env_id!r} is discrete; "
+            "use ppo, a2c or dqn"
+        )
+    allowed = [p for p in inspect.signature(ALGOS[algo].__init__).parameters if p != "self"]
+    for key in hyper:
+        if key in _SET_ELSEWHERE:
+            raise ConfigError(f"{algo}.{key}: not set here; it comes from {_SET_ELSEWHERE[key]}")
+        if key not in allowed:
+            usable = ", ".join(p for p in allowed if p not in _SET_ELSEWHERE)
+            raise ConfigError(
+                f"{algo}.{key}: not a {ALGOS[algo].__name__} argument; allowed: {usable}"
+            )
+
+
+def build_model(
+    algo: str,
+    env: VecEnv,
+    hyper: Mapping[str, Any],
+    lr: StepSchedule,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> BaseAlgorithm:
+    """A fresh SB3 model whose learning rate follows ``lr``.
+
+    Args:
+        algo: a key of :data:`ALGOS`.
+        env: the training environments.
+        hyper: constructor arguments (``policy`` defaults to ``MlpPolicy``).
+        lr: the learning-rate schedule in SB3's form.
+        seed: seeds the model's generators.
+        device: where the networks live.
+    """
+    hyper = dict(hyper)
+    policy = hyper.pop("policy", "MlpPolicy")
+    return ALGOS[algo](policy, env, learning_rate=lr, seed=seed, device=device, verbose=0, **hyper)
+
+
+def load_model(
+    algo: str,
+    path: str | Path | BinaryIO,
+    env: VecEnv | None = None,
+    device: torch.device | str = "cpu",
+    lr: StepSchedule | None = None,
+) -> BaseAlgorithm:
+    """Load a saved model; with ``lr``, its learning rate follows that schedule from now on."""
+    model = ALGOS[algo].load(path, env=env, device=device)
+    if lr is not None:
+        model.learning_rate = lr
+        model._setup_lr_schedule()
+    return model
+
+
+def algo_optimizers(model: BaseAlgorithm) -> dict[str, torch.optim.Optimizer]:
+    """Every optimizer the algorithm steps, by name; the first one is ``policy``.
+
+    PPO, A2C and DQN have one (``policy``); SAC has the actor's (named ``policy``), the
+    critic's and, with a learned entropy coefficient, ``ent_coef``'s. SB3 writes the learning
+    rate into all of them at every ``train()``.
+    """
+    if isinstance(model, SAC):
+        out = {"policy": model.actor.optimizer, "critic": model.critic.optimizer}
+        if model.ent_coef_optimizer is not None:
+            out["ent_coef"] = model.ent_coef_optimizer
+        return out
+    return {"policy": model.policy.optimizer}

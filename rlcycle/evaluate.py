@@ -1,0 +1,155 @@
+"""Held-out evaluation at a fixed grid of difficulties, for one policy or a snapshot ensemble.
+
+Evaluation environments are separate from the training ones (their own seeds, never touched by
+the curriculum), the policy is deterministic, and each difficulty gets ``episodes`` episodes.
+Metrics are keyed like the TensorBoard tags, ``eval/return/d=0.5`` and ``eval/success/d=0.5``
+(the fraction of episodes with a return at or above the environment's success threshold); the
+ensemble's are ``eval/ensemble_return/d=...`` and ``eval/ensemble_success/d=...``.
+
+The snapshot ensemble (:class:`EnsemblePolicy`) averages what each snapshot would act on:
+action probabilities for PPO/A2C with discrete actions (then the most probable action),
+Gaussian means for PPO/A2C with continuous actions, squashed means for SAC, Q-values for DQN
+(then the greedy action).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from common.tb import eval_tag
+from rlcycle.envs import ENVS, check_difficulty, make_env
+
+__all__ = ["EVAL_SEED_OFFSET", "EnsemblePolicy", "evaluate", "evaluate_grid"]
+
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation environments are seeded ``seed + EVAL_SEED_OFFSET``, apart from training's."""
+
+
+class EnsemblePolicy:
+    """A snapshot ensemble with SB3's ``predict`` signature, for ``evaluate_policy``.
+
+    Args:
+        policy: the algorithm's policy (``model.policy``); it is copied, not changed.
+        state_dicts: one ``policy.state_dict()`` per snapshot.
+    """
+
+    def __init__(self, policy: BasePolicy, state_dicts: Iterable[Mapping[str, torch.Tensor]]):
+        self.members: list[BasePolicy] = []
+        for state in state_dicts:
+            member = copy.deepcopy(policy)
+            member.load_state_dict(state)
+            member.set_training_mode(False)
+            self.members.append(member)
+        if not self.members:
+            raise ValueError("snapshot ensemble is empty: no cycle has ended yet")
+        self.action_space = policy.action_space
+
+    def _average(self, obs: torch.Tensor) -> torch.Tensor:
+        """The ensemble's action for a batch of observations, in the policy's action units."""
+        outs = []
+        for member in self.members:
+            if isinstance(member, ActorCriticPolicy):  # PPO, A2C
+                dist = member.get_distribution(obs).distribution
+                outs.append(
+                    dist.probs if isinstance(self.action_space, spaces.Discrete) else dist.mean
+                )
+            elif hasattr(member, "q_net"):  # DQN
+                outs.append(member.q_net(obs))
+            else:  # SAC: tanh of the Gaussian mean, in [-1, 1]
+                outs.append(member.actor(obs, deterministic=True))
+        mean = torch.stack(outs).mean(dim=0)
+        if isinstance(self.action_space, spaces.Discrete):
+            return mean.argmax(dim=-1)
+        return mean
+
+    @torch.no_grad()
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, None]:
+        """Ensemble actions for a batch of observations (always deterministic)."""
+        first = self.members[0]
+        obs, vectorized = first.obs_to_tensor(observation)
+        actions = self._average(obs).cpu().numpy().reshape((-1, *self.action_space.shape))
+        if isinstance(self.action_space, spaces.Box):
+            if first.squash_output:
+                actions = first.unscale_action(actions)
+            else:
+                actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        return (actions if vectorized else actions.squeeze(axis=0)), None
+
+
+def evaluate(
+    policy: Any,
+    env_id: str,
+    difficulty: float,
+    episodes: int = 10,
+    seed: int = 0,
+    n_envs: int = 5,
+) -> tuple[float, float]:
+    """Mean return and success rate of ``policy`` over ``episodes`` episodes at ``difficulty``.
+
+    Args:
+        policy: anything with SB3's ``predict`` (a model, a policy, an :class:`EnsemblePolicy`).
+        env_id: a curriculum id from :data:`rlcycle.envs.ENVS`.
+        difficulty: in [0, 1].
+        episodes: episodes to average (>= 1).
+        seed: environment seed (the evaluation environments' own).
+        n_envs: environments stepped together (at most ``episodes``).
+    """
+    difficulty = check_difficulty(difficulty)
+    if episodes < 1:
+        raise ValueError(f"episodes = {episodes}: must be >= 1")
+    env = make_vec_env(
+        make_env,
+        n_envs=min(n_envs, episodes),
+        seed=seed,
+        env_kwargs={"id": env_id, "difficulty": difficulty},
+        vec_env_cls=DummyVecEnv,
+    )
+    try:
+        returns, _ = evaluate_policy(
+            policy, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
+        )
+    finally:
+        env.close()
+    returns = np.asarray(returns, dtype=float)
+    return float(returns.mean()), float((returns >= ENVS[env_id].success).mean())
+
+
+def evaluate_grid(
+    policy: Any,
+    env_id: str,
+    difficulties: Iterable[float] = (0.0, 0.5, 1.0),
+    episodes: int = 10,
+    seed: int = 0,
+    prefix: str = "",
+) -> dict[str, float]:
+    """:func:`evaluate` at each difficulty: ``{"eval/<prefix>return/d=<d>": ..., ...}``.
+
+    The mean over difficulties is ``eval/<prefix>return`` and ``eval/<prefix>success``.
+    """
+    out: dict[str, float] = {}
+    returns, successes = [], []
+    for d in difficulties:
+        mean_return, success = evaluate(policy, env_id, d, episodes, seed + EVAL_SEED_OFFSET)
+        out[eval_tag(f"{prefix}return", d)] = mean_return
+        out[eval_tag(f"{prefix}success", d)] = success
+        returns.append(mean_return)
+        successes.append(success)
+    out[eval_tag(f"{prefix}return")] = float(np.mean(returns))
+    out[eval_tag(f"{prefix}success")] = float(np.mean(successes))
+    return out
