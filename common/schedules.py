@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -242,14 +243,13 @@ class Cyclic(Schedule):
         )
 
     def _make_wave(self) -> Callable[[float], float]:
+        # partials, not lambdas, so that a schedule pickles (SB3 saves its lr_schedule).
         if self.kind == "triangular":
-            pct_up = self.pct_up
-            return lambda p: triangular_wave(p, pct_up)
+            return partial(triangular_wave, pct_up=self.pct_up)
         if self.kind == "one_cycle":
             span = self.max - self.min
             start_level = (self.start - self.min) / span if span > 0 else 1.0
-            pct_start = self.pct_start
-            return lambda p: one_cycle_wave(p, pct_start, start_level)
+            return partial(one_cycle_wave, pct_start=self.pct_start, start_level=start_level)
         return cosine_wave
 
     # -- the clock ---------------------------------------------------------------------------

@@ -191,3 +191,13 @@ def test_bad_specs_rejected_naming_the_key(spec, key):
         from_spec(spec, name="lr.G")
     message = str(err.value)
     assert f"lr.G.{key}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("kind", ["triangular", "one_cycle", "cosine_restarts", "exponential"])
+def test_schedules_pickle(kind):
+    import pickle
+
+    s = from_spec({"kind": kind, "max": 1e-3})
+    again = pickle.loads(pickle.dumps(s))
+    steps = np.arange(0, 3000, 13.0)
+    np.testing.assert_array_equal(again.values(steps), s.values(steps))
