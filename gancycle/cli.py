@@ -1,0 +1,202 @@
+"""Command lines: ``gancycle-train``, ``gancycle-sample`` and ``gancycle-eval``.
+
+A bad key, value or path ends the program with one line ``error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from common.cli import HelpFormatter, add_run_arguments, resolve_run, run_cli
+from common.config import ConfigError, read_config, shipped_configs
+
+__all__ = ["train_main", "sample_main", "eval_main"]
+
+TRAIN_HELP = """\
+Train a GAN whose generator and discriminator learning rates run cosine cycles out of phase.
+
+examples:
+  gancycle-train                                   # ring8, anti-phase cycles
+  gancycle-train --config grid25 --set lr.D.offset=0.0       # in phase
+  gancycle-train --config digits --set reset.G=all --set reset.D=all
+  gancycle-train --resume runs/ring8/20250101-120000         # continue a killed run
+"""
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gancycle-train", description=TRAIN_HELP, formatter_class=HelpFormatter
+    )
+    add_run_arguments(parser, "ring8", shipped_configs("gancycle"))
+    parser.add_argument(
+        "--on-nan",
+        choices=["stop", "rollback"],
+        default=None,
+        help="on a NaN/Inf loss: stop, or restore the last checkpoint and lower both lr "
+        "schedules (default: config's on_nan)",
+    )
+    parser.add_argument(
+        "--data-root", default=None, metavar="DIR", help="folder of torchvision sets (data.root)"
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download a missing torchvision set"
+    )
+    parser.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="FILE",
+        help="local torchvision inception_v3 state dict: adds FID to image metrics",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _train(argv: Sequence[str] | None) -> int:
+    from gancycle.trainer import train
+
+    args = _train_parser().parse_args(argv)
+    config, run_dir, resume = resolve_run(args, "gancycle")
+    if args.on_nan is not None:
+        config["on_nan"] = args.on_nan
+    if args.data_root is not None:
+        config["data"]["root"] = args.data_root
+    if args.download:
+        config["data"]["download"] = True
+    if args.inception_weights is not None:
+        _check_file(args.inception_weights, "--inception-weights")
+        config["eval"]["inception_weights"] = args.inception_weights
+    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
+    metrics = train(config, run_dir, resume=resume, progress=not args.no_progress)
+    print(_summary(metrics, run_dir))
+    if "diverged" in metrics:
+        d = metrics["diverged"]
+        print(f"stopped: loss/{d['net']} = {d['loss']} at step {d['step']} (see --on-nan)")
+        return 1
+    return 0
+
+
+def _summary(metrics: dict[str, Any], run_dir: Path) -> str:
+    lines = [f"run: {run_dir}  ({metrics['steps']} steps, {metrics['steps_per_s']:.1f} steps/s)"]
+    for which in ("G", "ema", "ensemble"):
+        if which in metrics:
+            values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[which].items())
+            lines.append(f"  {which:8s} {values}")
+    lines.append(f"  tensorboard --logdir {run_dir}")
+    return "\n".join(lines)
+
+
+def _check_file(path: str, flag: str) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+
+
+def _run_dir(path: Path) -> Path:
+    if not (path / "config.toml").is_file():
+        raise FileNotFoundError(f"--run {path}: no config.toml there; not a run folder")
+    if not (path / "checkpoints" / "last.pt").is_file():
+        raise FileNotFoundError(f"--run {path}: no checkpoints/last.pt; was the run started?")
+    return path
+
+
+def _which_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--ensemble", action="store_true", help="the mixture of the G snapshots (cycle ends)"
+    )
+    group.add_argument("--ema", action="store_true", help="the EMA of the generator")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+
+
+def _which(args: argparse.Namespace) -> str:
+    return "ensemble" if args.ensemble else "ema" if args.ema else "G"
+
+
+def _sample(argv: Sequence[str] | None) -> int:
+    from common.runs import resolve_device
+    from gancycle.trainer import GanTrainer
+
+    parser = argparse.ArgumentParser(
+        prog="gancycle-sample",
+        description="Write samples of a run's generator (final by default) to a .npy file: "
+        "points (n, 2), or images (n, C, H, W) in [0, 1].",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="the run folder")
+    parser.add_argument("--n", type=int, default=2500, help="number of samples")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.npy", help="output")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws")
+    _which_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.n <= 0:
+        raise ValueError(f"--n {args.n}: must be > 0")
+    if args.out.suffix != ".npy":
+        raise ValueError(f"--out {args.out}: must end in .npy")
+    trainer = GanTrainer.from_run(_run_dir(args.run), resolve_device(args.device))
+    samples = trainer.sample(args.n, _which(args), seed=args.seed)
+    if samples.dim() == 4:
+        samples = (samples.clamp(-1, 1) + 1) / 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, samples.numpy().astype(np.float32))
+    print(f"{args.out}: {tuple(samples.shape)} samples from {_which(args)}")
+    return 0
+
+
+def _eval(argv: Sequence[str] | None) -> int:
+    from common.runs import resolve_device
+    from gancycle.trainer import WHICH, GanTrainer
+
+    parser = argparse.ArgumentParser(
+        prog="gancycle-eval",
+        description="Recompute a run's metrics from its last checkpoint and print them as JSON.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="the run folder")
+    parser.add_argument(
+        "--samples", type=int, default=None, help="samples per metric (default: eval.samples)"
+    )
+    parser.add_argument(
+        "--inception-weights", default=None, metavar="FILE", help="adds FID (images)"
+    )
+    parser.add_argument("--all", action="store_true", help="G, its EMA and the ensemble")
+    _which_arguments(parser)
+    args = parser.parse_args(argv)
+    run_dir = _run_dir(args.run)
+    config = read_config(run_dir / "config.toml")
+    if args.samples is not None:
+        if args.samples < 10:
+            raise ValueError(f"--samples {args.samples}: must be >= 10")
+        config["eval"]["samples"] = args.samples
+    if args.inception_weights is not None:
+        _check_file(args.inception_weights, "--inception-weights")
+        config["eval"]["inception_weights"] = args.inception_weights
+    trainer = GanTrainer.from_run(run_dir, resolve_device(args.device), config)
+    which = (
+        [w for w in WHICH if w != "ensemble" or len(trainer.snapshots)]
+        if args.all
+        else [_which(args)]
+    )
+    result = {"step": trainer.step, **{w: trainer.evaluate(w) for w in which}}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def train_main(argv: Sequence[str] | None = None) -> NoReturn:
+    """``gancycle-train``: see ``gancycle-train --help``."""
+    run_cli(lambda: _train(argv))
+
+
+def sample_main(argv: Sequence[str] | None = None) -> NoReturn:
+    """``gancycle-sample --run DIR --n N --out FILE.npy [--ensemble | --ema]``."""
+    run_cli(lambda: _sample(argv))
+
+
+def eval_main(argv: Sequence[str] | None = None) -> NoReturn:
+    """``gancycle-eval --run DIR [--ensemble | --ema | --all]``."""
+    run_cli(lambda: _eval(argv))

@@ -1,0 +1,158 @@
+"""How good and how diverse are the samples: mode coverage, precision/recall, Fréchet distance.
+
+2D mixtures follow the PacGAN protocol (Lin et al. 2018, after VEEGAN): draw 2500 samples,
+assign each to its nearest mode centre, call it *high quality* when it lies within 3 standard
+deviations of that centre, and call a mode *captured* when it has at least one high-quality
+sample. The reported KL is that of the histogram of high-quality samples over the modes from the
+uniform distribution (PacGAN's ``detail_of_coverage``); 0 is a perfectly even spread.
+
+Images use a small classifier trained by the project on the real data
+(:mod:`gancycle.classifier`): class coverage, the KL of the predicted class histogram from
+uniform, the Fréchet distance between real and generated features of that classifier
+(``fd_classifier``; it is *not* FID, whose features come from Inception v3: see
+:mod:`gancycle.inception`) and precision/recall/density/coverage in the same feature space.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "mode_metrics",
+    "prdc",
+    "frechet_distance",
+    "class_metrics",
+    "kl_from_uniform",
+    "evaluate",
+]
+
+
+def kl_from_uniform(counts: torch.Tensor) -> float:
+    """KL(p || uniform) of the histogram ``counts`` (K bins), in nats, in [0, log K].
+
+    An empty histogram (no counts at all) is given the worst value, ``log K``.
+    """
+    k = len(counts)
+    total = float(counts.sum())
+    if total == 0:
+        return math.log(k)
+    p = counts.double() / total
+    p = p[p > 0]
+    return float((p * (p * k).log()).sum())
+
+
+def mode_metrics(
+    samples: torch.Tensor, centers: torch.Tensor, std: float, threshold: float = 3.0
+) -> dict[str, float]:
+    """PacGAN's mode metrics of 2D ``samples`` (n, 2) against mode ``centers`` (K, 2).
+
+    Returns:
+        ``modes``: modes captured (0..K); ``high_quality``: percent of samples within
+        ``threshold`` stds of their nearest centre (0..100); ``kl``: KL of the high-quality
+        samples' mode histogram from uniform (nats).
+    """
+    samples, centers = samples.double().cpu(), centers.double().cpu()
+    dist, nearest = torch.cdist(samples, centers).min(dim=1)
+    good = dist < threshold * std
+    counts = torch.bincount(nearest[good], minlength=len(centers))
+    return {
+        "modes": float((counts > 0).sum()),
+        "high_quality": 100.0 * float(good.double().mean()),
+        "kl": kl_from_uniform(counts),
+    }
+
+
+def _kth_neighbour(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each row of ``x`` to its ``k``-th nearest other row."""
+    return torch.cdist(x, x).topk(k + 1, dim=1, largest=False).values[:, k]  # [:, 0] is itself
+
+
+def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]:
+    """Precision, recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020).
+
+    Each real (fake) point gets a ball reaching its ``k``-th nearest real (fake) neighbour.
+    Precision: share of fake points inside some real ball; recall: share of real points inside
+    some fake ball; density: mean number of real balls holding a fake point, over ``k``
+    (about 1 when the two sets match); coverage: share of real balls holding a fake point.
+    All in [0, 1] except density (>= 0).
+    """
+    real, fake = real.flatten(1).double().cpu(), fake.flatten(1).double().cpu()
+    real_radius = _kth_neighbour(real, k)
+    fake_radius = _kth_neighbour(fake, k)
+    cross = torch.cdist(real, fake)  # (n_real, n_fake)
+    inside_real = cross <= real_radius[:, None]  # fake j inside real ball i
+    inside_fake = cross <= fake_radius[None, :]  # real i inside fake ball j
+    return {
+        "precision": float(inside_real.any(dim=0).double().mean()),
+        "recall": float(inside_fake.any(dim=1).double().mean()),
+        "density": float(inside_real.double().sum(dim=0).mean()) / k,
+        "coverage": float((cross.min(dim=1).values <= real_radius).double().mean()),
+    }
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets ``a`` (n, d) and ``b`` (m, d).
+
+    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2)``, computed with
+    symmetric eigendecompositions in float64 (no complex parts to discard).
+    """
+    a, b = a.double().cpu().numpy(), b.double().cpu().numpy()
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    trace_root = np.sqrt(np.clip(cross, 0, None)).sum()
+    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root
+    return float(max(value, 0.0))
+
+
+def class_metrics(
+    probs: torch.Tensor, num_classes: int, min_share: float = 0.1
+) -> dict[str, float]:
+    """Class coverage of generated images from a classifier's probabilities (n, classes).
+
+    Returns:
+        ``classes``: classes predicted for at least ``min_share`` of their uniform share
+        (``min_share * n / classes`` samples); ``class_kl``: KL of the predicted class histogram
+        from uniform (nats).
+    """
+    counts = torch.bincount(probs.argmax(dim=1).cpu(), minlength=num_classes)
+    floor = min_share * len(probs) / num_classes
+    return {"classes": float((counts >= floor).sum()), "class_kl": kl_from_uniform(counts)}
+
+
+def evaluate(
+    sample: Callable[[int], torch.Tensor],
+    real: torch.Tensor,
+    data: Any,
+    classifier: Any = None,
+    inception: Any = None,
+) -> dict[str, float]:
+    """Every metric that applies to ``data``, on ``len(real)`` generated samples.
+
+    Args:
+        sample: ``sample(n)`` returns ``n`` generated samples (on any device).
+        real: as many real samples, drawn once with a fixed seed so evaluations compare.
+        data: the :class:`~gancycle.data.Mixture2D` or :class:`~gancycle.data.ImageData`.
+        classifier: images only, a :class:`~gancycle.classifier.Classifier`.
+        inception: images only, optional, an :class:`~gancycle.inception.InceptionFeatures`.
+    """
+    fake = sample(len(real)).detach().float().cpu()
+    if hasattr(data, "centers"):
+        return {**mode_metrics(fake, data.centers, data.std), **prdc(real, fake)}
+    out: dict[str, float] = {}
+    if classifier is not None:
+        fake_logits, fake_features = classifier.logits_and_features(fake)
+        _, real_features = classifier.logits_and_features(real)
+        out.update(class_metrics(fake_logits.softmax(dim=1), data.num_classes))
+        out["fd_classifier"] = frechet_distance(real_features, fake_features)
+        out.update(prdc(real_features, fake_features))
+    if inception is not None:
+        out["fid"] = frechet_distance(inception(real), inception(fake))
+    return out

@@ -1,0 +1,538 @@
+"""The GAN trainer: generator and discriminator on one clock, their cycles out of phase.
+
+One global step ``t`` drives everything. Each network's learning rate is a schedule from the
+core (``[lr.G]``, ``[lr.D]``); an ``offset`` on one of them shifts its cycles (0.5 = half a
+cycle: when G takes large steps, D is cautious, and the other way round). D's schedule is also
+the clock of two optional regularisers that rise while D's learning rate is low (anti-phase):
+instance noise on D's inputs and one-sided label smoothing. At each restart a network may forget
+its Adam state, and G's weights at the end of each of its cycles join a snapshot ensemble.
+
+One step, top to bottom (:meth:`GanTrainer.train_step`)::
+
+    real ~ data, z ~ N(0, I), fake = G(z)
+    D: minimise loss_D(D(real + noise), D(fake + noise))      (d_steps times)
+    G: minimise loss_G(D(fake + noise))                         (fake reused, as in DCGAN)
+    EMA of G
+
+Everything random comes from one seeded ``torch.Generator`` saved in the checkpoint, so a run
+resumed from ``checkpoints/last.pt`` continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from common.config import read_config, save_config
+from common.coupling import CallableTarget, coupled_from_spec
+from common.dynamics import KineticEnergy, Thermostat, grad_norm
+from common.runs import (
+    atomic_torch_save,
+    atomic_write_json,
+    load_checkpoint,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from common.schedules import Schedule, from_spec
+from common.snapshots import SnapshotEnsemble
+from common.tb import RunWriter
+from common.torch_driver import ScheduleDriver, drive_optimizer
+from gancycle.classifier import load_or_train_classifier
+from gancycle.data import ImageData, Mixture2D, load_data
+from gancycle.inception import InceptionFeatures
+from gancycle.losses import d_output, discriminator_loss, generator_loss, gradient_penalty
+from gancycle.metrics import evaluate
+from gancycle.models import EMA, build_models
+from gancycle.plots import image_grid, scatter_over_modes
+from gancycle.sampling import generate, generate_mixture
+from gancycle.settings import RESETS, check_config
+
+__all__ = ["GanTrainer", "Divergence", "train", "NETS", "WHICH"]
+
+NETS = ("G", "D")
+WHICH = ("G", "ema", "ensemble")
+"""Which generator to sample: the trained one, its EMA, or the mixture of cycle snapshots."""
+
+CHARTS = {
+    "G and D learning rates": ["lr/G", "lr/D"],
+    "schedule levels": ["schedule/level/G", "schedule/level/D"],
+    "losses": ["loss/G", "loss/D"],
+    "D outputs": ["D/real", "D/fake"],
+    "kinetic energy": ["dynamics/kinetic_energy/G", "dynamics/kinetic_energy/D"],
+    "gradient norms": ["dynamics/grad_norm/G", "dynamics/grad_norm/D"],
+    "D regularisers (anti-phase)": ["hparam/instance_noise", "hparam/label_smoothing", "lr/D"],
+}
+
+
+class Divergence(RuntimeError):
+    """A NaN or Inf loss: the step that produced it was not applied."""
+
+    def __init__(self, step: int, net: str, loss: float) -> None:
+        super().__init__(f"step {step}: loss/{net} = {loss}; the update was not applied")
+        self.step, self.net, self.loss = step, net, loss
+
+
+def _scaled(spec: dict[str, Any], scale: float, name: str) -> Schedule:
+    """The schedule of ``spec`` with its peak and floor multiplied by ``scale``."""
+    spec = dict(spec)
+    for key in ("max", "min", "start"):
+        if key in spec:
+            spec[key] = spec[key] * scale
+    if scale != 1.0 and "max" not in spec:
+        spec["max"] = 1e-3 * scale  # from_spec's default peak
+    return from_spec(spec, name=name)
+
+
+class GanTrainer:
+    """Trains one GAN run in ``run_dir`` from a checked config (see ``gancycle/configs``).
+
+    Args:
+        config: the run's config (:func:`gancycle.settings.check_config` is applied).
+        run_dir: the run folder: ``config.toml``, events, ``metrics.json``, ``checkpoints/``,
+            ``snapshots/``, ``data/`` (the cached classifier of image metrics).
+        device: overrides ``config["device"]``.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        run_dir: str | Path,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.config = check_config(config)
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device) if device else resolve_device(config["device"])
+        self.amp = bool(config["amp"]) and self.device.type == "cuda"
+        if config["threads"] > 0:
+            torch.set_num_threads(config["threads"])
+        seed = config["seed"]
+        seed_everything(seed)
+        # One generator for every random draw of training: batches, z, instance noise, GP.
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+
+        self.data = load_data(config["data"]).to(self.device)
+        self.G, self.D = (
+            net.to(self.device) for net in build_models(config["model"], self.data.shape)
+        )
+        self.nets = {"G": self.G, "D": self.D}
+        self.z_dim = int(config["model"]["z_dim"])
+        self.ema = EMA(self.G, config["ema"]["decay"])
+        self.opts = {net: self._optimizer(self.nets[net]) for net in NETS}
+        self.params = {net: list(self.nets[net].parameters()) for net in NETS}
+        self.kinetic = {net: KineticEnergy(self.params[net]) for net in NETS}
+        self.thermostats = {
+            net: Thermostat(self.opts[net], config["thermostat"][net], generator=self.generator)
+            for net in NETS
+            if config["thermostat"][net] > 0
+        }
+        self.snapshots = SnapshotEnsemble(config["snapshots"]["max"], self.run_dir / "snapshots")
+
+        self.step = 0  # updates done
+        self.lr_scale = 1.0  # lowered by each NaN rollback
+        self.rollbacks = 0
+        self.history: list[dict[str, Any]] = []
+        self.window: dict[str, float] = defaultdict(float)  # sums since the last log, "n" counts
+        self._build_rhythm()
+
+        # Fixed draws for evaluations, apart from the training generator.
+        eval_gen = torch.Generator().manual_seed(seed + 1)
+        n = config["eval"]["samples"]
+        self.eval_z = torch.randn(n, self.z_dim, generator=eval_gen)
+        self.eval_real = self.data.sample(n, eval_gen.manual_seed(seed + 2)).cpu()
+        self._classifier: Any = None
+        self._inception: Any = None
+        self._writer: RunWriter | None = None
+
+    # -- building blocks --------------------------------------------------------------------
+
+    def _optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
+        cfg = self.config["optim"]
+        if cfg["name"] == "sgd":
+            return torch.optim.SGD(net.parameters(), lr=0.0, momentum=cfg["beta1"])
+        return torch.optim.Adam(net.parameters(), lr=0.0, betas=(cfg["beta1"], cfg["beta2"]))
+
+    def _build_rhythm(self) -> None:
+        """Schedules, couplings and drivers (rebuilt when a rollback lowers the peaks)."""
+        cfg = self.config
+        self.schedules = {net: _scaled(cfg["lr"][net], self.lr_scale, f"lr.{net}") for net in NETS}
+        self.drivers: dict[str, ScheduleDriver] = {}
+        for net in NETS:
+            keys = RESETS[cfg["reset"][net]] or None
+            self.drivers[net] = drive_optimizer(
+                self.opts[net], self.schedules[net], reset=keys, name=net
+            )
+        self.drivers["G"].on_restart(self.snapshots.hook(self.G))
+        self.drivers["G"].on_restart(self._checkpoint_after_step)
+        # D's regularisers follow D's clock; the trainer reads the values from self.coupled.
+        self.coupled = {"instance_noise": 0.0, "label_smoothing": 0.0}
+        for name in self.coupled:
+            if cfg[name]["enabled"]:
+                coupling = coupled_from_spec(cfg[name], self.schedules["D"], name=name)
+                target = CallableTarget(
+                    lambda v, name=name: self.coupled.__setitem__(name, v), name
+                )
+                self.drivers["D"].bind(name, coupling, target)
+        self._checkpoint_due = False
+
+    def _checkpoint_after_step(self, step: float, phase: Any) -> None:
+        self._checkpoint_due = True  # a snapshot was taken: keep the checkpoint in step with it
+
+    def set_schedules(self, t: int) -> dict[str, float]:
+        """Write the learning rates and coupled values of step ``t``; fire restart hooks."""
+        return {**self.drivers["G"].set(t), **self.drivers["D"].set(t)}
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def _noise(self, batch: int) -> torch.Tensor:
+        return torch.randn(batch, self.z_dim, generator=self.generator, device=self.device)
+
+    def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
+        std = self.coupled["instance_noise"]
+        if std == 0.0:
+            return x
+        noise = torch.randn(x.shape, generator=self.generator, device=self.device)
+        return x + std * noise
+
+    def _update(self, net: str, loss: torch.Tensor) -> None:
+        """backward, (thermostat,) optimizer step; records loss, grad norm and |Δθ|²."""
+        value = float(loss.detach())
+        if value != value or abs(value) == float("inf"):
+            raise Divergence(self.step, net, value)
+        opt = self.opts[net]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.window[f"dynamics/grad_norm/{net}"] += grad_norm(self.params[net])
+        if net in self.thermostats:
+            self.window[f"dynamics/thermostat_sigma/{net}"] += self.thermostats[net].apply()
+        self.kinetic[net].before()
+        opt.step()
+        energy = self.kinetic[net].after()
+        if net in self.thermostats:
+            self.thermostats[net].observe(energy)
+        self.window[f"dynamics/kinetic_energy/{net}"] += energy
+        self.window[f"loss/{net}"] += value
+
+    def train_step(self) -> None:
+        """One generator update after ``loss.d_steps`` discriminator updates."""
+        cfg = self.config
+        batch, loss_name = cfg["data"]["batch"], cfg["loss"]["name"]
+        gp_weight, d_steps = cfg["loss"]["gp_weight"], cfg["loss"]["d_steps"]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            for _ in range(d_steps):
+                real = self._instance_noise(self.data.sample(batch, self.generator))
+                fake = self.G(self._noise(batch))  # keeps its graph for the G update below
+                fake_in = self._instance_noise(fake.detach())
+                real_score, fake_score = self.D(real), self.D(fake_in)
+                loss_D = discriminator_loss(
+                    loss_name, real_score, fake_score, self.coupled["label_smoothing"]
+                )
+                if gp_weight > 0:
+                    loss_D = loss_D + gp_weight * gradient_penalty(
+                        self.D, real, fake_in, self.generator
+                    )
+                self._update("D", loss_D)
+                self.window["D/real"] += d_output(loss_name, real_score)
+                self.window["D/fake"] += d_output(loss_name, fake_score)
+            self.window["n_D"] += d_steps
+            loss_G = generator_loss(loss_name, self.D(self._instance_noise(fake)))
+            self._update("G", loss_G)
+        self.ema.update()
+        self.window["n_G"] += 1
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def train(self, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+        """Train until ``steps`` updates are done (default: ``config["steps"]``).
+
+        Logs every ``log.every`` steps, evaluates every ``eval.every`` steps (0: only at the
+        end), checkpoints every ``checkpoint.every`` steps and after each snapshot. A NaN or Inf
+        loss stops training (``on_nan = "stop"``) or rolls back to the last checkpoint with both
+        learning-rate schedules scaled by ``rollback.factor`` (``on_nan = "rollback"``, at most
+        ``rollback.max`` times).
+
+        Returns:
+            The final metrics (also in ``metrics.json``): per generator (``G``, ``ema``,
+            ``ensemble`` when snapshots exist) the metrics of :func:`gancycle.metrics.evaluate`,
+            plus ``steps``, ``wall_s``, ``steps_per_s``, ``rollbacks`` and, after a divergence
+            that stopped the run, ``diverged``.
+        """
+        cfg = self.config
+        steps = cfg["steps"] if steps is None else steps
+        every = cfg["log"]["every"]
+        eval_every, ckpt_every = cfg["eval"]["every"], cfg["checkpoint"]["every"]
+        writer = self.writer
+        writer.layout(CHARTS)
+        if self.step == 0 and not self.checkpoint_path.exists():
+            self.save_checkpoint()  # a rollback target before the first update
+        bar = tqdm(total=steps, initial=self.step, disable=not progress, desc=self.run_dir.name)
+        start_step, start_time = self.step, time.perf_counter()
+        diverged = None
+        while self.step < steps:
+            t = self.step
+            values = self.set_schedules(t)
+            try:
+                self.train_step()
+            except Divergence as e:
+                bar.write(f"divergence: {e}")
+                if cfg["on_nan"] == "rollback" and self.rollbacks < cfg["rollback"]["max"]:
+                    self.rollback()
+                    bar.write(f"rolled back to step {self.step}, lr scale {self.lr_scale:g}")
+                    bar.n = self.step
+                    continue
+                diverged = {"step": e.step, "net": e.net, "loss": str(e.loss)}
+                break
+            self.step = t + 1
+            if self.step % every == 0 or self.step == steps:
+                self._log(t, values, bar)
+            if eval_every and self.step % eval_every == 0 and self.step < steps:
+                self.evaluate_and_log()
+            if self._checkpoint_due or self.step % ckpt_every == 0:
+                self.save_checkpoint()
+            bar.update(1)
+        bar.close()
+        wall = time.perf_counter() - start_time
+        if diverged is None:
+            self.set_schedules(self.step)  # a cycle ending with the run is snapshotted too
+            self.save_checkpoint()
+        final = self.evaluate_and_log(final=True)
+        final.update(
+            steps=self.step,
+            wall_s=wall,
+            steps_per_s=(self.step - start_step) / wall if wall > 0 else 0.0,
+            rollbacks=self.rollbacks,
+        )
+        if diverged is not None:
+            final["diverged"] = diverged
+        self._write_metrics(final)
+        writer.hparams(_flatten(cfg), {k: v for k, v in final["G"].items()})
+        writer.close()
+        self._writer = None
+        return final
+
+    @property
+    def writer(self) -> RunWriter:
+        if self._writer is None:
+            self._writer = RunWriter(self.run_dir)
+        return self._writer
+
+    def _log(self, t: int, values: dict[str, float], bar: Any) -> None:
+        """Learning rates and levels at step ``t``; means of everything else since the last log."""
+        scalars = {f"lr/{net}": values[net] for net in NETS}
+        for net in NETS:
+            scalars[f"schedule/level/{net}"] = self.schedules[net].phase(t).level
+        scalars["schedule/cycle"] = self.schedules["G"].phase(t).cycle
+        for name in self.coupled:
+            if name in values:
+                scalars[f"hparam/{name}"] = values[name]
+        window, self.window = self.window, defaultdict(float)
+        n_D, n_G = max(window.pop("n_D", 0), 1), max(window.pop("n_G", 0), 1)
+        for tag, total in window.items():
+            scalars[tag] = total / (n_G if tag.endswith("/G") else n_D)
+        self.writer.scalars(scalars, t)
+        bar.set_postfix(
+            lr_G=f"{values['G']:.2e}",
+            lr_D=f"{values['D']:.2e}",
+            loss_G=f"{scalars.get('loss/G', 0):.3f}",
+            loss_D=f"{scalars.get('loss/D', 0):.3f}",
+            refresh=False,
+        )
+
+    # -- sampling and evaluation ------------------------------------------------------------
+
+    def sample(self, n: int, which: str = "G", seed: int = 0) -> torch.Tensor:
+        """``n`` samples (on the CPU) from the trained generator, its EMA or the snapshot mixture.
+
+        Points have shape (n, 2); images (n, C, H, W) in [-1, 1].
+        """
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.z_dim, generator=generator)
+        return self._sample_z(z.to(self.device), which, generator).cpu()
+
+    def _sample_z(self, z: torch.Tensor, which: str, generator: torch.Generator) -> torch.Tensor:
+        if which == "G":
+            return generate(self.G, z)
+        if which == "ema":
+            return generate(self.ema.model, z)
+        if which == "ensemble":
+            return generate_mixture(self.G, self.snapshots.state_dicts, z, generator)
+        raise ValueError(f"which = {which!r}: must be one of {' | '.join(WHICH)}")
+
+    def _feature_nets(self) -> tuple[Any, Any]:
+        if isinstance(self.data, ImageData) and self._classifier is None:
+            self._classifier, accuracy = load_or_train_classifier(
+                self.data,
+                self.run_dir / "data" / "classifier.pt",
+                self.config["eval"]["classifier_steps"],
+                self.device,
+                seed=self.config["seed"],
+            )
+            self.classifier_accuracy = accuracy
+        weights = self.config["eval"]["inception_weights"]
+        if isinstance(self.data, ImageData) and weights and self._inception is None:
+            self._inception = InceptionFeatures(weights, self.device)
+        return self._classifier, self._inception
+
+    def evaluate(self, which: str = "G") -> dict[str, float]:
+        """Metrics of one generator on ``eval.samples`` samples (fixed noise and real draw)."""
+        classifier, inception = self._feature_nets()
+        generator = torch.Generator().manual_seed(self.config["seed"] + 3)
+
+        def sample(n: int) -> torch.Tensor:
+            return self._sample_z(self.eval_z[:n].to(self.device), which, generator)
+
+        return evaluate(sample, self.eval_real, self.data, classifier, inception)
+
+    def evaluate_and_log(self, final: bool = False) -> dict[str, Any]:
+        """Evaluate G and its EMA (and at the end the snapshot ensemble); log and record."""
+        which = ["G", "ema"] + (["ensemble"] if final and len(self.snapshots) else [])
+        result: dict[str, Any] = {name: self.evaluate(name) for name in which}
+        scalars = {f"eval/{m}": v for m, v in result["G"].items()}
+        scalars.update({f"eval/ema/{m}": v for m, v in result["ema"].items()})
+        if "ensemble" in result:
+            scalars.update({f"eval/ensemble/{m}": v for m, v in result["ensemble"].items()})
+        self.writer.scalars(scalars, self.step)
+        self._log_samples()
+        if hasattr(self, "classifier_accuracy"):
+            result["classifier_accuracy"] = self.classifier_accuracy
+        self.history.append({"step": self.step, **{k: v for k, v in result.items()}})
+        self._write_metrics(None)
+        return result
+
+    def _log_samples(self) -> None:
+        if isinstance(self.data, Mixture2D):
+            points = generate(self.G, self.eval_z.to(self.device)).cpu()
+            title = f"step {self.step}"
+            fig = scatter_over_modes(points, self.data.centers, self.data.std, title)
+            self.writer.figure("samples", fig, self.step)
+        else:
+            images = generate(self.G, self.eval_z[:64].to(self.device))
+            self.writer.image("samples", image_grid(images), self.step)
+
+    def _write_metrics(self, final: dict[str, Any] | None) -> None:
+        path = self.run_dir / "metrics.json"
+        atomic_write_json({"final": final, "history": self.history}, path)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, in types ``torch.load(weights_only=True)`` reads."""
+        return {
+            "step": self.step,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "ema": self.ema.model.state_dict(),
+            "opt_G": self.opts["G"].state_dict(),
+            "opt_D": self.opts["D"].state_dict(),
+            "driver_G": self.drivers["G"].state_dict(),
+            "driver_D": self.drivers["D"].state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+            "snapshots": self.snapshots.state_dict(),
+            "thermostat_sigma": {net: th.sigma for net, th in self.thermostats.items()},
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+            "window": dict(self.window),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.ema.model.load_state_dict(state["ema"])
+        for net in NETS:
+            self.opts[net].load_state_dict(state[f"opt_{net}"])
+        self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
+        self._build_rhythm()
+        for net in NETS:
+            self.drivers[net].load_state_dict(state[f"driver_{net}"])
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        self.snapshots.load_state_dict(state["snapshots"])
+        for net, sigma in state["thermostat_sigma"].items():
+            self.thermostats[net].sigma = sigma
+        self.window = defaultdict(float, state["window"])
+        self.history = list(state["history"])
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/last.pt`` atomically."""
+        self._checkpoint_due = False
+        return atomic_torch_save(self.state_dict(), self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        """Restore ``checkpoints/last.pt`` (loaded with ``weights_only=True``)."""
+        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location="cpu"))
+
+    def rollback(self) -> None:
+        """Back to the last checkpoint, both lr schedules scaled by ``rollback.factor``."""
+        rollbacks = self.rollbacks + 1
+        scale = self.lr_scale * self.config["rollback"]["factor"]
+        self.load_checkpoint()
+        self.rollbacks, self.lr_scale = rollbacks, scale
+        cycles = {net: self.drivers[net].state_dict() for net in NETS}
+        self._build_rhythm()
+        for net in NETS:
+            self.drivers[net].load_state_dict(cycles[net])
+        self.save_checkpoint()
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        device: torch.device | str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> GanTrainer:
+        """The trainer of an existing run folder, restored from its last checkpoint.
+
+        ``config`` replaces the run's ``config.toml`` (e.g. with other evaluation settings).
+        """
+        run_dir = Path(run_dir)
+        config = read_config(run_dir / "config.toml") if config is None else config
+        trainer = cls(config, run_dir, device)
+        trainer.load_checkpoint()
+        return trainer
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def train(
+    config: dict[str, Any],
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a GAN run; the function behind ``gancycle-train``.
+
+    Args:
+        config: the resolved config (a shipped TOML after ``--set`` overrides).
+        run_dir: the run folder; its ``config.toml`` is (re)written from ``config``.
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+        progress: show a progress bar.
+
+    Returns:
+        The final metrics (see :meth:`GanTrainer.train`).
+    """
+    trainer = GanTrainer(config, run_dir)
+    if resume:
+        trainer.load_checkpoint()
+    save_config(config, Path(run_dir) / "config.toml")
+    return trainer.train(progress=progress)
