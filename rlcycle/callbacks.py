@@ -226,8 +226,9 @@ class CurriculumCallback(BaseCallback):
         """Record the clock's scalars and write every pending value at the current step."""
         step = self.num_timesteps
         phase = self.clock.phase(step)
-        for name, optimizer in algo_optimizers(self.model).items():
-            self.logger.record(f"lr/{name}", float(optimizer.param_groups[0]["lr"]))
+        if self.model._n_updates > 0:  # read back from the optimizers once SB3 has set them
+            for name, optimizer in algo_optimizers(self.model).items():
+                self.logger.record(f"lr/{name}", float(optimizer.param_groups[0]["lr"]))
         self.logger.record("schedule/level", phase.level)
         self.logger.record("schedule/cycle", phase.cycle)
         self.logger.record("curriculum/difficulty", self.difficulty)

@@ -15,7 +15,8 @@ Gaussian means for PPO/A2C with continuous actions, squashed means for SAC, Q-va
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,20 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from common.config import read_config
+from common.runs import load_checkpoint
+from common.snapshots import SnapshotEnsemble
 from common.tb import eval_tag
+from rlcycle.algos import load_model
 from rlcycle.envs import ENVS, check_difficulty, make_env
 
-__all__ = ["EVAL_SEED_OFFSET", "EnsemblePolicy", "evaluate", "evaluate_grid"]
+__all__ = [
+    "EVAL_SEED_OFFSET",
+    "EnsemblePolicy",
+    "evaluate",
+    "evaluate_grid",
+    "evaluate_run",
+]
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation environments are seeded ``seed + EVAL_SEED_OFFSET``, apart from training's."""
@@ -153,3 +164,45 @@ def evaluate_grid(
     out[eval_tag(f"{prefix}return")] = float(np.mean(returns))
     out[eval_tag(f"{prefix}success")] = float(np.mean(successes))
     return out
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    difficulties: Sequence[float] | None = None,
+    episodes: int | None = None,
+    ensemble: bool = False,
+    seed: int | None = None,
+) -> dict[str, float]:
+    """Evaluate a saved run's final model (or its last checkpoint's, if it never finished).
+
+    Args:
+        run_dir: the run folder.
+        difficulties: the grid (default: the run's ``eval.difficulties``), each in [0, 1].
+        episodes: per difficulty (default: the run's ``eval.episodes``), >= 1.
+        ensemble: also evaluate the snapshot ensemble in ``run_dir/snapshots``.
+        seed: evaluation seed (default: the run's).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise FileNotFoundError(f"--run {run_dir}: no config.toml there; not a run folder")
+    config = read_config(run_dir / "config.toml")
+    grid = list(difficulties) if difficulties else config["eval"]["difficulties"]
+    for d in grid:
+        check_difficulty(d, "--difficulty")
+    episodes = episodes if episodes is not None else config["eval"]["episodes"]
+    if episodes < 1:
+        raise ValueError(f"--episodes {episodes}: must be >= 1")
+    seed = config["seed"] if seed is None else seed
+    path = run_dir / "model.zip"
+    if not path.is_file():
+        checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        path = run_dir / "checkpoints" / checkpoint["files"]["model"]
+    model = load_model(config["algo"], path, device="cpu")
+    env_id = config["env"]["id"]
+    metrics = evaluate_grid(model, env_id, grid, episodes, seed)
+    if ensemble:
+        snapshots = SnapshotEnsemble(config["restart"]["max_snapshots"])
+        snapshots.load(run_dir / "snapshots")
+        policy = EnsemblePolicy(model.policy, snapshots.state_dicts)
+        metrics.update(evaluate_grid(policy, env_id, grid, episodes, seed, "ensemble_"))
+    return metrics

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
@@ -261,13 +262,19 @@ def _evaluator(config: Mapping[str, Any], snapshots: SnapshotEnsemble | None):
     return evaluate_model
 
 
-def train(config: Mapping[str, Any], run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def train(
+    config: Mapping[str, Any],
+    run_dir: str | Path,
+    resume: bool = False,
+    callbacks: list[BaseCallback] | None = None,
+) -> dict[str, Any]:
     """Run (or continue) one training run in ``run_dir``; returns the final metrics.
 
     Args:
         config: a config as :func:`resolve_config` accepts (defaults are filled in).
         run_dir: the run folder (created if needed).
         resume: continue from ``run_dir/checkpoints/last.pt`` up to ``config["steps"]``.
+        callbacks: your own SB3 callbacks, called after the curriculum's at every event.
 
     Returns:
         ``{"steps", "wall_s", "env_steps_per_s", "eval": {tag: value}, "history",
@@ -275,7 +282,7 @@ def train(config: Mapping[str, Any], run_dir: str | Path, resume: bool = False) 
     """
     config = resolve_config(config)
     with torch_threads(config["threads"]):
-        return _train(config, Path(run_dir), resume)
+        return _train(config, Path(run_dir), resume, callbacks or [])
 
 
 @contextmanager
@@ -294,7 +301,9 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _train(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
+def _train(
+    config: dict[str, Any], run_dir: Path, resume: bool, callbacks: list[BaseCallback]
+) -> dict[str, Any]:
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt") if resume else None
     start = checkpoint["step"] if checkpoint else 0
     steps = config["steps"]
@@ -361,7 +370,7 @@ def _train(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any
     try:
         model.learn(
             total_timesteps=steps - start,
-            callback=callback,
+            callback=[callback, *callbacks],
             log_interval=None,  # the callback dumps at update boundaries
             reset_num_timesteps=not checkpoint,
             progress_bar=config["progress_bar"],

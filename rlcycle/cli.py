@@ -1,0 +1,152 @@
+"""Command lines: ``rlcycle-train`` and ``rlcycle-eval``.
+
+A bad key, value or path ends the program with one line ``error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from common.cli import HelpFormatter, add_run_arguments, resolve_run, run_cli
+from common.config import ConfigError, shipped_configs
+
+__all__ = ["train_main", "eval_main", "train_parser", "eval_parser"]
+
+TRAIN_HELP = """\
+Train an SB3 agent on a curriculum whose difficulty runs in anti-phase with the learning rate:
+within each cycle the learning rate anneals while the difficulty rises; at each restart the
+learning rate jumps up and the agent revisits easier settings; the ceiling rises per cycle.
+
+examples:
+  rlcycle-train                                          # CartPole, PPO, anti-phase
+  rlcycle-train --config lunarlander --vec subproc
+  rlcycle-train --set curriculum.mode=in                 # the in-phase control
+  rlcycle-train --config pendulum --algo ppo --n-envs 4
+  rlcycle-train --resume runs/cartpole/20250101-120000   # continue a killed run
+"""
+
+
+class _Help(HelpFormatter):
+    """Shows defaults, except ``None``/``False`` ones (their help says "default: config's")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The ``rlcycle-train`` options: the shared run options plus algorithm and envs."""
+    parser = _Parser(prog="rlcycle-train", description=TRAIN_HELP, formatter_class=_Help)
+    add_run_arguments(parser, "cartpole", shipped_configs("rlcycle"))
+    parser.add_argument(
+        "--algo",
+        choices=["ppo", "a2c", "dqn", "sac"],
+        default=None,
+        help="SB3 algorithm; its hyperparameters come from the config's table of that name "
+        "(default: config's algo)",
+    )
+    parser.add_argument(
+        "--n-envs", type=int, default=None, help="parallel environments (default: config's)"
+    )
+    parser.add_argument(
+        "--vec",
+        choices=["dummy", "subproc"],
+        default=None,
+        help="dummy: all environments in this process; subproc: one process each "
+        "(default: config's)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _train(argv: Sequence[str] | None) -> int:
+    from rlcycle.train import train
+
+    args = train_parser().parse_args(argv)
+    config, run_dir, resume = resolve_run(args, "rlcycle")
+    if resume and args.algo is not None and args.algo != config.get("algo"):
+        raise ConfigError(f"--algo {args.algo}: a resumed run keeps its algo ({config['algo']})")
+    for key, value in (("algo", args.algo), ("n_envs", args.n_envs), ("vec", args.vec)):
+        if value is not None:
+            config[key] = value
+    if args.no_progress:
+        config["progress_bar"] = False
+    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
+    metrics = train(config, run_dir, resume=resume)
+    print(_summary(metrics))
+    return 0
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    lines = [f"run: {metrics['run_dir']}  ({metrics['steps']} env steps)"]
+    for tag, value in metrics["eval"].items():
+        if tag.startswith("eval/return/d=") or tag.startswith("eval/ensemble_return/d="):
+            lines.append(f"  {tag:<30} {value:9.1f}")
+    lines.append(f"view: tensorboard --logdir {metrics['run_dir']}")
+    return "\n".join(lines)
+
+
+def train_main(argv: Sequence[str] | None = None) -> NoReturn:
+    """``rlcycle-train``: train (or ``--resume``) one run."""
+    run_cli(lambda: _train(argv))
+
+
+# -- rlcycle-eval ----------------------------------------------------------------------------
+
+EVAL_HELP = """\
+Re-evaluate a saved run on held-out environments: deterministic policy, mean return and success
+rate at each difficulty.
+
+examples:
+  rlcycle-eval --run runs/cartpole/20250101-120000 --difficulty 1.0 --episodes 20
+  rlcycle-eval --run runs/cartpole/20250101-120000 --ensemble     # the snapshot ensemble too
+"""
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    """The ``rlcycle-eval`` options."""
+    parser = _Parser(prog="rlcycle-eval", description=EVAL_HELP, formatter_class=_Help)
+    parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="a run folder")
+    parser.add_argument(
+        "--difficulty",
+        type=float,
+        action="append",
+        default=None,
+        metavar="D",
+        help="difficulty in [0, 1], repeatable (default: the run's eval.difficulties)",
+    )
+    parser.add_argument(
+        "--episodes", type=int, default=None, help="episodes per difficulty (default: the run's)"
+    )
+    parser.add_argument("--ensemble", action="store_true", help="also the snapshot ensemble")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: the run's)")
+    return parser
+
+
+def _eval(argv: Sequence[str] | None) -> int:
+    from rlcycle.evaluate import evaluate_run
+
+    args = eval_parser().parse_args(argv)
+    metrics = evaluate_run(args.run, args.difficulty, args.episodes, args.ensemble, args.seed)
+    for tag, value in metrics.items():
+        print(f"{tag:<32} {value:9.3f}")
+    return 0
+
+
+def eval_main(argv: Sequence[str] | None = None) -> NoReturn:
+    """``rlcycle-eval``: evaluate a saved run."""
+    run_cli(lambda: _eval(argv))

@@ -1,0 +1,215 @@
+"""Real SB3 runs (tiny): the learning rate through SB3's lr_schedule, difficulty in the workers,
+optimizer resets at restarts, snapshots, the curvature probe, the run folder."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from common.config import load_config, read_config
+from common.runs import load_checkpoint
+from common.schedules import from_spec
+from common.tb import read_scalars
+from rlcycle.algos import algo_optimizers, load_model
+from rlcycle.curriculum import curriculum_from_spec
+from rlcycle.evaluate import evaluate_run
+from rlcycle.train import train
+
+
+def tiny(name: str, steps: int, period: float, **top) -> dict:
+    """A shipped config cut down to a few seconds of CPU."""
+    config = load_config(name, "rlcycle")
+    config.update(steps=steps, device="cpu", progress_bar=False, log_every=1, **top)
+    config["lr"]["period"] = period
+    config["restart"]["snapshots"] = False
+    config["eval"].update(difficulties=[0.0], episodes=1)
+    return config
+
+
+TINY = {
+    "ppo": lambda: tiny("cartpole", 1024, 300),
+    "a2c": lambda: tiny("cartpole", 480, 150, algo="a2c"),
+    "dqn": lambda: {
+        **tiny("cartpole", 600, 200, algo="dqn", n_envs=1),
+        "dqn": {"learning_starts": 100, "train_freq": 16, "gradient_steps": 2, "batch_size": 32},
+    },
+    "sac": lambda: {
+        **tiny("pendulum", 300, 100),
+        "sac": {"learning_starts": 100, "buffer_size": 1000, "batch_size": 32},
+    },
+}
+
+
+def clock_and_curriculum(config):
+    clock = from_spec(config["lr"])
+    return clock, curriculum_from_spec(config["curriculum"], clock, config["steps"])
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    """One PPO CartPole run with snapshots, shared by several tests."""
+    config = tiny("cartpole", 1280, 300)
+    config["restart"]["snapshots"] = True
+    config["eval"].update(difficulties=[0.0, 1.0], episodes=2)
+    run = tmp_path_factory.mktemp("ppo_run")
+    return config, run, train(config, run)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn", "sac"])
+def test_sb3_logs_the_core_learning_rate_at_every_step(algo, tmp_path):
+    config = TINY[algo]()
+    metrics = train(config, tmp_path)
+    clock, _ = clock_and_curriculum(config)
+    logged = read_scalars(tmp_path, "train/learning_rate")
+    assert len({v for _, v in logged}) >= 3  # the schedule moves
+    for step, value in logged:
+        assert value == pytest.approx(clock.value(step), rel=1e-6), step
+    # Every optimizer of the algorithm follows (SAC: actor, critic, entropy coefficient) ...
+    names = {"sac": {"policy", "critic", "ent_coef"}}.get(algo, {"policy"})
+    for name in names:
+        for step, value in read_scalars(tmp_path, f"lr/{name}"):
+            assert value == pytest.approx(clock.value(step), rel=1e-6), (name, step)
+    # ... and the saved model reloads with the last update's learning rate in each of them.
+    model = load_model(config["algo"], tmp_path / "model.zip")
+    assert set(algo_optimizers(model)) == names
+    final = clock.value(metrics["steps"])
+    for optimizer in algo_optimizers(model).values():
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(final, rel=1e-9)
+    assert model.lr_schedule(1.0 - metrics["steps"] / config["steps"]) == pytest.approx(final)
+
+
+def test_logged_difficulty_follows_the_curriculum(ppo_run):
+    config, run, _ = ppo_run
+    clock, curriculum = clock_and_curriculum(config)
+    difficulty = read_scalars(run, "curriculum/difficulty")
+    level = read_scalars(run, "schedule/level")
+    assert len(difficulty) == len(level) >= 5
+    for (step, d), (_, lv) in zip(difficulty, level, strict=True):
+        assert d == pytest.approx(round(curriculum.difficulty(step), 2), abs=1e-6)
+        assert lv == pytest.approx(clock.phase(step).level, abs=1e-6)
+    assert len({round(d, 2) for _, d in difficulty}) >= 3
+
+
+class Watch(BaseCallback):
+    """Records, after the curriculum callback, what the workers and optimizers look like."""
+
+    def __init__(self, config, every: int = 1):
+        super().__init__()
+        self.clock, self.curriculum = clock_and_curriculum(config)
+        self.every = every
+        self.seen: list[tuple[int, float, list[float]]] = []  # step, expected, workers' values
+        self.restarts: list[dict[str, float]] = []  # |exp_avg| per optimizer at each restart
+        self.before: list[dict[str, float]] = []  # the same one step earlier
+        self.cycle = 0
+        self.last: dict[str, float] = {}
+
+    def moments(self) -> dict[str, float]:
+        out = {}
+        for name, optimizer in algo_optimizers(self.model).items():
+            out[name] = sum(
+                float(state["exp_avg"].abs().sum())
+                for state in optimizer.state.values()
+                if "exp_avg" in state
+            )
+        return out
+
+    def _on_step(self) -> bool:
+        step = self.num_timesteps
+        if self.n_calls % self.every == 0:
+            expected = round(self.curriculum.difficulty(step), 2)
+            self.seen.append((step, expected, self.training_env.get_attr("next_difficulty")))
+        now = self.moments()
+        if self.clock.cycle(step) > self.cycle:
+            self.cycle = self.clock.cycle(step)
+            self.restarts.append(now)
+            self.before.append(self.last)
+        self.last = now
+        return True
+
+
+def test_difficulty_reaches_subprocess_workers_during_training(tmp_path):
+    config = tiny("cartpole", 768, 300, n_envs=2, vec="subproc")
+    config["ppo"]["batch_size"] = 64
+    watch = Watch(config, every=8)
+    train(config, tmp_path, callbacks=[watch])
+    assert len(watch.seen) >= 40
+    for step, expected, workers in watch.seen:
+        assert workers == [expected, expected], step
+    assert len({e for _, e, _ in watch.seen}) >= 5
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_restarts_reset_every_optimizer(algo, tmp_path):
+    config = TINY[algo]()
+    config["steps"] = {"ppo": 1280, "sac": 400}[algo]
+    config["restart"]["reset_optimizer"] = True
+    watch = Watch(config)
+    train(config, tmp_path / "reset", callbacks=[watch])
+    assert len(watch.restarts) == 4  # steps 300, 600, 900, 1200 (ppo); 100 ... 400 (sac)
+    # Restarts after the first update: every optimizer had moments a step before, none after.
+    pairs = list(zip(watch.restarts, watch.before, strict=True))
+    trained = [(now, before) for now, before in pairs if any(before.values())]
+    assert len(trained) >= 3
+    for now, before in trained:
+        assert set(now) == set(before) == set(algo_optimizers(watch.model))
+        assert all(v == 0.0 for v in now.values()), now
+        assert all(v > 0.0 for v in before.values()), before
+    # Without the option, the moments survive the restarts.
+    config["restart"]["reset_optimizer"] = False
+    control = Watch(config)
+    train(config, tmp_path / "keep", callbacks=[control])
+    assert all(v > 0.0 for now in control.restarts[1:] for v in now.values())
+
+
+def test_snapshots_at_cycle_ends_and_ensemble_evaluation(ppo_run):
+    config, run, metrics = ppo_run
+    # Cycles end at 300, 600, 900, 1200; the last (unfinished) cycle is kept at the end.
+    assert metrics["snapshot_cycles"] == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
+        f"cycle_{k}.pt" for k in range(5)
+    ]
+    state = torch.load(run / "snapshots" / "cycle_1.pt", weights_only=True)
+    assert any(k.startswith("action_net") for k in state)
+    for d in ("0", "1"):
+        assert metrics["eval"][f"eval/ensemble_return/d={d}"] >= 8.0  # CartPole's shortest
+    again = evaluate_run(run, [1.0], episodes=2, ensemble=True)
+    assert again["eval/ensemble_return/d=1"] == metrics["eval"]["eval/ensemble_return/d=1"]
+    assert again["eval/return/d=1"] == metrics["eval"]["eval/return/d=1"]
+
+
+def test_run_folder_metrics_and_hparams(ppo_run):
+    config, run, metrics = ppo_run
+    for name in ("config.toml", "metrics.json", "model.zip", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["eval"] == metrics["eval"] and saved["steps"] == 1280
+    assert read_config(run / "config.toml")["steps"] == 1280
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert checkpoint["step"] == 1280
+    assert (run / "checkpoints" / checkpoint["files"]["model"]).is_file()
+    ret = read_scalars(run, "eval/return/d=1")
+    assert ret == [(1280, pytest.approx(metrics["eval"]["eval/return/d=1"]))]
+    assert read_scalars(run, "hparam_metric/eval/return")
+    buckets = [f"curriculum/return/d={lo}-{hi}" for lo, hi in (("0", "0.25"), ("0.25", "0.5"))]
+    assert all(read_scalars(run, tag) for tag in buckets)
+
+
+def test_entropy_coupling_and_curvature_probe(tmp_path):
+    config = tiny("cartpole", 1024, 512)
+    config["couplings"]["ent_coef"].update(enabled=True, lo=0.0, hi=0.02)
+    config["probe"].update(every=1, iters=5, batch=128)
+    watch = Watch(config)
+    train(config, tmp_path, callbacks=[watch])
+    clock, _ = clock_and_curriculum(config)
+    ent = read_scalars(tmp_path, "hparam/ent_coef")
+    for step, value in ent:
+        assert value == pytest.approx(0.02 * (1 - clock.phase(step).level), abs=1e-6)
+    assert watch.model.ent_coef == pytest.approx(0.02 * (1 - clock.phase(1024).level))
+    margins = read_scalars(tmp_path, "dynamics/stability_margin")
+    assert len(margins) >= 3
+    assert all(math.isfinite(m) and m != 0.0 for _, m in margins)
+    assert len({m for _, m in margins}) >= 3
+    assert np.isfinite(np.array([v for _, v in read_scalars(tmp_path, "train/loss")])).all()
