@@ -1,0 +1,147 @@
+"""rlcycle-train / rlcycle-eval: every bad input is one line naming it, exit code 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlcycle.cli import eval_main, train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--device", "cpu", "--no-progress", "--set", "eval.episodes=1"]
+
+
+def run_main(main, argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny finished CartPole run (256 env steps), no snapshots."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    no_snapshots = ["--set", "restart.snapshots=false"]
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--out", str(run), "--steps", "256", *FAST, *no_snapshots])
+    assert exit_.value.code == 0
+    return run
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--config", "nosuch"], ["--config 'nosuch'", "cartpole, lunarlander, pendulum"]),
+        (["--set", "nosuch=1"], ["--set nosuch", "unknown key", "allowed here"]),
+        (["--set", "steps=many"], ["--set steps=many", "expected int"]),
+        (["--steps", "0"], ["steps = 0", "> 0"]),
+        (["--set", "env.id=CartPole-v1"], ["env.id = 'CartPole-v1'", "rlcycle/CartPole-v1"]),
+        (["--config", "pendulum", "--algo", "dqn"], ["algo = 'dqn'", "discrete", "Pendulum"]),
+        (["--algo", "sac"], ["algo = 'sac'", "continuous"]),
+        (["--algo", "td3"], ["--algo", "invalid choice: 'td3'"]),
+        (["--vec", "threads"], ["--vec", "invalid choice"]),
+        (["--n-envs", "0"], ["n_envs = 0", ">= 1"]),
+        (["--set", "curriculum.value=1.5"], ["curriculum.value = 1.5", "[0, 1]"]),
+        (["--set", "curriculum.hi=-0.5"], ["curriculum.hi = -0.5", "[0, 1]"]),
+        (["--set", "curriculum.mode=sideways"], ["curriculum.mode = 'sideways'", "anti | in"]),
+        (["--set", "eval.difficulties=[0.0, 2.0]"], ["eval.difficulties[1] = 2.0", "[0, 1]"]),
+        (["--set", "lr.kind=zigzag"], ["lr.kind = 'zigzag'", "cosine_restarts"]),
+        (["--set", "lr.periode=5"], ["lr.periode", "unknown key"]),
+        (["--set", "vec=threads"], ["vec = 'threads'", "dummy | subproc"]),
+        (["--set", "probe.every=1", "--algo", "dqn"], ["probe.every = 1", "on-policy"]),
+        (
+            ["--config", "pendulum", "--set", "couplings.ent_coef.enabled=true"],
+            ["couplings.ent_coef", "'sac' has no ent_coef"],
+        ),
+        (["--set", "ppo.n_stepz=3"], ["--set ppo.n_stepz", "unknown key"]),
+        (["--resume", "."], ["--resume .", "no config.toml"]),
+    ],
+)
+def test_train_errors_are_one_line_naming_the_key(argv, needles, capsys, tmp_path):
+    code, _, err = run_main(train_main, ["--out", str(tmp_path / "run"), *argv], capsys)
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "run").exists()  # nothing written for a bad config
+
+
+@pytest.mark.parametrize(
+    "table, needles",
+    [
+        ("[ppo]\nlearning_rate = 1e-3\n", ["ppo.learning_rate", "[lr] schedule"]),
+        ("[ppo]\nclip = 0.1\n", ["ppo.clip", "not a PPO argument", "clip_range"]),
+        ("[envs]\nid = 'x'\n", ["envs: unknown key"]),
+        ("[eval\n", ["not valid TOML"]),
+    ],
+)
+def test_bad_config_files_name_the_key(table, needles, capsys, tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(table)
+    code, _, err = run_main(train_main, ["--config", str(path), "--no-progress"], capsys)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_a_run_folder_is_never_overwritten_and_a_finished_run_needs_more_steps(
+    finished_run, capsys
+):
+    code, _, err = run_main(train_main, ["--out", str(finished_run), *FAST], capsys)
+    assert_one_line_error(code, err, f"--out {finished_run}", "--resume")
+    code, _, err = run_main(train_main, ["--resume", str(finished_run), *FAST], capsys)
+    assert_one_line_error(code, err, "steps = 256", "already has 256 steps")
+    code, _, err = run_main(
+        train_main, ["--resume", str(finished_run), "--algo", "a2c", *FAST], capsys
+    )
+    assert_one_line_error(code, err, "--algo a2c", "keeps its algo")
+
+
+def test_eval_reevaluates_a_saved_run(finished_run, capsys):
+    argv = ["--run", str(finished_run), "--difficulty", "1.0", "--episodes", "3"]
+    code, out, err = run_main(eval_main, argv, capsys)
+    assert code == 0, err
+    rows = dict(line.split() for line in out.strip().splitlines())
+    assert set(rows) == {"eval/return/d=1", "eval/success/d=1", "eval/return", "eval/success"}
+    assert float(rows["eval/return/d=1"]) >= 8.0
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--run", "nowhere"], ["--run nowhere", "not a run folder"]),
+        (["--difficulty", "2"], ["--difficulty = 2.0", "[0, 1]"]),
+        (["--episodes", "0"], ["--episodes 0", ">= 1"]),
+        (["--ensemble"], ["snapshots: no cycle_<k>.pt snapshots"]),
+        (["--episodes", "many"], ["--episodes", "invalid int value"]),
+    ],
+)
+def test_eval_errors_are_one_line(argv, needles, finished_run, capsys):
+    if "--run" not in argv:
+        argv = ["--run", str(finished_run), *argv]
+    code, _, err = run_main(eval_main, argv, capsys)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    code, out, _ = run_main(train_main, ["--help"], capsys)
+    assert code == 0
+    for option in ("--config", "--out", "--seed", "--steps", "--device", "--resume", "--set"):
+        assert option in out
+    for option in ("--algo", "--n-envs", "--vec"):
+        assert option in out
+    assert "(default: cartpole)" in out and "(default: config's)" in out
+    assert "(default: None)" not in out
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    script = ROOT / "scripts" / "train_rl.py"
+    argv = ["--out", str(tmp_path / "r"), "--set", "curriculum.ceiling=7"]
+    proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    assert_one_line_error(proc.returncode, proc.stderr, "curriculum.ceiling = 7")
