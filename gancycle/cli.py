@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -77,7 +78,10 @@ def _train(argv: Sequence[str] | None) -> int:
     print(_summary(metrics, run_dir))
     if "diverged" in metrics:
         d = metrics["diverged"]
-        print(f"stopped: loss/{d['net']} = {d['loss']} at step {d['step']} (see --on-nan)")
+        print(
+            f"stopped: loss/{d['net']} = {d['loss']} at step {d['step']} (see --on-nan)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

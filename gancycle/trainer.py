@@ -20,6 +20,7 @@ resumed from ``checkpoints/last.pt`` continues exactly as if it had never stoppe
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -280,10 +281,13 @@ class GanTrainer:
             try:
                 self.train_step()
             except Divergence as e:
-                bar.write(f"divergence: {e}")
+                bar.write(f"divergence: {e}", file=sys.stderr)
                 if cfg["on_nan"] == "rollback" and self.rollbacks < cfg["rollback"]["max"]:
                     self.rollback()
-                    bar.write(f"rolled back to step {self.step}, lr scale {self.lr_scale:g}")
+                    bar.write(
+                        f"rolled back to step {self.step}, lr scale {self.lr_scale:g}",
+                        file=sys.stderr,
+                    )
                     bar.n = self.step
                     continue
                 diverged = {"step": e.step, "net": e.net, "loss": str(e.loss)}

@@ -1,0 +1,232 @@
+"""gancycle-train, gancycle-sample, gancycle-eval: real runs and every error path."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gancycle.cli import eval_main, sample_main, train_main
+
+TINY = [
+    "model.hidden=16",
+    "model.layers=2",
+    "data.batch=32",
+    "lr.G.period=10",
+    "lr.D.period=10",
+    "eval.every=0",
+    "eval.samples=200",
+]
+
+
+def sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def call(main, argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
+def train_args(out, steps="25", *extra) -> list[str]:
+    base = ["--out", str(out), "--steps", steps, "--device", "cpu", "--no-progress"]
+    return [*base, *sets(*TINY), *extra]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished tiny ring8 run with snapshots (cycles end at 10 and 20)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    with pytest.raises(SystemExit) as done:
+        train_main(train_args(out))
+    assert done.value.code == 0
+    return out
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+# -- happy paths -----------------------------------------------------------------------------
+
+
+def test_train_prints_metrics_and_writes_the_run_folder(run):
+    for name in ("config.toml", "metrics.json", "checkpoints/last.pt", "snapshots/cycle_1.pt"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["final"]["steps"] == 25 and "modes" in metrics["final"]["G"]
+    assert "steps = 25" in (run / "config.toml").read_text()  # the resolved config
+
+
+def test_sample_writes_points_from_each_generator(run, tmp_path, capsys):
+    outputs = {}
+    for flag in ([], ["--ema"], ["--ensemble"]):
+        path = tmp_path / f"s{len(outputs)}.npy"
+        code, out, _ = call(
+            sample_main, ["--run", str(run), "--n", "300", "--out", str(path), *flag], capsys
+        )
+        assert code == 0 and str(path) in out
+        outputs[tuple(flag)] = np.load(path)
+        assert outputs[tuple(flag)].shape == (300, 2)
+        assert np.isfinite(outputs[tuple(flag)]).all()
+    assert not np.allclose(outputs[()], outputs[("--ema",)])
+    assert not np.allclose(outputs[()], outputs[("--ensemble",)])
+
+
+def test_eval_recomputes_the_final_metrics(run, capsys):
+    code, out, _ = call(eval_main, ["--run", str(run), "--all"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["step"] == 25 and set(result) == {"step", "G", "ema", "ensemble"}
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    for key, value in final["G"].items():
+        assert result["G"][key] == pytest.approx(value), key
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    code, out, _ = call(train_main, ["--help"], capsys)
+    assert code == 0
+    for option in (
+        "--config",
+        "--out",
+        "--seed",
+        "--steps",
+        "--device",
+        "--resume",
+        "--set",
+        "--on-nan",
+        "--data-root",
+        "--download",
+        "--inception-weights",
+    ):
+        assert option in out, option
+    assert "default: ring8" in out
+
+
+def test_image_run_samples_are_images_in_zero_one(tmp_path, capsys):
+    out = tmp_path / "digits"
+    args = [
+        "--config",
+        "digits",
+        "--out",
+        str(out),
+        "--steps",
+        "5",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *sets(
+            "data.batch=8",
+            "model.width=4",
+            "model.z_dim=4",
+            "eval.samples=50",
+            "eval.classifier_steps=20",
+        ),
+    ]
+    assert call(train_main, args, capsys)[0] == 0
+    path = tmp_path / "img.npy"
+    code, _, _ = call(sample_main, ["--run", str(out), "--n", "6", "--out", str(path)], capsys)
+    images = np.load(path)
+    assert code == 0 and images.shape == (6, 1, 8, 8)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_divergence_exits_1_and_says_where(tmp_path, capsys):
+    args = train_args(tmp_path / "nan", "10", *sets("lr.D.max=1e30", "lr.D.min=1e29"))
+    code, out, err = call(train_main, args, capsys)
+    assert code == 1
+    assert "divergence: step 0" in err and "stopped: loss/" in err and "--on-nan" in err
+    assert "modes=" in out  # the metrics of what was trained so far
+
+
+# -- error paths: one line, exit code 2 ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (sets("model.hiden=3"), ["model.hiden", "hidden"]),
+        (sets("data.batch=many"), ["data.batch", "int"]),
+        (sets("lr.G.maxx=1"), ["lr.G.maxx", "max"]),
+        (sets("lr.D.offset=1.5"), ["lr.D.offset", "[0, 1)"]),
+        (sets("lr.G.kind=zigzag"), ["lr.G.kind", "cosine_restarts"]),
+        (sets("loss.name=lsgan"), ["loss.name", "ns | hinge | wgan"]),
+        (sets("reset.G=momentum"), ["reset.G", "none | exp_avg | all"]),
+        (sets("data.batch=0"), ["data.batch", ">= 1"]),
+        (sets("instance_noise.hi=-1.0"), ["instance_noise.hi"]),
+        (sets("label_smoothing.enabled=true", "loss.name=hinge"), ["label_smoothing", "ns"]),
+        (sets("nokey"), ["nokey", "key=value"]),
+        (["--config", "svhn"], ["svhn", "ring8"]),
+        (["--inception-weights", "missing.pth"], ["--inception-weights", "missing.pth"]),
+        (["--device", "cuda"], ["cuda"]),
+    ],
+)
+def test_train_errors(tmp_path, capsys, extra, needles):
+    if extra == ["--device", "cuda"] and torch.cuda.is_available():
+        extra, needles = sets("model.arch=resnet"), ["model.arch", "mlp | dcgan"]
+    code, _, err = call(train_main, train_args(tmp_path / "r", "5", *extra), capsys)
+    one_line_error(code, err, *needles)
+    assert not (tmp_path / "r" / "checkpoints").exists()  # nothing trained
+
+
+def test_missing_dataset_names_the_path_and_the_download_flag(tmp_path, capsys):
+    args = [
+        "--config",
+        "mnist",
+        "--data-root",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "r"),
+        "--device",
+        "cpu",
+    ]
+    code, _, err = call(train_main, args, capsys)
+    one_line_error(code, err, "empty", "--download", "MNIST")
+
+
+def test_resume_errors(run, tmp_path, capsys):
+    code, _, err = call(train_main, ["--resume", str(tmp_path / "gone")], capsys)
+    one_line_error(code, err, "--resume", "gone")
+    code, _, err = call(train_main, ["--out", str(run), "--device", "cpu"], capsys)
+    one_line_error(code, err, "--resume", str(run))  # would overwrite a run
+
+
+def test_sample_errors(run, tmp_path, capsys):
+    code, _, err = call(sample_main, ["--run", str(tmp_path), "--out", "x.npy"], capsys)
+    one_line_error(code, err, "--run", "config.toml")
+    code, _, err = call(sample_main, ["--run", str(run), "--out", "x.txt"], capsys)
+    one_line_error(code, err, "--out", ".npy")
+    code, _, err = call(sample_main, ["--run", str(run), "--n", "0", "--out", "x.npy"], capsys)
+    one_line_error(code, err, "--n")
+    young = tmp_path / "young"  # 5 steps: no cycle has ended, no snapshot yet
+    assert call(train_main, train_args(young, "5"), capsys)[0] == 0
+    out = str(tmp_path / "e.npy")
+    code, _, err = call(sample_main, ["--run", str(young), "--ensemble", "--out", out], capsys)
+    one_line_error(code, err, "ensemble", "snapshot")
+
+
+def test_eval_errors(run, tmp_path, capsys):
+    code, _, err = call(eval_main, ["--run", str(tmp_path)], capsys)
+    one_line_error(code, err, "--run")
+    code, _, err = call(eval_main, ["--run", str(run), "--inception-weights", "no.pth"], capsys)
+    one_line_error(code, err, "--inception-weights", "no.pth")
+    code, _, err = call(eval_main, ["--run", str(run), "--samples", "3"], capsys)
+    one_line_error(code, err, "--samples")
+
+
+def test_inception_weights_that_are_not_inception(tmp_path):
+    from gancycle.inception import InceptionFeatures
+
+    path = tmp_path / "weights.pt"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(ValueError, match="not an inception_v3 state dict"):
+        InceptionFeatures(path)
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        InceptionFeatures(tmp_path / "absent.pt")

@@ -1,0 +1,231 @@
+"""Short real GAN runs: the rhythm in the event files, restarts, resume, snapshots, divergence."""
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from common.config import apply_overrides, load_config
+from common.schedules import from_spec
+from common.tb import read_scalars
+from gancycle.cli import train_main
+from gancycle.models import build_models
+from gancycle.sampling import generate
+from gancycle.trainer import GanTrainer, train
+
+# ring8 made tiny: 10-step cycles, 16-unit nets, every step logged.
+TINY = [
+    "device=cpu",
+    "steps=30",
+    "model.hidden=16",
+    "model.layers=2",
+    "data.batch=32",
+    "lr.G.period=10",
+    "lr.D.period=10",
+    "log.every=1",
+    "eval.every=0",
+    "eval.samples=200",
+]
+
+
+def tiny_config(*sets: str) -> dict:
+    return apply_overrides(load_config("ring8", "gancycle"), [*TINY, *sets])
+
+
+def series(run_dir, tag) -> np.ndarray:
+    return np.array([value for _, value in read_scalars(run_dir, tag)])
+
+
+def test_anti_phase_learning_rates_and_coupled_noise_in_the_event_files(tmp_path):
+    config = tiny_config("steps=40", "instance_noise.enabled=true", "instance_noise.hi=0.05")
+    train(config, tmp_path, progress=False)
+
+    lr_G, lr_D = read_scalars(tmp_path, "lr/G"), read_scalars(tmp_path, "lr/D")
+    assert [step for step, _ in lr_G] == list(range(40)) == [step for step, _ in lr_D]
+    lr_G, lr_D = series(tmp_path, "lr/G"), series(tmp_path, "lr/D")
+    expected = from_spec(config["lr"]["G"]).values(np.arange(40))
+    np.testing.assert_allclose(lr_G, expected, rtol=1e-6)
+    # D is G half a cycle (5 steps) later: D's peak meets G's middle, D's trough G's middle.
+    np.testing.assert_allclose(lr_D[:35], lr_G[5:], rtol=1e-6)
+    assert np.corrcoef(lr_G, lr_D)[0, 1] < -0.5
+    # Instance noise follows D's clock in anti-phase: loudest exactly where D's lr is lowest.
+    noise = series(tmp_path, "hparam/instance_noise")
+    level_D = series(tmp_path, "schedule/level/D")
+    np.testing.assert_allclose(noise, 0.05 * (1 - level_D), atol=1e-7)
+    assert np.argmax(noise[:10]) == np.argmin(lr_D[:10])
+    # Losses, D outputs and dynamics are there, every step.
+    for tag in (
+        "loss/G",
+        "loss/D",
+        "D/real",
+        "D/fake",
+        "dynamics/kinetic_energy/G",
+        "dynamics/kinetic_energy/D",
+        "dynamics/grad_norm/G",
+        "dynamics/grad_norm/D",
+    ):
+        values = series(tmp_path, tag)
+        assert len(values) == 40 and np.isfinite(values).all(), tag
+    assert (series(tmp_path, "dynamics/kinetic_energy/D") > 0).all()
+    # The evaluation at the end: modes, the PacGAN numbers, and a scatter of samples.
+    assert len(read_scalars(tmp_path, "eval/modes")) == 1
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert "samples" in events.Tags()["images"]
+
+
+def test_restarts_reset_each_networks_adam_state_as_configured(tmp_path):
+    trainer = GanTrainer(tiny_config("reset.G=all", "reset.D=exp_avg"), tmp_path)
+    trainer.train(steps=13, progress=False)
+    state_G = next(iter(trainer.opts["G"].state.values()))
+    state_D = next(iter(trainer.opts["D"].state.values()))
+    # G restarted at step 10 with all its Adam state forgotten: 3 updates since.
+    assert state_G["step"].item() == 3
+    # D restarts at 5 (offset 0.5) forgetting only its first moment: the count goes on.
+    assert state_D["step"].item() == 13
+
+    trainer.set_schedules(15)  # D's next restart
+    for state in trainer.opts["D"].state.values():
+        assert not state["exp_avg"].any() and state["exp_avg_sq"].any()
+    assert all(s["exp_avg"].any() for s in trainer.opts["G"].state.values())
+    trainer.set_schedules(20)  # G's next restart
+    for state in trainer.opts["G"].state.values():
+        assert not state["exp_avg"].any() and not state["exp_avg_sq"].any()
+        assert state["step"].item() == 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("whole")
+    _cli_train(run, "30")
+    return run
+
+
+RESUME_SETS = [
+    "reset.G=all",
+    "reset.D=exp_avg",
+    "instance_noise.enabled=true",
+    "label_smoothing.enabled=true",
+    "eval.every=10",
+]
+
+
+def _cli_train(run, steps, *extra):
+    args = ["--config", "ring8", "--out", str(run), "--steps", steps, "--no-progress"]
+    for s in TINY + RESUME_SETS:
+        args += ["--set", s]
+    with pytest.raises(SystemExit) as done:
+        train_main([*args, *extra])
+    assert done.value.code == 0
+
+
+@pytest.mark.parametrize("k", [13, 20])  # 20: G's restart (snapshot, Adam reset) at the seam
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, uninterrupted, k):
+    _cli_train(tmp_path, str(k))
+    with pytest.raises(SystemExit) as done:
+        train_main(["--resume", str(tmp_path), "--steps", "30", "--no-progress"])
+    assert done.value.code == 0
+
+    # The split run also evaluated at its seam; that must not have disturbed anything after it.
+    for tag in (
+        "lr/G",
+        "lr/D",
+        "loss/G",
+        "loss/D",
+        "D/real",
+        "D/fake",
+        "hparam/instance_noise",
+        "hparam/label_smoothing",
+        "dynamics/kinetic_energy/G",
+        "dynamics/grad_norm/D",
+    ):
+        whole, split = read_scalars(uninterrupted, tag), read_scalars(tmp_path, tag)
+        assert len(whole) == 30 and split == whole, tag
+    a = torch.load(uninterrupted / "checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 30
+    for net in ("G", "D", "ema"):
+        for name, tensor in a[net].items():
+            assert torch.equal(tensor, b[net][name]), (net, name)
+    assert a["snapshots"]["cycles"] == b["snapshots"]["cycles"] == [0, 1, 2]
+
+
+def test_snapshots_at_cycle_ends_and_ensemble_sampling_mixes_them(tmp_path):
+    trainer = GanTrainer(tiny_config("snapshots.max=2"), tmp_path)
+    trainer.train(progress=False)
+    # Cycles end at 10, 20, 30; only the newest 2 are kept, on disk too.
+    assert trainer.snapshots.cycles == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "cycle_1.pt",
+        "cycle_2.pt",
+    ]
+    on_disk = torch.load(tmp_path / "snapshots/cycle_2.pt", weights_only=True)
+    for name, tensor in trainer.G.state_dict().items():  # the last cycle ended with the run
+        assert torch.equal(on_disk[name], tensor)
+
+    n = 400
+    samples = trainer.sample(n, "ensemble", seed=5)
+    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(5))
+    G, _ = build_models(trainer.config["model"], (2,))
+    members = []
+    for state in trainer.snapshots.state_dicts:
+        G.load_state_dict(state)
+        members.append(generate(G, z))
+    assert not torch.allclose(members[0], members[1])
+    from_first = (samples - members[0]).abs().amax(dim=1) < 1e-6
+    from_second = (samples - members[1]).abs().amax(dim=1) < 1e-6
+    assert (from_first | from_second).all()  # every sample is one member's output for its z
+    assert 0.4 < from_first.float().mean() < 0.6  # members chosen uniformly
+
+
+def test_divergence_stops_the_run_without_applying_the_bad_update(tmp_path):
+    metrics = train(tiny_config("lr.D.max=1e30", "lr.D.min=1e29"), tmp_path, progress=False)
+    assert metrics["diverged"]["net"] in ("G", "D")
+    assert metrics["diverged"]["loss"] in ("nan", "inf", "-inf")
+    assert metrics["steps"] < 30
+    saved = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in saved["G"].values())
+
+
+def test_rollback_restores_the_checkpoint_and_lowers_both_peaks(tmp_path):
+    config = tiny_config(
+        "lr.D.max=1e30", "lr.D.min=1e29", "on_nan=rollback", "rollback.factor=1e-33"
+    )
+    metrics = train(config, tmp_path, progress=False)
+    assert "diverged" not in metrics and metrics["steps"] == 30 and metrics["rollbacks"] == 1
+    lr_G, lr_D = series(tmp_path, "lr/G"), series(tmp_path, "lr/D")
+    assert lr_D.max() <= 1e30 * 1e-33 * 1.0001  # D's schedule scaled down...
+    assert lr_G.max() == pytest.approx(1e-3 * 1e-33)  # ...and G's with it
+    saved = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert saved["lr_scale"] == pytest.approx(1e-33) and saved["rollbacks"] == 1
+
+
+def test_image_run_trains_and_caches_the_metric_classifier(tmp_path):
+    config = load_config("digits", "gancycle")
+    apply_overrides(
+        config,
+        [
+            "device=cpu",
+            "steps=20",
+            "data.batch=16",
+            "model.z_dim=8",
+            "model.width=8",
+            "eval.every=0",
+            "eval.samples=200",
+            "eval.classifier_steps=300",
+        ],
+    )
+    metrics = train(config, tmp_path, progress=False)
+    cached = tmp_path / "data" / "classifier.pt"
+    assert cached.is_file()
+    assert metrics["classifier_accuracy"] > 0.85  # a classifier worth measuring with
+    for key in ("classes", "class_kl", "fd_classifier", "precision", "recall"):
+        assert np.isfinite(metrics["G"][key]), key
+    assert metrics["G"]["fd_classifier"] > 0
+    stamp = cached.stat().st_mtime_ns
+    again = GanTrainer.from_run(tmp_path)
+    assert again.evaluate("G") == pytest.approx(metrics["G"])  # same fixed draws, cached net
+    assert cached.stat().st_mtime_ns == stamp
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert "samples" in events.Tags()["images"]  # the fixed-noise grid

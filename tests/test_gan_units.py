@@ -1,0 +1,190 @@
+"""gancycle's parts on their own: data constants, models, losses, mode scoring and metrics."""
+
+import math
+
+import pytest
+import torch
+
+from gancycle.data import (
+    GRID25_STD,
+    RING8_STD,
+    ImageData,
+    grid25_centers,
+    load_data,
+    ring8_centers,
+)
+from gancycle.losses import discriminator_loss, generator_loss, gradient_penalty
+from gancycle.metrics import class_metrics, frechet_distance, kl_from_uniform, mode_metrics, prdc
+from gancycle.models import build_models
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def test_ring8_constants_match_veegan_and_pacgan():
+    centers = ring8_centers()
+    assert centers.shape == (8, 2)
+    assert torch.allclose(centers.norm(dim=1), torch.ones(8), atol=1e-6)  # radius 1
+    angles = torch.atan2(centers[:, 1], centers[:, 0]).remainder(2 * math.pi)
+    assert torch.allclose(angles, torch.arange(8) * math.pi / 4, atol=1e-6)
+    assert RING8_STD == 0.01
+
+
+def test_grid25_constants_match_veegan_and_pacgan():
+    centers = grid25_centers()
+    assert centers.shape == (25, 2)
+    axis = [-4.0, -2.0, 0.0, 2.0, 4.0]
+    assert sorted({tuple(c) for c in centers.tolist()}) == [(x, y) for x in axis for y in axis]
+    assert GRID25_STD == 0.05
+
+
+@pytest.mark.parametrize("name", ["ring8", "grid25"])
+def test_mixture_samples_spread_evenly_with_the_mode_std(name):
+    data = load_data({"name": name})
+    samples = data.sample(20000, torch.Generator().manual_seed(0))
+    dist, nearest = torch.cdist(samples, data.centers).min(dim=1)
+    counts = torch.bincount(nearest, minlength=data.num_modes).float()
+    assert counts.min() > 0.8 * counts.mean()  # every mode drawn about equally
+    offsets = samples - data.centers[nearest]
+    assert offsets.std().item() == pytest.approx(data.std, rel=0.05)
+
+
+def test_same_generator_state_same_batches():
+    data = load_data({"name": "ring8"})
+    a, b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(data.sample(64, a), data.sample(64, b))
+    assert not torch.equal(data.sample(64, a), data.sample(64, torch.Generator().manual_seed(4)))
+
+
+def test_digits_load_offline_as_images_in_minus_one_one():
+    data = load_data({"name": "digits"})
+    assert isinstance(data, ImageData)
+    assert data.images.shape == (1797, 1, 8, 8) and data.num_classes == 10
+    batch = data.sample(32, torch.Generator().manual_seed(0))
+    assert batch.shape == (32, 1, 8, 8)
+    assert batch.min() >= -1 and batch.max() <= 1 and batch.max() > 0.9
+
+
+def test_fake_data_for_tests():
+    data = load_data({"name": "fake", "fake_size": 20, "channels": 3, "image_size": 32})
+    assert data.images.shape == (20, 3, 32, 32) and data.images.dtype == torch.uint8
+
+
+def test_missing_torchvision_set_names_the_path_and_the_flag(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_data({"name": "mnist", "root": str(tmp_path / "nowhere"), "download": False})
+    message = str(err.value)
+    assert "nowhere" in message and "--download" in message and "\n" not in message
+
+
+def test_unknown_dataset_lists_the_allowed_ones():
+    with pytest.raises(ValueError, match="data.name = 'svhn'.*ring8 \\| grid25"):
+        load_data({"name": "svhn"})
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_dcgan_pair_shapes(shape):
+    G, D = build_models({"arch": "dcgan", "z_dim": 16, "width": 8}, shape)
+    images = G(torch.randn(4, 16))
+    assert images.shape == (4, *shape)
+    assert images.abs().max() <= 1
+    assert D(images).shape == (4,)
+
+
+def test_mlp_pair_shapes_and_wrong_arch():
+    G, D = build_models({"arch": "mlp", "z_dim": 2, "hidden": 16, "layers": 2}, (2,))
+    assert G(torch.randn(5, 2)).shape == (5, 2) and D(torch.randn(5, 2)).shape == (5,)
+    with pytest.raises(ValueError, match="model.arch = 'mlp'"):
+        build_models({"arch": "mlp", "z_dim": 2, "hidden": 16, "layers": 2}, (1, 8, 8))
+
+
+# -- losses ----------------------------------------------------------------------------------
+
+
+def test_non_saturating_loss_is_binary_cross_entropy_with_smoothing():
+    real, fake = torch.randn(64), torch.randn(64)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected = bce(real, torch.full_like(real, 0.9)) + bce(fake, torch.zeros_like(fake))
+    assert torch.allclose(discriminator_loss("ns", real, fake, smoothing=0.1), expected)
+    assert torch.allclose(generator_loss("ns", fake), bce(fake, torch.ones_like(fake)))
+
+
+def test_hinge_and_wgan_losses():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    assert discriminator_loss("hinge", real, fake).item() == pytest.approx(0.25 + 0.5)
+    assert discriminator_loss("wgan", real, fake).item() == pytest.approx(-1.0 - 1.25)
+    assert generator_loss("hinge", fake).item() == pytest.approx(1.0)
+
+
+def test_gradient_penalty_zero_for_unit_slope_and_positive_otherwise():
+    unit = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        unit.weight.copy_(torch.tensor([[0.6, 0.8]]))  # |grad| = 1 everywhere
+    real, fake, gen = torch.randn(16, 2), torch.randn(16, 2), torch.Generator().manual_seed(0)
+    assert gradient_penalty(unit, real, fake, gen).item() == pytest.approx(0.0, abs=1e-10)
+    with torch.no_grad():
+        unit.weight.mul_(3.0)  # |grad| = 3: penalty (3-1)^2 = 4
+    assert gradient_penalty(unit, real, fake, gen).item() == pytest.approx(4.0, rel=1e-5)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_a_sample_at_a_mode_centre_counts_one_at_four_std_does_not():
+    centers, std = ring8_centers(), RING8_STD
+    at_centre = centers[:1].clone()
+    four_std_out = centers[1:2] * (1 + 4 * std)  # radially 4 std beyond mode 1
+    assert mode_metrics(at_centre, centers, std)["modes"] == 1
+    assert mode_metrics(at_centre, centers, std)["high_quality"] == 100.0
+    out = mode_metrics(four_std_out, centers, std)
+    assert out["modes"] == 0 and out["high_quality"] == 0.0
+    both = mode_metrics(torch.cat([at_centre, four_std_out]), centers, std)
+    assert both["modes"] == 1 and both["high_quality"] == 50.0
+
+
+def test_mode_metrics_full_coverage_and_collapse():
+    data = load_data({"name": "grid25"})
+    real = data.sample(2500, torch.Generator().manual_seed(0))
+    full = mode_metrics(real, data.centers, data.std)
+    assert full["modes"] == 25 and full["high_quality"] > 98 and full["kl"] < 0.05
+    collapsed = data.centers[3] + data.std * torch.randn(2500, 2)
+    one = mode_metrics(collapsed, data.centers, data.std)
+    assert one["modes"] == 1 and one["kl"] == pytest.approx(math.log(25))
+
+
+def test_kl_from_uniform():
+    assert kl_from_uniform(torch.tensor([5, 5, 5, 5])) == pytest.approx(0.0)
+    assert kl_from_uniform(torch.tensor([10, 0, 0, 0])) == pytest.approx(math.log(4))
+    assert kl_from_uniform(torch.tensor([0, 0])) == pytest.approx(math.log(2))
+
+
+def test_prdc_same_distribution_versus_half_the_modes():
+    data = load_data({"name": "ring8"})
+    real = data.sample(1000, torch.Generator().manual_seed(0))
+    same = prdc(real, data.sample(1000, torch.Generator().manual_seed(1)))
+    assert same["precision"] > 0.9 and same["recall"] > 0.9 and same["coverage"] > 0.9
+    assert same["density"] == pytest.approx(1.0, abs=0.15)
+    half = data.sample(2000, torch.Generator().manual_seed(2))
+    half = half[torch.cdist(half, data.centers).argmin(dim=1) < 4][:1000]  # modes 0..3 only
+    dropped = prdc(real, half)
+    assert dropped["precision"] > 0.9  # what it makes is good...
+    assert 0.4 < dropped["recall"] < 0.6 and 0.4 < dropped["coverage"] < 0.6  # ...half is missing
+
+
+def test_frechet_distance_of_gaussians():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4000, 3, generator=g), torch.randn(4000, 3, generator=g)
+    assert frechet_distance(a, b) == pytest.approx(0.0, abs=0.02)
+    # mean shift d: |d|^2; std 2 vs 1 in each of 3 dims: 3 * (2 - 1)^2
+    assert frechet_distance(a, b + torch.tensor([1.0, 2.0, 0.0])) == pytest.approx(5.0, abs=0.1)
+    assert frechet_distance(a, 2 * b) == pytest.approx(3.0, abs=0.1)
+
+
+def test_class_metrics():
+    even = torch.eye(10).repeat(10, 1)  # 10 samples per class
+    assert class_metrics(even, 10) == {"classes": 10.0, "class_kl": pytest.approx(0.0)}
+    collapsed = torch.eye(10)[torch.zeros(100, dtype=torch.long)]
+    out = class_metrics(collapsed, 10)
+    assert out["classes"] == 1.0 and out["class_kl"] == pytest.approx(math.log(10))
