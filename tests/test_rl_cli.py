@@ -19,6 +19,14 @@ def run_main(main, argv, capsys) -> tuple[int, str, str]:
     return exit_.value.code, out, err
 
 
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert code == 2, err
     lines = err.strip().splitlines()
@@ -145,3 +153,19 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     argv = ["--out", str(tmp_path / "r"), "--set", "curriculum.ceiling=7"]
     proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
     assert_one_line_error(proc.returncode, proc.stderr, "curriculum.ceiling = 7")
+
+
+def test_demo_prints_returns_at_three_difficulties(tmp_path, capsys):
+    from rlcycle.demo import run_demo
+
+    metrics = run_demo(tmp_path, steps=512)
+    out = capsys.readouterr().out
+    for d in ("0", "0.5", "1"):
+        assert f"eval/return/d={d}" in metrics["eval"]
+    rows = [row for row in map(str.split, out.splitlines()) if len(row) == 3 and is_number(row[0])]
+    assert [row[0] for row in rows] == ["0", "0.5", "1"]
+    assert [float(row[1]) for row in rows] == [
+        pytest.approx(metrics["eval"][f"eval/return/d={d}"], abs=0.05) for d in ("0", "0.5", "1")
+    ]
+    run = Path(metrics["run_dir"])
+    assert run.parent == tmp_path / "cartpole" and f"logs: {run}" in out
