@@ -14,7 +14,6 @@ Gaussian means for PPO/A2C with continuous actions, squashed means for SAC, Q-va
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,8 @@ class EnsemblePolicy:
     def __init__(self, policy: BasePolicy, state_dicts: Iterable[Mapping[str, torch.Tensor]]):
         self.members: list[BasePolicy] = []
         for state in state_dicts:
-            member = copy.deepcopy(policy)
+            # A fresh policy like SB3's own load does (deepcopy fails on gSDE's noise tensors).
+            member = type(policy)(**policy._get_constructor_parameters()).to(policy.device)
             member.load_state_dict(state)
             member.set_training_mode(False)
             self.members.append(member)

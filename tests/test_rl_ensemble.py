@@ -11,6 +11,7 @@ from rlcycle.evaluate import EnsemblePolicy
 CASES = {  # algo, env id
     "ppo-discrete": ("ppo", "rlcycle/CartPole-v1"),
     "ppo-gaussian": ("ppo", "rlcycle/Pendulum-v1"),
+    "ppo-gsde": ("ppo", "rlcycle/Pendulum-v1"),
     "sac": ("sac", "rlcycle/Pendulum-v1"),
     "dqn": ("dqn", "rlcycle/CartPole-v1"),
 }
@@ -19,6 +20,8 @@ CASES = {  # algo, env id
 def model(case: str, seed: int):
     algo, env_id = CASES[case]
     kwargs = {"learning_starts": 0, "buffer_size": 100} if algo in ("sac", "dqn") else {}
+    if case == "ppo-gsde":
+        kwargs["use_sde"] = True
     return ALGOS[algo]("MlpPolicy", make_env(env_id), seed=seed, device="cpu", **kwargs)
 
 
@@ -60,7 +63,7 @@ def test_ensemble_averages_what_the_members_would_do(case):
         if case == "ppo-discrete":
             probs = [m.policy.get_distribution(t).distribution.probs for m in members]
             want = torch.stack(probs).mean(0).argmax(-1).numpy()
-        elif case == "ppo-gaussian":
+        elif case in ("ppo-gaussian", "ppo-gsde"):
             means = [m.policy.get_distribution(t).distribution.mean for m in members]
             want = torch.stack(means).mean(0).clamp(-2.0, 2.0).numpy()
         elif case == "sac":
@@ -74,7 +77,7 @@ def test_ensemble_averages_what_the_members_would_do(case):
     np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-5, atol=1e-5)
     each = [m.predict(obs, deterministic=True)[0].reshape(want.shape) for m in members]
     assert not np.allclose(each[0], each[1])  # the members disagree, so averaging matters
-    if case in ("ppo-gaussian", "sac"):  # a mean of actions is neither member's action
+    if case in ("ppo-gaussian", "ppo-gsde", "sac"):  # a mean of actions is neither member's action
         assert not any(np.allclose(got.reshape(want.shape), e) for e in each)
 
 
