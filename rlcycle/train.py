@@ -183,6 +183,13 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
         check_difficulty(d, f"eval.difficulties[{i}]")
     if out["eval"]["episodes"] < 1:
         raise ConfigError(f"eval.episodes = {out['eval']['episodes']}: must be >= 1")
+    restart = out["restart"]
+    rms_prop = algo == "a2c" and out.get("a2c", {}).get("use_rms_prop", True)
+    if restart["reset_optimizer"] and not restart["reset_keys"] and rms_prop:
+        raise ConfigError(
+            "restart.reset_optimizer = true: A2C's RMSprop has no Adam moments (exp_avg) to "
+            "reset; set a2c.use_rms_prop = false, or name restart.reset_keys"
+        )
     if out["restart"]["max_snapshots"] < 1:
         raise ConfigError(
             f"restart.max_snapshots = {out['restart']['max_snapshots']}: must be >= 1"

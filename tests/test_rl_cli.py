@@ -73,6 +73,10 @@ def finished_run(tmp_path_factory):
             ["couplings.ent_coef", "'sac' has no ent_coef"],
         ),
         (["--set", "ppo.n_stepz=3"], ["--set ppo.n_stepz", "unknown key"]),
+        (
+            ["--algo", "a2c", "--set", "restart.reset_optimizer=true"],
+            ["restart.reset_optimizer = true", "RMSprop", "a2c.use_rms_prop = false"],
+        ),
         (["--resume", "."], ["--resume .", "no config.toml"]),
     ],
 )
