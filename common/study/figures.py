@@ -1,0 +1,113 @@
+"""A study's figures: IQM with its confidence interval per arm, and curves over steps.
+
+Drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no display needed) and
+written atomically as PNG.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from common.runs import atomic_write
+
+__all__ = ["save_png", "iqm_figure", "mean_band", "curve_figure"]
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def iqm_figure(summary: dict[str, Any], label: str) -> Figure:
+    """One panel per metric: each arm's IQM (dot) and its CI (bar) on base config ``label``.
+
+    The dashed line marks the baseline's IQM; arms run top to bottom in the study's order.
+    """
+    config = summary["configs"][label]
+    arms = list(config["arms"])
+    metrics = summary["metrics"]
+    level = round(100 * summary["bootstrap"]["level"])
+    fig = Figure(figsize=(3.6 * len(metrics), 0.45 * len(arms) + 1.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    rows = np.arange(len(arms))[::-1]
+    for ax, (metric, info) in zip(axes, metrics.items(), strict=True):
+        stats = [config["arms"][arm]["metrics"][metric] for arm in arms]
+        for row, arm, s in zip(rows, arms, stats, strict=True):
+            if s["iqm"] is None:
+                ax.annotate(
+                    "no done runs",
+                    (0.02, row),
+                    xycoords=("axes fraction", "data"),
+                    va="center",
+                    fontsize=8,
+                    color="gray",
+                )
+                continue
+            color = "black" if arm == summary["baseline"] else "tab:blue"
+            lo, hi = s["iqm_ci"]
+            ax.plot([lo, hi], [row, row], color=color, lw=5, alpha=0.35, solid_capstyle="butt")
+            ax.plot([s["iqm"]], [row], "o", color=color)
+        base = config["arms"][summary["baseline"]]["metrics"][metric]["iqm"]
+        if base is not None:
+            ax.axvline(base, color="black", ls="--", lw=0.8)
+        arrow = "↑" if info["higher_is_better"] else "↓"
+        ax.set_title(f"{metric} {arrow}", fontsize=10)
+        ax.set_xlabel(f"IQM, {level}% CI")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(rows, [f"{a} (baseline)" if a == summary["baseline"] else a for a in arms])
+    fig.suptitle(f"{summary['study']}: {label}", fontsize=11)
+    return fig
+
+
+def mean_band(
+    series: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and standard error over seeds of curves that may be sampled at different steps.
+
+    Each curve is interpolated onto the union of all steps, within its own range only; at each
+    step the mean is over the curves that reach it, and the standard error is NaN where fewer
+    than two do.
+
+    Returns:
+        ``(steps, mean, se)``.
+    """
+    grid = np.unique(np.concatenate([steps for steps, _ in series]))
+    stacked = np.full((len(series), grid.size), np.nan)
+    for i, (steps, values) in enumerate(series):
+        inside = (grid >= steps[0]) & (grid <= steps[-1])
+        stacked[i, inside] = np.interp(grid[inside], steps, values)
+    count = np.sum(~np.isnan(stacked), axis=0)
+    mean = np.nanmean(stacked, axis=0)
+    se = np.full(grid.size, np.nan)
+    several = count > 1
+    se[several] = np.nanstd(stacked[:, several], axis=0, ddof=1) / np.sqrt(count[several])
+    return grid, mean, se
+
+
+def curve_figure(
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    title: str,
+    ylabel: str,
+    xlabel: str = "step",
+) -> Figure:
+    """One line per arm, the mean over seeds, with a ± standard-error band."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for arm, series in curves.items():
+        steps, mean, se = mean_band(series)
+        (line,) = ax.plot(steps, mean, label=f"{arm} (n={len(series)})")
+        ax.fill_between(steps, mean - se, mean + se, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{ylabel} (mean ± s.e.)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,304 @@
+"""What a study found: scores read back from the run folders, statistics, ``results.md``.
+
+Everything here is computed from the run folders on disk, so a report can be rebuilt at any
+time by starting the study again (complete runs are skipped). Per base config, arm and metric
+the summary holds the per-seed scores, the mean with its standard error, the interquartile
+mean (IQM) with a stratified-bootstrap confidence interval and, for every arm but the baseline,
+the probability of improvement over the baseline with its interval (see :mod:`common.stats`).
+For a lower-is-better metric, improvement means a lower score.
+
+Only finite numbers count as scores; a run that failed, or wrote ``null`` or NaN for a metric,
+is left out of that metric's statistics, and ``n`` says how many scores remain.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.stats import (
+    bootstrap_ci,
+    iqm,
+    mean_se,
+    probability_of_improvement,
+    probability_of_improvement_ci,
+)
+from common.study.run import RunSpec, get_path, is_done, read_json
+from common.study.spec import Curve, Study, config_label
+
+__all__ = [
+    "score",
+    "series",
+    "metric_value",
+    "read_scores",
+    "read_curves",
+    "summarize",
+    "results_markdown",
+]
+
+
+def score(value: Any) -> float | None:
+    """A metric value as a score: a finite number (``true`` = 1), else ``None``."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def series(entries: Any, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` of a list of entries, sorted by step.
+
+    Entries lacking the step or the value, or with a non-finite one, are skipped.
+    """
+    points = []
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            step, value = score(get_path(entry, x)), score(get_path(entry, y))
+        except KeyError:
+            continue
+        if step is not None and value is not None:
+            points.append((step, value))
+    if not points:
+        return np.empty(0), np.empty(0)
+    steps, values = np.array(sorted(points)).T
+    return steps, values
+
+
+def metric_value(study: Study, metrics: Any, name: str) -> float | None:
+    """The score of metric ``name`` in a run's ``metrics.json`` content (``None``: no score).
+
+    A :class:`~common.study.spec.Reach` metric is the first step of the study's curve at which
+    its value reaches the level, or the curve's last step if it never does.
+    """
+    spec = study.metrics[name]
+    if isinstance(spec, str):
+        return score(get_path(metrics, spec))
+    assert study.curve is not None  # parse_study guarantees it
+    steps, values = series(get_path(metrics, study.curve.key), study.curve.x, spec.y)
+    if steps.size == 0:
+        return None
+    hits = np.flatnonzero(values >= spec.at_least)
+    return float(steps[hits[0]] if hits.size else steps[-1])
+
+
+def read_scores(
+    study: Study, runs: Sequence[RunSpec], cwd: str | Path = "."
+) -> tuple[dict[tuple[str, str, int], dict[str, float | None]], list[dict[str, Any]]]:
+    """Each done run's scores, and a record of each run that is not done.
+
+    Returns:
+        ``{(config label, arm, seed): {metric: score or None}}`` for the done runs, and for
+        the others ``{"config", "arm", "seed", "dir", "error"}`` with the error from the run's
+        ``error.txt`` (or ``"not run"``).
+    """
+    scores: dict[tuple[str, str, int], dict[str, float | None]] = {}
+    failed = []
+    for run in runs:
+        folder = Path(cwd) / run.dir
+        if is_done(run, cwd):
+            metrics = read_json(folder / "metrics.json")
+            scores[run.label, run.arm, run.seed] = {
+                name: metric_value(study, metrics, name) for name in study.metrics
+            }
+            continue
+        try:
+            error = (folder / "error.txt").read_text().strip()
+        except OSError:
+            error = "not run"
+        failed.append(
+            {"config": run.label, "arm": run.arm, "seed": run.seed, "dir": run.dir, "error": error}
+        )
+    return scores, failed
+
+
+def read_curves(
+    curve: Curve, runs: Sequence[RunSpec], cwd: str | Path = "."
+) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """The time series of every done run: ``{config label: {arm: [(steps, values), ...]}}``.
+
+    A run with no usable entry (see :func:`series`) adds no series.
+    """
+    curves: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
+    for run in runs:
+        if not is_done(run, cwd):
+            continue
+        try:
+            entries = get_path(read_json(Path(cwd) / run.dir / "metrics.json"), curve.key)
+        except KeyError:
+            continue
+        steps, values = series(entries, curve.x, curve.y)
+        if steps.size:
+            curves.setdefault(run.label, {}).setdefault(run.arm, []).append((steps, values))
+    return curves
+
+
+def _interval(pair: tuple[float, float]) -> list[float]:
+    return [pair[0], pair[1]]
+
+
+def _metric_stats(
+    values: list[float], baseline: list[float] | None, higher: bool, bootstrap: dict[str, Any]
+) -> dict[str, Any]:
+    """Statistics of one arm's scores on one metric (``None`` where there are no scores).
+
+    ``baseline`` is the baseline arm's scores, or ``None`` for the baseline arm itself (which
+    gets no probability of improvement).
+    """
+    out: dict[str, Any] = {"n": len(values), "mean": None, "se": None, "iqm": None}
+    out["iqm_ci"] = None
+    if baseline is not None:
+        out["poi"], out["poi_ci"] = None, None
+    if values:
+        out["mean"], out["se"] = mean_se(values)
+        out["iqm"] = iqm(values)
+        out["iqm_ci"] = _interval(bootstrap_ci(values, iqm, **bootstrap))
+    if values and baseline:
+        sign = 1.0 if higher else -1.0
+        x, y = sign * np.asarray(values), sign * np.asarray(baseline)
+        out["poi"] = probability_of_improvement(x, y)
+        out["poi_ci"] = _interval(probability_of_improvement_ci(x, y, **bootstrap))
+    return out
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """NaN and infinities as ``None`` (JSON has no NaN), recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def summarize(
+    study: Study,
+    runs: Sequence[RunSpec],
+    cwd: str | Path = ".",
+    reps: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The study's ``summary.json`` content, from the run folders.
+
+    Args:
+        study: the study.
+        runs: its planned runs (:func:`~common.study.run.plan_runs`).
+        cwd: the working directory the run folders are relative to.
+        reps, level, seed: the bootstrap's replicates, coverage in (0, 1) and seed.
+
+    Returns:
+        ``{"study", "description", "command", "baseline", "seeds", "metrics", "bootstrap",
+        "runs", "done", "configs": {label: {"config", "arms": {arm: {"runs", "done",
+        "metrics": {metric: {"seeds", "scores", "n", "mean", "se", "iqm", "iqm_ci"
+        [, "poi", "poi_ci"]}}}}}}, "failed": [...]}``; ``poi`` is absent for the baseline.
+    """
+    scores, failed = read_scores(study, runs, cwd)
+    bootstrap = {"reps": reps, "level": level, "seed": seed}
+    seeds = sorted({run.seed for run in runs})
+    configs: dict[str, Any] = {}
+    for config in study.configs:
+        label = config_label(config)
+        table: dict[str, Any] = {}
+        for arm in [study.baseline, *(a for a in study.arms if a != study.baseline)]:
+            done = [s for s in seeds if (label, arm, s) in scores]
+            entry: dict[str, Any] = {"runs": len(seeds), "done": len(done), "metrics": {}}
+            for metric in study.metrics:
+                per_seed = [scores.get((label, arm, s), {}).get(metric) for s in seeds]
+                values = [v for v in per_seed if v is not None]
+                base = None
+                if arm != study.baseline:
+                    base_scores = table[study.baseline]["metrics"][metric]["scores"]
+                    base = [v for v in base_scores if v is not None]
+                stats = _metric_stats(values, base, study.higher_is_better[metric], bootstrap)
+                entry["metrics"][metric] = {"seeds": seeds, "scores": per_seed, **stats}
+            table[arm] = entry
+        configs[label] = {"config": config, "arms": {a: table[a] for a in study.arms}}
+    return _finite_or_none(
+        {
+            "study": study.name,
+            "description": study.description,
+            "command": study.command,
+            "baseline": study.baseline,
+            "seeds": seeds,
+            "metrics": {
+                m: {"path": str(p), "higher_is_better": study.higher_is_better[m]}
+                for m, p in study.metrics.items()
+            },
+            "bootstrap": bootstrap,
+            "runs": len(runs),
+            "done": len(scores),
+            "configs": configs,
+            "failed": failed,
+        }
+    )
+
+
+def _fmt(x: float | None) -> str:
+    """A number for a table: thousands separated from 10 000 on, else 3 significant digits."""
+    if x is None:
+        return "—"
+    if abs(x) >= 10_000:
+        return f"{x:,.0f}"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    return f"{x:.3g}"
+
+
+def _ci(pair: list[float] | None) -> str:
+    return "" if pair is None else f" [{_fmt(pair[0])}, {_fmt(pair[1])}]"
+
+
+def _probability(p: float | None, ci: list[float] | None) -> str:
+    if p is None:
+        return "—"
+    return f"{p:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """``results.md``: per base config, one table per metric, then the failed runs."""
+    baseline = summary["baseline"]
+    level = round(100 * summary["bootstrap"]["level"])
+    lines = [f"# Study `{summary['study']}`", ""]
+    if summary["description"]:
+        lines += [summary["description"], ""]
+    lines += [
+        f"{summary['done']} of {summary['runs']} runs done, seeds "
+        f"{summary['seeds'][0]}–{summary['seeds'][-1]} per arm. IQM: interquartile mean; "
+        f"{level}% CIs from {summary['bootstrap']['reps']} stratified-bootstrap replicates. "
+        f"P(improve): how often a run of the arm beats a run of the baseline `{baseline}` "
+        "(ties count half; 0.5 = no difference).",
+        "",
+    ]
+    for label, config in summary["configs"].items():
+        lines += [f"## {label}", ""]
+        for metric, info in summary["metrics"].items():
+            better = "higher" if info["higher_is_better"] else "lower"
+            lines += [
+                f"### {metric} ({better} is better; `{info['path']}`)",
+                "",
+                f"| arm | n | mean ± s.e. | IQM [{level}% CI] | "
+                f"P(improve over {baseline}) [{level}% CI] |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for arm, entry in config["arms"].items():
+                s = entry["metrics"][metric]
+                mean = f"{_fmt(s['mean'])} ± {_fmt(s['se'])}" if s["n"] else "—"
+                poi = "—" if arm == baseline else _probability(s["poi"], s["poi_ci"])
+                name = f"{arm} (baseline)" if arm == baseline else arm
+                lines.append(
+                    f"| {name} | {s['n']} | {mean} | {_fmt(s['iqm'])}{_ci(s['iqm_ci'])} | {poi} |"
+                )
+            lines.append("")
+    if summary["failed"]:
+        lines += [f"## Failed runs ({len(summary['failed'])})", ""]
+        for f in summary["failed"]:
+            last = f["error"].splitlines()[-1] if f["error"] else "no error recorded"
+            lines.append(f"- `{f['dir']}`: {last}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,315 @@
+"""One run of a study: its command line, its folder, whether it is done, and running it.
+
+A run is a subprocess, the boundary that keeps ``common`` free of the research packages::
+
+    <command> --config <base> --out <runs>/<study>/[<config>/]<arm>/seed<k> --seed <k>
+              [--steps N] --set key=value ...
+
+It runs in the study's working directory (the repository root, usually) with its output in the
+run folder: ``stdout.log``, ``stderr.log``, ``study_run.json`` (the command line, exit code and
+wall time) and, if it fails, ``error.txt`` (exit code and the last lines of stderr). A run is
+*done* when its ``metrics.json`` holds every metric of the study and its ``study_run.json``
+(when present) records the same command line (but for ``--out``, so a runs folder may move); a
+run whose arm changed is therefore run again, and a complete one is never run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.runs import atomic_write, atomic_write_json
+from common.study.spec import Study, StudyError, config_label
+
+__all__ = [
+    "RunSpec",
+    "RunResult",
+    "study_folder",
+    "plan_runs",
+    "get_path",
+    "read_json",
+    "missing_metrics",
+    "is_done",
+    "resolve_command",
+    "execute_run",
+]
+
+ERROR_LINES = 20
+"""Lines of stderr kept in ``error.txt`` and the summary."""
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+"""Set for each run (unless already set) so parallel runs do not oversubscribe the cores."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: an arm of the study on one base config with one seed.
+
+    Attributes:
+        config: the base config as the study gives it (a shipped name or a TOML path).
+        label: the config's short name (its folder when the study has several configs).
+        arm: the arm's name.
+        seed: the seed, 0 .. seeds-1.
+        dir: the run folder, relative to the working directory unless the runs root is absolute.
+        argv: the command line as written (the program not yet resolved to a path).
+        metrics: dotted paths that ``metrics.json`` must hold for the run to be done.
+    """
+
+    config: str
+    label: str
+    arm: str
+    seed: int
+    dir: str
+    argv: tuple[str, ...]
+    metrics: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """``<config>/<arm>/seed<k>``, how progress and error messages name the run."""
+        return f"{self.label}/{self.arm}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What came of running a :class:`RunSpec`.
+
+    Attributes:
+        run: the run.
+        ok: exit code 0 and a complete ``metrics.json``.
+        returncode: the exit code (``None`` when the program could not be started).
+        seconds: wall time in seconds.
+        error: for a failed run, what went wrong: the last lines of its stderr, or why the
+            program did not start or its ``metrics.json`` is incomplete; ``""`` otherwise.
+    """
+
+    run: RunSpec
+    ok: bool
+    returncode: int | None
+    seconds: float
+    error: str = ""
+
+
+def study_folder(study: Study, runs_root: str | Path = "runs", steps: int | None = None) -> Path:
+    """``<runs_root>/<study>``, or ``<runs_root>/<study>-steps<N>`` for a quick try.
+
+    A run shortened with ``--steps`` goes to a folder of its own, so it can never be taken for
+    (or overwrite) a run of the full study.
+    """
+    return Path(runs_root) / (study.name if steps is None else f"{study.name}-steps{steps}")
+
+
+def plan_runs(
+    study: Study,
+    runs_root: str | Path = "runs",
+    seeds: int | None = None,
+    steps: int | None = None,
+) -> list[RunSpec]:
+    """Every run of the study, config by config, arm by arm, seed by seed.
+
+    Args:
+        study: the study.
+        runs_root: folder that holds the study's folder.
+        seeds: runs per arm (default: the study's ``seeds``), at least 1.
+        steps: if given, ``--steps`` for every run (and a separate study folder).
+
+    Raises:
+        StudyError: ``seeds`` or ``steps`` below 1.
+    """
+    seeds = study.seeds if seeds is None else seeds
+    if seeds < 1:
+        raise StudyError(f"--seeds {seeds}: must be >= 1")
+    if steps is not None and steps < 1:
+        raise StudyError(f"--steps {steps}: must be >= 1")
+    root = study_folder(study, runs_root, steps)
+    program = tuple(shlex.split(study.command))
+    several = len(study.configs) > 1
+    runs = []
+    for config, config_sets in study.configs.items():
+        label = config_label(config)
+        for arm, arm_sets in study.arms.items():
+            for seed in range(seeds):
+                folder = (root / label if several else root) / arm / f"seed{seed}"
+                argv = [*program, "--config", config, "--out", folder.as_posix()]
+                argv += ["--seed", str(seed)]
+                if steps is not None:
+                    argv += ["--steps", str(steps)]
+                for item in (*study.shared, *config_sets, *arm_sets):
+                    argv += ["--set", item]
+                runs.append(
+                    RunSpec(
+                        config=config,
+                        label=label,
+                        arm=arm,
+                        seed=seed,
+                        dir=folder.as_posix(),
+                        argv=tuple(argv),
+                        metrics=study.required_paths(),
+                    )
+                )
+    return runs
+
+
+def get_path(data: Any, dotted: str) -> Any:
+    """``data["a"]["b"][0]`` for ``"a.b.0"``: tables by key, lists by (negative) index.
+
+    A table key that holds dots itself (``"eval/return/d=0.5"``) is matched whole: at each
+    table the longest key that the rest of the path starts with is taken.
+
+    Raises:
+        KeyError: some part of the path is not there.
+    """
+    parts, value, i = dotted.split("."), data, 0
+    while i < len(parts):
+        if isinstance(value, dict):
+            ends = [j for j in range(len(parts), i, -1) if ".".join(parts[i:j]) in value]
+            if not ends:
+                raise KeyError(dotted)
+            value, i = value[".".join(parts[i : ends[0]])], ends[0]
+        elif isinstance(value, list) and parts[i].lstrip("-").isdigit():
+            index = int(parts[i])
+            if not -len(value) <= index < len(value):
+                raise KeyError(dotted)
+            value, i = value[index], i + 1
+        else:
+            raise KeyError(dotted)
+    return value
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or ``None`` if it is missing or malformed (a run still writing)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def missing_metrics(run_dir: str | Path, paths: tuple[str, ...]) -> list[str]:
+    """The paths that ``<run_dir>/metrics.json`` lacks (all of them if it is missing)."""
+    metrics = read_json(Path(run_dir) / "metrics.json")
+    missing = []
+    for path in paths:
+        try:
+            get_path(metrics, path)
+        except KeyError:
+            missing.append(path)
+    return missing
+
+
+def is_done(run: RunSpec, cwd: str | Path = ".") -> bool:
+    """Whether the run's ``metrics.json`` is complete and came from this command line."""
+    folder = Path(cwd) / run.dir
+    if missing_metrics(folder, run.metrics):
+        return False
+    record = read_json(folder / "study_run.json")
+    if not isinstance(record, dict) or not isinstance(record.get("argv"), list):
+        return True
+    return _without_out(record["argv"]) == _without_out(run.argv)
+
+
+def _without_out(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """The command line without the run folder, so a moved runs root is not a new command."""
+    argv = list(argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--out":
+            argv[i + 1] = "<out>"
+    return argv
+
+
+def resolve_command(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """The command line with its program made runnable on this machine.
+
+    ``python`` / ``python3`` become this interpreter (:data:`sys.executable`); a bare program
+    name is looked up on ``PATH``, then beside this interpreter (a virtual environment's
+    console entry points, e.g. ``gancycle-train``, when the environment is not activated).
+    """
+    argv = list(argv)
+    program = argv[0]
+    if program in ("python", "python3"):
+        argv[0] = sys.executable
+    elif os.sep not in program:
+        beside = Path(sys.executable).parent / program
+        found = shutil.which(program) or (str(beside) if beside.is_file() else None)
+        if found is not None:
+            argv[0] = found
+    return argv
+
+
+def _tail(path: Path, lines: int = ERROR_LINES) -> str:
+    """The last non-empty lines of a log (progress bars' carriage returns split lines)."""
+    try:
+        text = path.read_bytes()[-64_000:].decode(errors="replace")
+    except OSError:
+        return ""
+    kept = [line.rstrip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def _exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "not started"
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+
+
+def execute_run(
+    run: RunSpec,
+    cwd: str | Path = ".",
+    threads: int = 1,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> RunResult:
+    """Run one run to its end; never raises for a failing run, returns its error instead.
+
+    Args:
+        run: the run.
+        cwd: working directory of the run (relative run folders and config paths start here).
+        threads: value of ``OMP_NUM_THREADS`` etc. for the run, unless the caller's environment
+            sets them already.
+        on_start: called with the process once it started (the local backend keeps it so that
+            an interrupted study can stop its runs).
+    """
+    folder = Path(cwd) / run.dir
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "error.txt"):
+        (folder / stale).unlink(missing_ok=True)
+    record: dict[str, Any] = {"argv": list(run.argv), "started": time.strftime("%FT%T%z")}
+    atomic_write_json(record, folder / "study_run.json")
+    env = dict(os.environ)
+    for variable in THREAD_VARIABLES:
+        env.setdefault(variable, str(threads))
+
+    start = time.perf_counter()
+    returncode: int | None = None
+    try:
+        with open(folder / "stdout.log", "wb") as out, open(folder / "stderr.log", "wb") as err:
+            process = subprocess.Popen(
+                resolve_command(run.argv), cwd=cwd, stdout=out, stderr=err, env=env
+            )
+            if on_start is not None:
+                on_start(process)
+            returncode = process.wait()
+    except OSError as e:  # the program is missing or not executable
+        error = f"could not start {run.argv[0]!r}: {e.strerror or e}"
+    else:
+        missing = missing_metrics(folder, run.metrics)
+        if returncode != 0:
+            error = _tail(folder / "stderr.log") or f"{_exit(returncode)}, no stderr"
+        elif missing:
+            error = f"exited 0 but {run.dir}/metrics.json lacks {', '.join(missing)}"
+        else:
+            error = ""
+    seconds = time.perf_counter() - start
+
+    record.update(returncode=returncode, seconds=round(seconds, 3), ok=not error)
+    atomic_write_json(record, folder / "study_run.json")
+    if error:
+        text = f"{run.name}: {_exit(returncode)}\n{error}\n"
+        atomic_write(folder / "error.txt", lambda f: f.write(text.encode()))
+    return RunResult(run=run, ok=not error, returncode=returncode, seconds=seconds, error=error)

@@ -1,0 +1,159 @@
+"""Run a study: plan its runs, skip the done ones, execute the rest, write the report.
+
+``runs/<study>/`` ends up holding the run folders and
+
+- ``summary.json``: scores, statistics and failed runs (see :func:`~common.study.summarize`);
+- ``results.md``: a Markdown table per base config and metric;
+- ``figures/iqm_<config>.png``: IQM and CI per arm and metric;
+- ``figures/curve_<config>.png``: the study's curve (if it names one), mean ± s.e. per arm.
+
+Stopping a study and starting it again reruns only the runs that are not done; a failed run is
+reported with its error and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from common.runs import atomic_write, atomic_write_json
+from common.study.backends import BACKENDS, run_local, run_ray
+from common.study.figures import curve_figure, iqm_figure, save_png
+from common.study.report import read_curves, results_markdown, summarize
+from common.study.run import RunResult, RunSpec, is_done, plan_runs, resolve_command, study_folder
+from common.study.spec import Study, StudyError
+
+__all__ = ["StudyOutcome", "run_study", "write_report"]
+
+
+@dataclass
+class StudyOutcome:
+    """What :func:`run_study` did.
+
+    Attributes:
+        folder: the study's folder, ``<runs_root>/<study>``.
+        runs: every planned run.
+        todo: the runs that were not done when the study started.
+        results: the result of each run executed now, in the order they ended.
+        summary: the content of ``summary.json`` (``None`` after a dry run).
+    """
+
+    folder: Path
+    runs: list[RunSpec]
+    todo: list[RunSpec]
+    results: list[RunResult] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> list[RunResult]:
+        """The runs executed now that failed."""
+        return [r for r in self.results if not r.ok]
+
+    def commands(self) -> list[str]:
+        """The command line of each run to do, quoted for a shell."""
+        return [shlex.join(run.argv) for run in self.todo]
+
+
+def _check_program(study: Study) -> None:
+    program = resolve_command(shlex.split(study.command))[0]
+    if not Path(program).is_file():
+        raise StudyError(
+            f"command = {study.command!r}: {program!r} is neither on PATH nor beside "
+            f"{Path(sys.executable).name}; install cyclelab (pip install -e .) or fix the study"
+        )
+
+
+def write_report(
+    study: Study, runs: list[RunSpec], folder: str | Path, cwd: str | Path = "."
+) -> dict[str, Any]:
+    """Write ``summary.json``, ``results.md`` and the figures into ``folder``; return the summary.
+
+    Arms with no done run are left out of the curve figure; a config with no done run at all
+    gets no figures.
+    """
+    folder = Path(cwd) / folder
+    summary = summarize(study, runs, cwd)
+    atomic_write_json(summary, folder / "summary.json")
+    text = results_markdown(summary).encode()
+    atomic_write(folder / "results.md", lambda f: f.write(text))
+    curves = read_curves(study.curve, runs, cwd) if study.curve else {}
+    for label, config in summary["configs"].items():
+        if not any(arm["done"] for arm in config["arms"].values()):
+            continue
+        save_png(iqm_figure(summary, label), folder / "figures" / f"iqm_{label}.png")
+        if curves.get(label):
+            title = f"{study.name}: {label}"
+            fig = curve_figure(curves[label], title, ylabel=study.curve.y, xlabel=study.curve.x)
+            save_png(fig, folder / "figures" / f"curve_{label}.png")
+    return summary
+
+
+def run_study(
+    study: Study,
+    *,
+    seeds: int | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    runs_root: str | Path = "runs",
+    steps: int | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+    cwd: str | Path = ".",
+) -> StudyOutcome:
+    """Run every run of ``study`` that is not done yet, then write its report.
+
+    Args:
+        study: the study (:func:`~common.study.find_study`).
+        seeds: runs per arm and config (default: the study's).
+        backend: ``local`` (a pool of processes on this machine) or ``ray`` (Ray tasks).
+        workers: runs at a time with ``local`` (default: one per core).
+        address: the Ray cluster to join with ``ray`` (default: start a local instance).
+        runs_root: folder holding the study's folder.
+        steps: ``--steps`` for every run, for a quick try; such runs go to
+            ``<runs_root>/<study>-steps<N>``.
+        dry_run: plan only: the outcome lists the runs to do and their commands.
+        progress: show a progress bar over runs on stderr.
+        cwd: working directory of the runs (relative paths start here).
+
+    Raises:
+        StudyError: a bad option (the message names it) or a program that cannot be found.
+    """
+    if backend not in BACKENDS:
+        raise StudyError(f"--backend {backend!r}: must be one of {' | '.join(BACKENDS)}")
+    if backend == "ray" and workers is not None:
+        raise StudyError("--workers: only for --backend local; Ray runs one run per CPU")
+    if backend == "local" and address is not None:
+        raise StudyError("--address: only for --backend ray")
+    runs = plan_runs(study, runs_root, seeds, steps)
+    folder = study_folder(study, runs_root, steps)
+    todo = [run for run in runs if not is_done(run, cwd)]
+    outcome = StudyOutcome(folder=folder, runs=runs, todo=todo)
+    if dry_run:
+        return outcome
+    if todo and backend == "local":
+        _check_program(study)
+
+    execute = run_local(todo, cwd, workers) if backend == "local" else run_ray(todo, cwd, address)
+    bar = tqdm(
+        total=len(runs),
+        initial=len(runs) - len(todo),
+        desc=study.name,
+        unit="run",
+        disable=not progress,
+    )
+    with bar:
+        for result in execute:
+            outcome.results.append(result)
+            if not result.ok:
+                last = result.error.splitlines()[-1] if result.error else ""
+                bar.write(f"failed: {result.run.name}: {last} ({result.run.dir}/error.txt)")
+                bar.set_postfix(failed=len(outcome.failed))
+            bar.update(1)
+    outcome.summary = write_report(study, runs, folder, cwd)
+    return outcome

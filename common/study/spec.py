@@ -1,0 +1,402 @@
+"""A study file: named arms (config overrides) × seeds, on one or several base configs.
+
+A study is a TOML file::
+
+    name = "gan_rhythm"
+    command = "gancycle-train"          # the program each run is; see common.study.run
+    configs = ["ring8", "grid25"]       # or config = "ring8"; each base config is its own table
+    seeds = 10                          # runs seed0 .. seed9 of every arm
+    baseline = "constant"               # the arm every other arm is compared with
+    metrics = { modes = "final.G.modes", kl = "final.G.kl" }   # name = dotted path into
+                                        # metrics.json; or a list of paths. The first is the
+                                        # headline.
+    higher_is_better = { kl = false }   # default true (false for a Reach metric)
+    curve = { key = "history", x = "step", y = "G.modes" }     # optional; see Curve
+
+    [shared]                            # overrides for every arm
+    steps = 12000
+
+    [configs.grid25]                    # optional: overrides for one base config only
+    "eval.every" = 1000
+
+    [arms.constant]                     # overrides of this arm, nested or quoted dotted keys
+    lr.G.min = 5.05e-4
+    [arms.anti]                         # an arm with no overrides runs the base config
+
+Each override becomes ``--set key=value`` with the value written as TOML, in the order shared,
+config, arm (so an arm's own value wins).
+
+A dotted path walks tables by key and lists by index (``history.-1.step``); a key that itself
+holds dots (``eval/return/d=0.5``) is matched whole, longest key first. A metric may also be
+the first step at which the curve reaches a level (see :class:`Reach`)::
+
+    [metrics]
+    success = "eval.eval/success/d=1"
+    steps_to_success = { reach = "metrics.eval/success/d=1", at_least = 0.8 }
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from common.config import ConfigError, read_config
+
+__all__ = [
+    "StudyError",
+    "Curve",
+    "Reach",
+    "config_label",
+    "Study",
+    "STUDY_PACKAGES",
+    "known_studies",
+    "find_study",
+    "load_study",
+    "parse_study",
+    "overrides",
+    "toml_value",
+]
+
+STUDY_PACKAGES = ("rlcycle", "gancycle")
+"""Packages whose ``studies/`` folder is searched for a study by name."""
+
+_KEYS = {
+    "name": "the study's name (its folder under the runs root)",
+    "description": "one line saying what the study asks",
+    "command": "the program each run is, e.g. gancycle-train",
+    "config": "one base config",
+    "configs": "several base configs: a list, or tables of per-config overrides",
+    "seeds": "runs per arm and config (seeds 0 .. seeds-1)",
+    "baseline": "the arm the others are compared with",
+    "metrics": "dotted paths into metrics.json (list, or table name = path | {reach, at_least})",
+    "higher_is_better": "table metric = true | false",
+    "curve": "the time series in metrics.json to plot",
+    "shared": "overrides for every arm",
+    "arms": "tables of overrides, one per arm",
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class StudyError(ConfigError):
+    """A bad study file or study option; the message is one line naming the key or path."""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A time series each run writes in ``metrics.json``, plotted per arm over steps.
+
+    Attributes:
+        key: dotted path to a list of entries, e.g. ``history``.
+        x: dotted path inside an entry to its step (the x axis), e.g. ``step``.
+        y: dotted path inside an entry to the plotted value, e.g. ``G.modes``.
+    """
+
+    key: str
+    x: str
+    y: str
+
+
+@dataclass(frozen=True)
+class Reach:
+    """A metric read off the study's curve: the first step at which ``y`` is >= ``at_least``.
+
+    A run that never gets there counts as its last step (a lower bound of the true value, the
+    usual way to score time-to-threshold within a budget). Lower is better.
+
+    Attributes:
+        y: dotted path inside a curve entry, e.g. ``metrics.eval/success/d=1``.
+        at_least: the level to reach, in the units of ``y``.
+    """
+
+    y: str
+    at_least: float
+
+    def __str__(self) -> str:
+        return f"first step with {self.y} >= {self.at_least:g}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed, validated study file.
+
+    Attributes:
+        name: folder name of the study under the runs root.
+        command: the program of each run, split with :func:`shlex.split` when run.
+        configs: base config (a shipped name or a TOML path) -> its own ``--set`` overrides.
+        seeds: runs per arm and config, seeds ``0 .. seeds-1``; at least 1.
+        baseline: the arm every other arm is compared with.
+        metrics: metric name -> dotted path into ``metrics.json`` or a :class:`Reach` on the
+            curve; the first is the headline.
+        higher_is_better: metric name -> whether larger is better (default: yes, but for a
+            :class:`Reach` metric, where fewer steps are better).
+        shared: ``--set`` overrides for every run.
+        arms: arm name -> its ``--set`` overrides (``key=value`` strings).
+        curve: the time series to plot, or ``None``.
+        description: one line, or ``""``.
+        source: the file the study came from, or ``None``.
+    """
+
+    name: str
+    command: str
+    configs: dict[str, tuple[str, ...]]
+    seeds: int
+    baseline: str
+    metrics: dict[str, str | Reach]
+    higher_is_better: dict[str, bool]
+    shared: tuple[str, ...]
+    arms: dict[str, tuple[str, ...]]
+    curve: Curve | None = None
+    description: str = ""
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def headline(self) -> str:
+        """The first metric's name."""
+        return next(iter(self.metrics))
+
+    def required_paths(self) -> tuple[str, ...]:
+        """Paths a run's ``metrics.json`` must hold to be complete."""
+        paths = [m for m in self.metrics.values() if isinstance(m, str)]
+        if self.curve is not None and len(paths) < len(self.metrics):
+            paths.append(self.curve.key)
+        return tuple(paths)
+
+
+def config_label(config: str) -> str:
+    """The name a base config goes by in folders and tables: a TOML path's stem, or the name."""
+    return Path(config).stem if config.endswith(".toml") else config
+
+
+def overrides(table: dict[str, Any], where: str, prefix: str = "") -> tuple[str, ...]:
+    """A (possibly nested) table of overrides as ``dotted.key=value`` strings.
+
+    Nested tables and quoted dotted keys are the same thing: ``lr.G.max = 1e-3`` and
+    ``"lr.G.max" = 1e-3`` both give ``lr.G.max=0.001``. Values are written as TOML, so the
+    trainer's ``--set`` parses them back to the same type.
+    """
+    out: list[str] = []
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.extend(overrides(value, where, f"{dotted}."))
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StudyError(f"{where}.{dotted} = {value}: must be a finite number")
+        if isinstance(value, (list, tuple)) and any(isinstance(v, dict) for v in value):
+            raise StudyError(f"{where}.{dotted}: arrays of tables cannot be passed with --set")
+        out.append(f"{dotted}={toml_value(value)}")
+    return tuple(out)
+
+
+def toml_value(value: Any) -> str:
+    """``value`` written as a one-line TOML value: ``0.0002``, ``"anti"``, ``[0.0, 0.5]``."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).strip()[len("v = ") :]
+
+
+def _fail(where: str, message: str) -> StudyError:
+    return StudyError(f"{where}: {message}")
+
+
+def _string(raw: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, f"{key} = {value!r}: must be a non-empty string ({_KEYS[key]})")
+    return value
+
+
+def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise _fail(where, f"{key} = {value!r}: must be a table ({_KEYS[key]})")
+    return value
+
+
+def _configs(raw: dict[str, Any], where: str) -> dict[str, tuple[str, ...]]:
+    if ("config" in raw) == ("configs" in raw):
+        raise _fail(where, "give exactly one of config = NAME or configs = [NAME, ...]")
+    if "config" in raw:
+        return {_string(raw, "config", where): ()}
+    value = raw["configs"]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        configs = {v: () for v in value}
+        if len(configs) != len(value):
+            raise _fail(where, f"configs = {value!r}: a config is listed twice")
+    elif isinstance(value, dict) and value:
+        configs = {}
+        for name, table in value.items():
+            if not isinstance(table, dict):
+                raise _fail(where, f"configs.{name}: must be a table of overrides")
+            configs[name] = overrides(table, f"{where}: configs.{name}")
+    else:
+        raise _fail(where, f"configs = {value!r}: must be a list of config names or tables")
+    return configs
+
+
+def _metric(name: str, value: Any, where: str) -> str | Reach:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and set(value) == {"reach", "at_least"}:
+        y, level = value["reach"], value["at_least"]
+        ok_level = isinstance(level, (int, float)) and not isinstance(level, bool)
+        if isinstance(y, str) and y and ok_level and math.isfinite(level):
+            return Reach(y=y, at_least=float(level))
+    raise _fail(
+        where,
+        f"metrics.{name} = {value!r}: must be a dotted path into metrics.json or "
+        '{ reach = "<path in a curve entry>", at_least = <number> }',
+    )
+
+
+def _metrics(raw: dict[str, Any], where: str) -> dict[str, str | Reach]:
+    value = raw.get("metrics")
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        if len(set(value)) != len(value):
+            raise _fail(where, f"metrics = {value!r}: a metric is listed twice")
+        return {v: v for v in value}
+    if isinstance(value, dict) and value:
+        return {name: _metric(name, v, where) for name, v in value.items()}
+    raise _fail(
+        where, f"metrics = {value!r}: must be a list of dotted paths or a table name = path"
+    )
+
+
+def _curve(raw: dict[str, Any], metrics: dict[str, str | Reach], where: str) -> Curve | None:
+    value = raw.get("curve")
+    headline = next(iter(metrics.values()))
+    headline_path = headline.y if isinstance(headline, Reach) else headline
+    if value is None:
+        reaches = [name for name, m in metrics.items() if isinstance(m, Reach)]
+        if reaches:
+            raise _fail(where, f"metrics.{reaches[0]}: a reach metric needs curve = {{ key, x }}")
+        return None
+    if isinstance(value, str) and value:
+        return Curve(key=value, x="step", y=headline_path)
+    if isinstance(value, dict) and isinstance(value.get("key"), str):
+        unknown = sorted(set(value) - {"key", "x", "y"})
+        if unknown:
+            raise _fail(where, f"curve.{unknown[0]}: unknown key; allowed: key, x, y")
+        x, y = value.get("x", "step"), value.get("y", headline_path)
+        if isinstance(x, str) and x and isinstance(y, str) and y:
+            return Curve(key=value["key"], x=x, y=y)
+    raise _fail(
+        where,
+        f'curve = {value!r}: must be a key (curve = "history") or a table '
+        '{ key = "history", x = "step", y = "<path in an entry>" }',
+    )
+
+
+def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
+    """Validate the plain data of a study file (``where`` names it in error messages).
+
+    Raises:
+        StudyError: an unknown or missing key, or a value of the wrong kind; one line.
+    """
+    unknown = sorted(set(raw) - set(_KEYS))
+    if unknown:
+        raise _fail(where, f"{unknown[0]}: unknown key; allowed: {', '.join(_KEYS)}")
+    name = _string(raw, "name", where)
+    if not _NAME.match(name):
+        raise _fail(where, f"name = {name!r}: letters, digits and _ . + - only (a folder name)")
+    seeds = raw.get("seeds")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise _fail(where, f"seeds = {seeds!r}: must be an integer >= 1")
+    metrics = _metrics(raw, where)
+
+    higher = _table(raw, "higher_is_better", where)
+    for metric, flag in higher.items():
+        if metric not in metrics:
+            raise _fail(
+                where, f"higher_is_better.{metric}: not a metric; metrics: " + ", ".join(metrics)
+            )
+        if not isinstance(flag, bool):
+            raise _fail(where, f"higher_is_better.{metric} = {flag!r}: must be true or false")
+
+    arms_raw = _table(raw, "arms", where)
+    if not arms_raw:
+        raise _fail(where, "arms: no arms; add tables [arms.<name>] of overrides")
+    arms = {}
+    for arm, table in arms_raw.items():
+        if not _NAME.match(arm):
+            raise _fail(where, f"arms.{arm}: letters, digits and _ . + - only (a folder name)")
+        if not isinstance(table, dict):
+            raise _fail(where, f"arms.{arm}: must be a table of overrides")
+        arms[arm] = overrides(table, f"{where}: arms.{arm}")
+    baseline = _string(raw, "baseline", where, default=next(iter(arms)))
+    if baseline not in arms:
+        raise _fail(where, f"baseline = {baseline!r}: not an arm; arms: {', '.join(arms)}")
+
+    configs = _configs(raw, where)
+    labels = [config_label(c) for c in configs]
+    if len(configs) > 1 and len(set(labels)) != len(labels):
+        raise _fail(where, f"configs: two configs share a name ({', '.join(labels)})")
+
+    return Study(
+        name=name,
+        command=_string(raw, "command", where),
+        configs=configs,
+        seeds=seeds,
+        baseline=baseline,
+        metrics=metrics,
+        higher_is_better={m: higher.get(m, not isinstance(metrics[m], Reach)) for m in metrics},
+        shared=overrides(_table(raw, "shared", where), f"{where}: shared"),
+        arms=arms,
+        curve=_curve(raw, metrics, where),
+        description=_string(raw, "description", where) if "description" in raw else "",
+    )
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file."""
+    path = Path(path)
+    study = parse_study(read_config(path), where=str(path))
+    return Study(**{**study.__dict__, "source": path})
+
+
+def _study_folders() -> list[Path]:
+    """``<package>/studies`` of each package in :data:`STUDY_PACKAGES` that is installed.
+
+    Found with :func:`importlib.util.find_spec`, which locates a top-level package without
+    running its ``__init__`` (``rlcycle``'s imports gymnasium), so ``common`` stays free of the
+    research packages.
+    """
+    folders = []
+    for package in STUDY_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            folder = Path(location) / "studies"
+            if folder.is_dir():
+                folders.append(folder)
+    return folders
+
+
+def known_studies() -> dict[str, Path]:
+    """Every study shipped in the packages: name -> file."""
+    found: dict[str, Path] = {}
+    for folder in _study_folders():
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find_study(name_or_path: str) -> Study:
+    """A study shipped as ``<package>/studies/<NAME>.toml``, or any study file by path.
+
+    Raises:
+        StudyError: neither a shipped study nor an existing file; the message lists the
+            shipped ones.
+    """
+    shipped = known_studies()
+    if name_or_path in shipped:
+        return load_study(shipped[name_or_path])
+    if Path(name_or_path).is_file():
+        return load_study(name_or_path)
+    names = ", ".join(shipped) or "none yet"
+    raise StudyError(f"study {name_or_path!r}: not a shipped study ({names}) nor a study TOML file")

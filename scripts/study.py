@@ -1,0 +1,70 @@
+"""Run a study: every arm × seed as a run folder, then summary.json, results.md and figures.
+
+    python scripts/study.py gan_rhythm                    # all cores of this machine
+    python scripts/study.py rl_rhythm --backend ray --address auto
+    python scripts/study.py gan_rhythm --seeds 2 --steps 500 --dry-run
+
+Start the same command again after an interruption: runs whose metrics.json is complete are
+skipped. Shipped studies live in <package>/studies/<NAME>.toml (rlcycle, gancycle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.cli import HelpFormatter, run_cli
+from common.study import find_study, known_studies, run_study
+
+
+def main() -> int:
+    names = ", ".join(known_studies()) or "none shipped yet"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("study", metavar="NAME|PATH", help=f"a shipped study ({names}) or a file")
+    parser.add_argument("--seeds", type=int, default=None, help="runs per arm (default: study's)")
+    parser.add_argument("--backend", choices=["local", "ray"], default="local", help="executor")
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster to join (ray only; default: start one)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="runs at a time (local only; default: cores)"
+    )
+    parser.add_argument("--runs-root", type=Path, default=Path("runs"), help="where run folders go")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="steps of every run, for a quick try (into runs/<study>-steps<N>)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args()
+
+    study = find_study(args.study)
+    try:
+        outcome = run_study(
+            study,
+            seeds=args.seeds,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            runs_root=args.runs_root,
+            steps=args.steps,
+            dry_run=args.dry_run,
+        )
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    if args.dry_run:
+        print("\n".join(outcome.commands()))
+        print(f"# {len(outcome.todo)} of {len(outcome.runs)} runs to do", file=sys.stderr)
+        return 0
+    print(f"{outcome.folder}/results.md, summary.json, figures/")
+    if outcome.failed:
+        print(f"{len(outcome.failed)} run(s) failed; see results.md", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,375 @@
+"""The study runner on a small real trainer (tests/study_fixture_train.py: softmax regression on
+the digits): run layout, overrides, statistics, failure isolation, resuming, the CLI and Ray."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.config import apply_overrides
+from common.stats import iqm, mean_se, probability_of_improvement
+from common.study import StudyError, find_study, load_study, run_study
+from common.study.run import get_path
+from common.study.spec import overrides, parse_study
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "study.py"
+
+DIGITS = """
+name = "digits_lr"
+command = "python tests/study_fixture_train.py"
+{configs}
+seeds = 2
+baseline = "slow"
+higher_is_better = {{ loss = false }}
+curve = {{ key = "history", y = "accuracy" }}
+[metrics]
+accuracy = "final.accuracy"
+loss = "final.loss"
+steps_to_90 = {{ reach = "accuracy", at_least = 0.9 }}
+[shared]
+steps = 40
+[arms.slow]
+lr = 0.1
+[arms.fast]
+lr = 1.0
+{extra}
+"""
+
+
+def write_study(folder: Path, configs: str = 'config = "digits"', extra: str = "") -> Path:
+    path = folder / "study.toml"
+    path.write_text(DIGITS.format(configs=configs, extra=extra))
+    return path
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+# -- a finished study with two base configs and an arm that always fails ----------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finished")
+    (folder / "l2.toml").write_text(
+        "seed = 0\nsteps = 60\nlr = 0.5\nl2 = 0.01\neval_every = 20\ntest_fraction = 0.3\n"
+        "fail = false\n"
+    )
+    configs = f'configs = ["digits", "{(folder / "l2.toml").as_posix()}"]'
+    study = load_study(write_study(folder, configs, "[arms.broken]\nfail = true\n"))
+    outcome = run_study(study, runs_root=folder / "runs", workers=2, progress=False, cwd=REPO)
+    return study, outcome, folder / "runs" / "digits_lr"
+
+
+def test_runs_land_in_their_folders_with_the_arm_overrides(finished):
+    study, outcome, root = finished
+    assert len(outcome.runs) == 2 * 3 * 2  # configs × arms × seeds
+    for config, l2 in [("digits", 1e-4), ("l2", 0.01)]:
+        for arm, lr in [("slow", 0.1), ("fast", 1.0)]:
+            for seed in (0, 1):
+                run_dir = root / config / arm / f"seed{seed}"
+                written = (run_dir / "config.toml").read_text()  # the trainer's resolved config
+                assert f"lr = {lr}" in written and f"seed = {seed}" in written
+                assert f"l2 = {l2}" in written and "steps = 40" in written
+                assert read_metrics(run_dir)["history"][-1]["step"] == 40
+
+
+def test_summary_statistics_are_those_of_the_run_scores(finished):
+    study, outcome, root = finished
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary == outcome.summary
+    for config in ("digits", "l2"):
+        arms = summary["configs"][config]["arms"]
+        scores = {
+            arm: [read_metrics(root / config / arm / f"seed{s}")["final"] for s in (0, 1)]
+            for arm in ("slow", "fast")
+        }
+        for metric in ("accuracy", "loss"):
+            slow = [m[metric] for m in scores["slow"]]
+            fast = [m[metric] for m in scores["fast"]]
+            entry = arms["fast"]["metrics"][metric]
+            assert entry["scores"] == fast and entry["n"] == 2
+            assert (entry["mean"], entry["se"]) == pytest.approx(mean_se(fast))
+            assert entry["iqm"] == pytest.approx(iqm(fast))
+            assert entry["iqm_ci"][0] <= entry["iqm"] <= entry["iqm_ci"][1]
+            sign = 1 if metric == "accuracy" else -1  # a lower loss is the improvement
+            expected = probability_of_improvement(sign * np.array(fast), sign * np.array(slow))
+            assert entry["poi"] == pytest.approx(expected)
+            assert entry["poi_ci"][0] <= entry["poi"] <= entry["poi_ci"][1]
+            assert "poi" not in arms["slow"]["metrics"][metric]  # the baseline
+        for arm in ("slow", "fast"):  # the first evaluation at >= 90%, else the last step
+            expected = []
+            for s in (0, 1):
+                history = read_metrics(root / config / arm / f"seed{s}")["history"]
+                hits = [h["step"] for h in history if h["accuracy"] >= 0.9]
+                expected.append(hits[0] if hits else history[-1]["step"])
+            assert arms[arm]["metrics"]["steps_to_90"]["scores"] == expected
+        assert summary["metrics"]["steps_to_90"]["higher_is_better"] is False
+        # Ten times the step size wins on both metrics after 40 steps, seed for seed.
+        assert arms["fast"]["metrics"]["accuracy"]["poi"] == 1.0
+        assert arms["fast"]["metrics"]["loss"]["poi"] == 1.0
+
+
+def test_a_failing_arm_is_reported_and_the_others_complete(finished):
+    study, outcome, root = finished
+    assert sorted(r.run.name for r in outcome.failed) == sorted(
+        f"{c}/broken/seed{s}" for c in ("digits", "l2") for s in (0, 1)
+    )
+    assert all(r.returncode == 1 for r in outcome.failed)
+    summary = outcome.summary
+    assert summary["done"] == 8 and len(summary["failed"]) == 4
+    for failure in summary["failed"]:
+        assert failure["arm"] == "broken"
+        assert "RuntimeError: failing on purpose" in failure["error"]
+        error_file = (Path(failure["dir"]) / "error.txt").read_text()
+        assert "exit code 1" in error_file and "Traceback" in error_file
+        assert not (Path(failure["dir"]) / "metrics.json").exists()
+    for config in ("digits", "l2"):
+        arms = summary["configs"][config]["arms"]
+        assert arms["broken"]["done"] == 0 and arms["broken"]["metrics"]["accuracy"]["n"] == 0
+        assert arms["broken"]["metrics"]["accuracy"]["scores"] == [None, None]
+        assert arms["fast"]["done"] == arms["slow"]["done"] == 2
+
+
+def test_results_table_and_figures(finished):
+    study, outcome, root = finished
+    text = (root / "results.md").read_text()
+    assert "## digits" in text and "## l2" in text
+    assert "### loss (lower is better; `final.loss`)" in text
+    digits = text[text.index("## digits") : text.index("## l2")]
+    fast_rows = [line for line in digits.splitlines() if line.startswith("| fast | 2 |")]
+    entry = outcome.summary["configs"]["digits"]["arms"]["fast"]["metrics"]["accuracy"]
+    assert f"{entry['iqm']:.3g} [{entry['iqm_ci'][0]:.3g}, " in fast_rows[0]
+    assert fast_rows[0].endswith("| 1.00 [1.00, 1.00] |")
+    assert "| slow (baseline) | 2 |" in digits and "| broken | 0 | — | — | — |" in digits
+    assert "## Failed runs (4)" in text
+    import matplotlib.image
+
+    for name in ("iqm_digits", "iqm_l2", "curve_digits", "curve_l2"):
+        image = matplotlib.image.imread(root / "figures" / f"{name}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 300
+        assert image[..., :3].std() > 0.05  # something is drawn
+
+
+# -- resuming ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def executed(tmp_path, monkeypatch):
+    """The run folders the trainer was started in, as the trainer itself logs them."""
+    log = tmp_path / "executed.txt"
+    monkeypatch.setenv("STUDY_FIXTURE_LOG", str(log))
+
+    def read() -> list[str]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        root = tmp_path / "runs" / "digits_lr"
+        return sorted(Path(line).relative_to(root).as_posix() for line in lines)
+
+    return read
+
+
+def test_a_second_start_runs_only_missing_or_incomplete_runs(tmp_path, executed):
+    runs = tmp_path / "runs"
+    study = load_study(write_study(tmp_path))
+    options = dict(runs_root=runs, workers=2, progress=False, cwd=REPO)
+    run_study(study, **options)
+    assert executed() == ["fast/seed0", "fast/seed1", "slow/seed0", "slow/seed1"]
+
+    root = runs / "digits_lr"
+    (root / "fast/seed0/metrics.json").unlink()  # never finished
+    (root / "slow/seed1/metrics.json").write_text('{"final": null, "history": []}')  # cut off
+    outcome = run_study(study, **options)
+    assert executed() == ["fast/seed0", "slow/seed1"]
+    assert outcome.summary["done"] == 4 and not outcome.summary["failed"]
+
+    outcome = run_study(study, **options)
+    assert executed() == [] and outcome.todo == []
+    assert outcome.summary["configs"]["digits"]["arms"]["fast"]["metrics"]["loss"]["n"] == 2
+
+    (tmp_path / "study.toml").write_text(
+        (tmp_path / "study.toml").read_text().replace("lr = 1.0", "lr = 0.9")
+    )
+    changed = load_study(tmp_path / "study.toml")
+    run_study(changed, **options)  # the arm changed: its runs are stale
+    assert executed() == ["fast/seed0", "fast/seed1"]
+    run_study(changed, seeds=3, **options)
+    assert executed() == ["fast/seed2", "slow/seed2"]
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def study_cli(*args, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["study.py", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    return exit_info.value.code
+
+
+def test_cli_dry_run_prints_the_commands_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    path = write_study(tmp_path)
+    monkeypatch.chdir(REPO)
+    code = study_cli(
+        path, "--steps", 7, "--runs-root", tmp_path / "runs", "--dry-run", monkeypatch=monkeypatch
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(out) == 4
+    root = (tmp_path / "runs" / "digits_lr-steps7").as_posix()  # a quick try's own folder
+    assert out[0] == (
+        f"python tests/study_fixture_train.py --config digits --out {root}/slow/seed0 "
+        "--seed 0 --steps 7 --set steps=40 --set lr=0.1"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["no_such_study"], "error: study 'no_such_study': not a shipped study"),
+        (["{study}", "--workers", "0"], "error: --workers 0: must be >= 1"),
+        (["{study}", "--seeds", "0"], "error: --seeds 0: must be >= 1"),
+        (["{study}", "--address", "auto"], "error: --address: only for --backend ray"),
+        (["{bad}"], "bad.toml: baseline = 'nope': not an arm; arms: slow, fast"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_code_2(args, message, tmp_path, monkeypatch, capsys):
+    study = write_study(tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(study.read_text().replace('baseline = "slow"', 'baseline = "nope"'))
+    args = [a.format(study=study, bad=bad) for a in args]
+    code = study_cli(*args, "--runs-root", tmp_path / "runs", monkeypatch=monkeypatch)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "runs").exists()
+
+
+# -- study files ------------------------------------------------------------------------------
+
+
+GOOD = {
+    "name": "s",
+    "command": "python train.py",
+    "config": "digits",
+    "seeds": 3,
+    "metrics": ["final.accuracy"],
+    "arms": {"a": {}, "b": {"lr": 0.1}},
+}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"arm": 1}, "arm: unknown key; allowed: name, description, command"),
+        ({"command": ""}, "command = '': must be a non-empty string"),
+        ({"seeds": 0}, "seeds = 0: must be an integer >= 1"),
+        ({"baseline": "c"}, "baseline = 'c': not an arm; arms: a, b"),
+        ({"configs": ["x"]}, "give exactly one of config = NAME or configs"),
+        ({"metrics": []}, "metrics = []: must be a list of dotted paths"),
+        ({"higher_is_better": {"loss": False}}, "higher_is_better.loss: not a metric"),
+        ({"arms": {}}, "arms: no arms"),
+        ({"arms": {"a/b": {}}}, "arms.a/b: letters, digits"),
+        ({"curve": {"key": "history", "z": "step"}}, "curve.z: unknown key; allowed: key, x, y"),
+        ({"shared": {"lr": float("nan")}}, "shared.lr = nan: must be a finite number"),
+        ({"metrics": {"t": {"reach": "acc"}}}, "metrics.t = {'reach': 'acc'}: must be a dotted"),
+        ({"metrics": {"t": {"reach": "acc", "at_least": 1}}}, "metrics.t: a reach metric needs"),
+    ],
+)
+def test_study_file_errors_name_the_key(change, message):
+    with pytest.raises(StudyError, match="^study: " + message.replace("[", r"\[")):
+        parse_study({**GOOD, **change})
+
+
+def test_study_defaults():
+    study = parse_study(GOOD)
+    assert study.baseline == "a" and study.headline == "final.accuracy"
+    assert study.higher_is_better == {"final.accuracy": True} and study.curve is None
+    assert study.arms == {"a": (), "b": ("lr=0.1",)}
+
+
+def test_overrides_reach_the_trainer_with_their_types():
+    table = {
+        "lr": {"G": {"max": 2e-4}},
+        "curriculum.mode": "anti",
+        "eval": {"difficulties": [0.0, 0.5, 1.0]},
+        "reset": {"enabled": True},
+        "steps": 300_000,
+    }
+    sets = overrides(table, "arms.x")
+    assert sets == (
+        "lr.G.max=0.0002",
+        'curriculum.mode="anti"',
+        "eval.difficulties=[0.0, 0.5, 1.0]",
+        "reset.enabled=true",
+        "steps=300000",
+    )
+    config = {
+        "lr": {"G": {"kind": "cosine", "max": 1e-3}},
+        "curriculum": {"mode": "fixed"},
+        "eval": {"difficulties": [1.0]},
+        "reset": {"enabled": False},
+        "steps": 1000,
+    }
+    assert apply_overrides(config, sets) == {
+        "lr": {"G": {"kind": "cosine", "max": 2e-4}},
+        "curriculum": {"mode": "anti"},
+        "eval": {"difficulties": [0.0, 0.5, 1.0]},
+        "reset": {"enabled": True},
+        "steps": 300_000,
+    }
+
+
+def test_paths_into_metrics_json():
+    metrics = {
+        "eval": {"eval/return/d=0.5": 200.0, "eval/return/d=1": 150.0, "eval": {"x": 1}},
+        "history": [{"step": 10}, {"step": 20}],
+    }
+    assert get_path(metrics, "eval.eval/return/d=0.5") == 200.0  # a key with a dot, whole
+    assert get_path(metrics, "eval.eval/return/d=1") == 150.0
+    assert get_path(metrics, "eval.eval.x") == 1
+    assert get_path(metrics, "history.-1.step") == 20
+    for missing in ("eval.eval/return/d=0.7", "history.2.step", "history.x", "eval.eval.x.y"):
+        with pytest.raises(KeyError):
+            get_path(metrics, missing)
+
+
+def test_find_study_by_path_and_unknown_name(tmp_path):
+    path = write_study(tmp_path)
+    assert find_study(str(path)).name == "digits_lr"
+    with pytest.raises(StudyError, match="study 'nope': not a shipped study"):
+        find_study("nope")
+
+
+# -- Ray ----------------------------------------------------------------------------------------
+
+
+def test_ray_backend_on_a_local_ray_instance(tmp_path):
+    ray = pytest.importorskip("ray", reason="the Ray backend needs the extra: cyclelab[ray]")
+    study = load_study(write_study(tmp_path))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcome = run_study(
+            study, seeds=1, backend="ray", runs_root=tmp_path / "runs", progress=False, cwd=REPO
+        )
+        assert ray.is_initialized()  # an instance the caller started is left running
+    finally:
+        ray.shutdown()
+    assert sorted(r.run.name for r in outcome.results if r.ok) == [
+        "digits/fast/seed0",
+        "digits/slow/seed0",
+    ]
+    for arm in ("fast", "slow"):
+        assert read_metrics(tmp_path / "runs" / "digits_lr" / arm / "seed0")["final"]["accuracy"]
+    assert outcome.summary["done"] == 2
+
+
+def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    study = load_study(write_study(tmp_path))
+    with pytest.raises(StudyError, match=r"Ray is not installed; pip install cyclelab\[ray\]"):
+        run_study(study, backend="ray", runs_root=tmp_path / "runs", progress=False, cwd=REPO)
