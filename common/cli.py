@@ -16,11 +16,29 @@ from typing import Any, NoReturn
 from common.config import ConfigError, apply_overrides, load_config, read_config
 from common.runs import default_run_dir
 
-__all__ = ["add_run_arguments", "resolve_run", "run_cli", "HelpFormatter"]
+__all__ = ["add_run_arguments", "resolve_run", "run_cli", "HelpFormatter", "CliParser"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default and keeps the description's line breaks."""
+    """Shows each option's default (except ``None``, ``False`` and ``[]``, whose help says
+    what happens without it) and keeps the description's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit code 2, like every other error here."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def add_run_arguments(

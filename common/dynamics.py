@@ -180,7 +180,12 @@ def hessian_top_eigenvalue(
     """
     params = _params(params)
     loss = loss_fn()
-    grads = torch.autograd.grad(loss, params, create_graph=True)
+    # Parameters the loss does not touch have a zero Hessian block.
+    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    if not used:
+        return 0.0
+    params, grads = [params[i] for i in used], [grads[i] for i in used]
     v = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
     norm = torch.sqrt(sum((x * x).sum() for x in v))
     v = [x / norm for x in v]

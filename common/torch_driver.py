@@ -98,11 +98,34 @@ class ScheduleDriver:
 # -- optimizer state at restarts -------------------------------------------------------------
 
 
+_FIRST_MOMENT = {
+    torch.optim.SGD: "momentum_buffer",
+    torch.optim.RMSprop: "momentum_buffer",
+    torch.optim.Adam: "exp_avg",
+    torch.optim.AdamW: "exp_avg",
+    torch.optim.NAdam: "exp_avg",
+    torch.optim.RAdam: "exp_avg",
+    torch.optim.Adamax: "exp_avg",
+}
+
+
 def default_reset_keys(optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
-    """The state worth forgetting at a restart: SGD's momentum, Adam's first moment."""
-    if isinstance(optimizer, torch.optim.SGD):
-        return ("momentum_buffer",)
-    return ("exp_avg",)
+    """The state worth forgetting at a restart: the momentum / first moment.
+
+    SGD and RMSprop: ``momentum_buffer`` (present only with ``momentum > 0``); the Adam family:
+    ``exp_avg``. Other optimizers: name the keys yourself.
+    """
+    for kind, key in _FIRST_MOMENT.items():
+        if type(optimizer) is kind:
+            if key == "momentum_buffer" and not optimizer.defaults.get("momentum"):
+                raise ValueError(
+                    f"reset: {kind.__name__} without momentum keeps no first moment to reset"
+                )
+            return (key,)
+    raise ValueError(
+        f"reset: no default state to reset for {type(optimizer).__name__}; "
+        "name the keys (e.g. reset = ['exp_avg'])"
+    )
 
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, keys: Iterable[str]) -> int:

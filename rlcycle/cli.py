@@ -6,12 +6,11 @@ A bad key, value or path ends the program with one line ``error: ...`` and exit 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from common.cli import HelpFormatter, add_run_arguments, resolve_run, run_cli
+from common.cli import CliParser, add_run_arguments, resolve_run, run_cli
 from common.config import ConfigError, shipped_configs
 
 __all__ = ["train_main", "eval_main", "train_parser", "eval_parser"]
@@ -30,26 +29,9 @@ examples:
 """
 
 
-class _Help(HelpFormatter):
-    """Shows defaults, except ``None``/``False`` ones (their help says "default: config's")."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line, like every other error here."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def train_parser() -> argparse.ArgumentParser:
     """The ``rlcycle-train`` options: the shared run options plus algorithm and envs."""
-    parser = _Parser(prog="rlcycle-train", description=TRAIN_HELP, formatter_class=_Help)
+    parser = CliParser(prog="rlcycle-train", description=TRAIN_HELP)
     add_run_arguments(parser, "cartpole", shipped_configs("rlcycle"))
     parser.add_argument(
         "--algo",
@@ -119,7 +101,7 @@ examples:
 
 def eval_parser() -> argparse.ArgumentParser:
     """The ``rlcycle-eval`` options."""
-    parser = _Parser(prog="rlcycle-eval", description=EVAL_HELP, formatter_class=_Help)
+    parser = CliParser(prog="rlcycle-eval", description=EVAL_HELP)
     parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="a run folder")
     parser.add_argument(
         "--difficulty",

@@ -142,3 +142,17 @@ def test_device_choice():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="auto | cpu | cuda"):
         resolve_device("tpu")
+
+
+def test_parser_errors_are_one_line_and_help_hides_none_defaults(capsys):
+    from common.cli import CliParser
+
+    parser = CliParser(prog="demo-train")
+    add_run_arguments(parser, default_config="ring8", choices=["ring8"])
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--device", "tpu"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device" in err and "see demo-train --help" in err
+    text = " ".join(parser.format_help().split())
+    assert "(default: ring8)" in text and "(default: None)" not in text

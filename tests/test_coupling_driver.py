@@ -126,3 +126,15 @@ def test_per_group_schedules():
     values = driver.set(0)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 1e-3]
     assert set(values) == {"lr/0", "lr/1"}
+
+
+def test_default_reset_keys_name_what_they_cannot_reset():
+    from common.torch_driver import default_reset_keys
+
+    params = list(nn.Linear(2, 2).parameters())
+    assert default_reset_keys(torch.optim.AdamW(params)) == ("exp_avg",)
+    assert default_reset_keys(torch.optim.RMSprop(params, momentum=0.9)) == ("momentum_buffer",)
+    with pytest.raises(ValueError, match="RMSprop without momentum"):
+        default_reset_keys(torch.optim.RMSprop(params))
+    with pytest.raises(ValueError, match="Adagrad; name the keys"):
+        default_reset_keys(torch.optim.Adagrad(params))

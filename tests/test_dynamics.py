@@ -147,3 +147,10 @@ def test_linear_scaling_rule():
     assert linear_scaling(1e-3, batch=1024, base_batch=256, rule="sqrt") == pytest.approx(2e-3)
     with pytest.raises(ValueError, match="rule"):
         linear_scaling(0.1, 2, 1, rule="cubic")
+
+
+def test_hessian_ignores_parameters_the_loss_does_not_use():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    unused = torch.zeros(3, requires_grad=True)
+    found = hessian_top_eigenvalue(lambda: 3.0 * (x**2).sum(), [x, unused], iters=20)
+    assert found == pytest.approx(6.0, rel=1e-6)
