@@ -1,12 +1,15 @@
 """How much does the trainer cost? Its steps per second against a bare hand-written loop.
 
 The bare loop is what a researcher would write in a notebook (pytorch/examples' DCGAN step):
-the same models, batch, data sampler, optimizers and non-saturating loss, a constant learning
-rate, no schedules, no EMA, no dynamics, no logging, no checkpoints. The trainer runs as
-configured (schedules, EMA, kinetic energy and gradient norms every step, scalars every
-``log.every`` steps, checkpoints), without its evaluations (``eval.every = 0``; the final
-evaluation is outside the timed loop). The two arms alternate ``repeats`` times so that a busy
-machine slows both alike; the ratio is of the medians.
+the same models, batch, data sampler and Adam settings, the non-saturating loss, a constant
+learning rate, no schedules, no EMA, no dynamics, no logging, no checkpoints. The trainer runs
+its own loop (:meth:`~gancycle.trainer.GanTrainer.advance`) as configured: schedules, EMA,
+gradient norms and kinetic energies, scalars every ``log.every`` steps, checkpoints every
+``checkpoint.every`` steps; evaluations are off (``eval.every = 0``).
+
+A shared machine's load drifts by a factor of two within a minute, so the two arms alternate
+in chunks of ``chunk`` steps and each arm's time is summed over all its chunks: both see the
+same load on average. ``ratio`` = trainer steps/s over bare steps/s.
 """
 
 from __future__ import annotations
@@ -26,71 +29,88 @@ from gancycle.data import load_data
 from gancycle.models import build_models
 from gancycle.trainer import GanTrainer
 
-__all__ = ["bare_loop", "trainer_loop", "run_bench"]
+__all__ = ["BareLoop", "run_bench"]
 
 
-def bare_loop(config: dict[str, Any], steps: int, warmup: int = 20) -> float:
-    """Steps per second of a hand-written GAN loop with the config's models and batch."""
-    if config["loss"]["name"] != "ns" or config["loss"]["d_steps"] != 1:
-        raise ValueError("bench: the bare loop is the non-saturating loss with loss.d_steps = 1")
-    device = resolve_device(config["device"])
-    seed_everything(config["seed"])
-    generator = torch.Generator(device).manual_seed(config["seed"])
-    data = load_data(config["data"]).to(device)
-    G, D = (net.to(device) for net in build_models(config["model"], data.shape))
-    betas = (config["optim"]["beta1"], config["optim"]["beta2"])
-    opt_G = torch.optim.Adam(G.parameters(), lr=config["lr"]["G"]["max"], betas=betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=config["lr"]["D"]["max"], betas=betas)
-    batch, z_dim = config["data"]["batch"], config["model"]["z_dim"]
+class BareLoop:
+    """A hand-written GAN loop with the config's models, batch, data and optimizer settings."""
 
-    def step() -> None:
-        real = data.sample(batch, generator)
-        fake = G(torch.randn(batch, z_dim, generator=generator, device=device))
+    def __init__(self, config: dict[str, Any]) -> None:
+        if config["loss"]["name"] != "ns" or config["loss"]["d_steps"] != 1:
+            raise ValueError("bench: the bare loop is loss.name = 'ns' with loss.d_steps = 1")
+        self.device = resolve_device(config["device"])
+        seed_everything(config["seed"])
+        self.generator = torch.Generator(self.device).manual_seed(config["seed"])
+        self.data = load_data(config["data"]).to(self.device)
+        self.G, self.D = (m.to(self.device) for m in build_models(config["model"], self.data.shape))
+        betas = (config["optim"]["beta1"], config["optim"]["beta2"])
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=config["lr"]["G"]["max"], betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config["lr"]["D"]["max"], betas=betas)
+        self.batch, self.z_dim = config["data"]["batch"], config["model"]["z_dim"]
+
+    def step(self) -> None:
+        G, D, batch = self.G, self.D, self.batch
+        real = self.data.sample(batch, self.generator)
+        z = torch.randn(batch, self.z_dim, generator=self.generator, device=self.device)
+        fake = G(z)
         loss_D = F.softplus(-D(real)).mean() + F.softplus(D(fake.detach())).mean()
-        opt_D.zero_grad(set_to_none=True)
+        self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
-        opt_D.step()
+        self.opt_D.step()
         loss_G = F.softplus(-D(fake)).mean()
-        opt_G.zero_grad(set_to_none=True)
+        self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
-        opt_G.step()
+        self.opt_G.step()
         float(loss_D.detach()), float(loss_G.detach())  # a loop that prints its losses reads them
 
-    for _ in range(warmup):
-        step()
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.step()
+
+
+def _timed(fn: Any, *args: Any) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps / (time.perf_counter() - start)
+    fn(*args)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
-def trainer_loop(config: dict[str, Any], steps: int, warmup: int = 20) -> float:
-    """Steps per second of :class:`~gancycle.trainer.GanTrainer` (its timed loop only)."""
+def run_bench(
+    config: dict[str, Any], steps: int = 2000, chunk: int = 100, warmup: int = 20
+) -> dict[str, Any]:
+    """Time ``steps`` steps of each arm, alternating in chunks of ``chunk`` steps.
+
+    Returns:
+        ``bare_steps_per_s`` and ``trainer_steps_per_s`` (over all chunks), ``ratio`` (trainer
+        over bare; 1.0 = no overhead), ``chunk_ratio_median`` (the median of the per-chunk
+        ratios, robust to load spikes), ``threads`` and ``device``.
+    """
     config = copy.deepcopy(config)
     config["eval"]["every"] = 0
-    config["eval"]["samples"] = 100  # the final evaluation is not timed; keep it short
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = GanTrainer(config, Path(tmp) / "run")
-        trainer.train(steps=warmup, progress=False)
-        return trainer.train(steps=warmup + steps, progress=False)["steps_per_s"]
-
-
-def run_bench(config: dict[str, Any], steps: int = 1000, repeats: int = 3) -> dict[str, Any]:
-    """Alternate the two arms ``repeats`` times; returns each arm's runs and the ratio.
-
-    ``ratio`` = median trainer steps/s over median bare steps/s (1.0 = no overhead).
-    """
+    config["eval"]["samples"] = 100  # only for the trainer's constructor; nothing is evaluated
     if config["threads"] > 0:
         torch.set_num_threads(config["threads"])
-    bare, trainer = [], []
-    for _ in range(repeats):
-        bare.append(bare_loop(config, steps))
-        trainer.append(trainer_loop(config, steps))
-    ratio = statistics.median(trainer) / statistics.median(bare)
+    bare = BareLoop(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = GanTrainer(config, Path(tmp) / "run")
+        bare.run(warmup)
+        trainer.advance(warmup)
+        bare_times, trainer_times = [], []
+        for _ in range(max(1, steps // chunk)):
+            bare_times.append(_timed(bare.run, chunk))
+            trainer_times.append(_timed(trainer.advance, trainer.step + chunk))
+        trainer.writer.close()
+    timed = chunk * len(bare_times)
     return {
-        "bare_steps_per_s": bare,
-        "trainer_steps_per_s": trainer,
+        "bare_steps_per_s": timed / sum(bare_times),
+        "trainer_steps_per_s": timed / sum(trainer_times),
+        "ratio": sum(bare_times) / sum(trainer_times),
+        "chunk_ratio_median": statistics.median(
+            b / t for b, t in zip(bare_times, trainer_times, strict=True)
+        ),
         "threads": torch.get_num_threads(),
-        "device": str(resolve_device(config["device"])),
-        "ratio": ratio,
+        "device": str(bare.device),
     }

@@ -80,6 +80,7 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "label_smoothing.enabled": _BOOL,
     "ema.decay": _float(0, 1, hi_open=True),
     "snapshots.max": _int(1),
+    "dynamics.every": _int(1),
     "thermostat.G": _float(0, _INF),
     "thermostat.D": _float(0, _INF),
     "rollback.factor": _float(0, 1, hi_open=True),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +77,30 @@ class Divergence(RuntimeError):
     def __init__(self, step: int, net: str, loss: float) -> None:
         super().__init__(f"step {step}: loss/{net} = {loss}; the update was not applied")
         self.step, self.net, self.loss = step, net, loss
+
+
+class RunningMeans:
+    """Sums and counts of logged values between two logs (saved in checkpoints)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, tag: str, value: float) -> None:
+        self.sums[tag] = self.sums.get(tag, 0.0) + value
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+
+    def pop_means(self) -> dict[str, float]:
+        """The mean of each tag since the last call; starts a new window."""
+        means = {tag: total / self.counts[tag] for tag, total in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
 
 
 def _scaled(spec: dict[str, Any], scale: float, name: str) -> Schedule:
@@ -139,7 +162,7 @@ class GanTrainer:
         self.lr_scale = 1.0  # lowered by each NaN rollback
         self.rollbacks = 0
         self.history: list[dict[str, Any]] = []
-        self.window: dict[str, float] = defaultdict(float)  # sums since the last log, "n" counts
+        self.window = RunningMeans()  # what happened since the last log
         self._build_rhythm()
 
         # Fixed draws for evaluations, apart from the training generator.
@@ -202,23 +225,28 @@ class GanTrainer:
         return x + std * noise
 
     def _update(self, net: str, loss: torch.Tensor) -> None:
-        """backward, (thermostat,) optimizer step; records loss, grad norm and |Δθ|²."""
+        """backward, (thermostat,) optimizer step; records the loss and, every
+        ``dynamics.every`` steps, the gradient norm and the kinetic energy |Δθ|²."""
         value = float(loss.detach())
         if value != value or abs(value) == float("inf"):
             raise Divergence(self.step, net, value)
-        opt = self.opts[net]
+        self.window.add(f"loss/{net}", value)
+        opt, thermostat = self.opts[net], self.thermostats.get(net)
+        measure = thermostat is not None or self.step % self.config["dynamics"]["every"] == 0
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.window[f"dynamics/grad_norm/{net}"] += grad_norm(self.params[net])
-        if net in self.thermostats:
-            self.window[f"dynamics/thermostat_sigma/{net}"] += self.thermostats[net].apply()
+        if thermostat is not None:
+            self.window.add(f"dynamics/thermostat_sigma/{net}", thermostat.apply())
+        if not measure:
+            opt.step()
+            return
+        self.window.add(f"dynamics/grad_norm/{net}", grad_norm(self.params[net]))
         self.kinetic[net].before()
         opt.step()
         energy = self.kinetic[net].after()
-        if net in self.thermostats:
-            self.thermostats[net].observe(energy)
-        self.window[f"dynamics/kinetic_energy/{net}"] += energy
-        self.window[f"loss/{net}"] += value
+        if thermostat is not None:
+            thermostat.observe(energy)
+        self.window.add(f"dynamics/kinetic_energy/{net}", energy)
 
     def train_step(self) -> None:
         """One generator update after ``loss.d_steps`` discriminator updates."""
@@ -239,72 +267,42 @@ class GanTrainer:
                         self.D, real, fake_in, self.generator
                     )
                 self._update("D", loss_D)
-                self.window["D/real"] += d_output(loss_name, real_score)
-                self.window["D/fake"] += d_output(loss_name, fake_score)
-            self.window["n_D"] += d_steps
+                self.window.add("D/real", d_output(loss_name, real_score))
+                self.window.add("D/fake", d_output(loss_name, fake_score))
             loss_G = generator_loss(loss_name, self.D(self._instance_noise(fake)))
             self._update("G", loss_G)
         self.ema.update()
-        self.window["n_G"] += 1
 
     # -- the loop ---------------------------------------------------------------------------
 
     def train(self, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
-        """Train until ``steps`` updates are done (default: ``config["steps"]``).
+        """Train until ``steps`` updates are done (default: ``config["steps"]``), then evaluate.
 
-        Logs every ``log.every`` steps, evaluates every ``eval.every`` steps (0: only at the
-        end), checkpoints every ``checkpoint.every`` steps and after each snapshot. A NaN or Inf
-        loss stops training (``on_nan = "stop"``) or rolls back to the last checkpoint with both
-        learning-rate schedules scaled by ``rollback.factor`` (``on_nan = "rollback"``, at most
-        ``rollback.max`` times).
+        See :meth:`advance` for what happens on the way. At the end the G cycle that ends with
+        the run is snapshotted, a checkpoint written, and G, its EMA and the snapshot ensemble
+        evaluated.
 
         Returns:
             The final metrics (also in ``metrics.json``): per generator (``G``, ``ema``,
             ``ensemble`` when snapshots exist) the metrics of :func:`gancycle.metrics.evaluate`,
-            plus ``steps``, ``wall_s``, ``steps_per_s``, ``rollbacks`` and, after a divergence
-            that stopped the run, ``diverged``.
+            plus ``steps``, ``wall_s`` and ``steps_per_s`` (of the training loop, evaluations
+            at the end excluded), ``rollbacks`` and, after a divergence that stopped the run,
+            ``diverged``.
         """
-        cfg = self.config
-        steps = cfg["steps"] if steps is None else steps
-        every = cfg["log"]["every"]
-        eval_every, ckpt_every = cfg["eval"]["every"], cfg["checkpoint"]["every"]
-        writer = self.writer
-        writer.layout(CHARTS)
+        steps = self.config["steps"] if steps is None else steps
+        self.writer.layout(CHARTS)
         if self.step == 0 and not self.checkpoint_path.exists():
             self.save_checkpoint()  # a rollback target before the first update
         bar = tqdm(total=steps, initial=self.step, disable=not progress, desc=self.run_dir.name)
         start_step, start_time = self.step, time.perf_counter()
-        diverged = None
-        while self.step < steps:
-            t = self.step
-            values = self.set_schedules(t)
-            try:
-                self.train_step()
-            except Divergence as e:
-                bar.write(f"divergence: {e}", file=sys.stderr)
-                if cfg["on_nan"] == "rollback" and self.rollbacks < cfg["rollback"]["max"]:
-                    self.rollback()
-                    bar.write(
-                        f"rolled back to step {self.step}, lr scale {self.lr_scale:g}",
-                        file=sys.stderr,
-                    )
-                    bar.n = self.step
-                    continue
-                diverged = {"step": e.step, "net": e.net, "loss": str(e.loss)}
-                break
-            self.step = t + 1
-            if self.step % every == 0 or self.step == steps:
-                self._log(t, values, bar)
-            if eval_every and self.step % eval_every == 0 and self.step < steps:
-                self.evaluate_and_log()
-            if self._checkpoint_due or self.step % ckpt_every == 0:
-                self.save_checkpoint()
-            bar.update(1)
+        diverged = self.advance(steps, bar)
         bar.close()
         wall = time.perf_counter() - start_time
         if diverged is None:
             self.set_schedules(self.step)  # a cycle ending with the run is snapshotted too
             self.save_checkpoint()
+        if self.window.sums and self.step > 0:  # the last, partial window (kept in the checkpoint)
+            self._log(self.step - 1)
         final = self.evaluate_and_log(final=True)
         final.update(
             steps=self.step,
@@ -313,12 +311,53 @@ class GanTrainer:
             rollbacks=self.rollbacks,
         )
         if diverged is not None:
-            final["diverged"] = diverged
+            final["diverged"] = {
+                "step": diverged.step,
+                "net": diverged.net,
+                "loss": str(diverged.loss),
+            }
         self._write_metrics(final)
-        writer.hparams(_flatten(cfg), {k: v for k, v in final["G"].items()})
-        writer.close()
+        self.writer.hparams(_flatten(self.config), final["G"])
+        self.writer.close()
         self._writer = None
         return final
+
+    def advance(self, until: int, bar: Any = None) -> Divergence | None:
+        """The training loop: run steps until ``until`` updates are done.
+
+        Each step: learning rates and coupled values for step ``t`` (restart hooks fire here),
+        then :meth:`train_step`. Scalars every ``log.every`` steps, an evaluation every
+        ``eval.every`` steps (0: none here), a checkpoint every ``checkpoint.every`` steps and
+        after each snapshot. A NaN or Inf loss stops the loop (``on_nan = "stop"``; returned) or
+        rolls back to the last checkpoint with both learning-rate schedules scaled by
+        ``rollback.factor`` (``on_nan = "rollback"``, at most ``rollback.max`` times).
+        """
+        cfg = self.config
+        every, eval_every = cfg["log"]["every"], cfg["eval"]["every"]
+        ckpt_every = cfg["checkpoint"]["every"]
+        while self.step < until:
+            t = self.step
+            self.set_schedules(t)
+            try:
+                self.train_step()
+            except Divergence as e:
+                tqdm.write(f"divergence: {e}", file=sys.stderr)
+                if cfg["on_nan"] != "rollback" or self.rollbacks >= cfg["rollback"]["max"]:
+                    return e
+                self.rollback()
+                message = f"rolled back to step {self.step}, lr scale {self.lr_scale:g}"
+                tqdm.write(message, file=sys.stderr)
+            else:
+                self.step = t + 1
+                if self.step % every == 0:
+                    self._log(t, bar)
+                if eval_every and self.step % eval_every == 0 and self.step < until:
+                    self.evaluate_and_log()
+                if self._checkpoint_due or self.step % ckpt_every == 0:
+                    self.save_checkpoint()
+            if bar is not None:
+                bar.update(self.step - bar.n)
+        return None
 
     @property
     def writer(self) -> RunWriter:
@@ -326,8 +365,9 @@ class GanTrainer:
             self._writer = RunWriter(self.run_dir)
         return self._writer
 
-    def _log(self, t: int, values: dict[str, float], bar: Any) -> None:
+    def _log(self, t: int, bar: Any = None) -> None:
         """Learning rates and levels at step ``t``; means of everything else since the last log."""
+        values = {**self.drivers["G"].values(t), **self.drivers["D"].values(t)}
         scalars = {f"lr/{net}": values[net] for net in NETS}
         for net in NETS:
             scalars[f"schedule/level/{net}"] = self.schedules[net].phase(t).level
@@ -335,18 +375,16 @@ class GanTrainer:
         for name in self.coupled:
             if name in values:
                 scalars[f"hparam/{name}"] = values[name]
-        window, self.window = self.window, defaultdict(float)
-        n_D, n_G = max(window.pop("n_D", 0), 1), max(window.pop("n_G", 0), 1)
-        for tag, total in window.items():
-            scalars[tag] = total / (n_G if tag.endswith("/G") else n_D)
+        scalars.update(self.window.pop_means())
         self.writer.scalars(scalars, t)
-        bar.set_postfix(
-            lr_G=f"{values['G']:.2e}",
-            lr_D=f"{values['D']:.2e}",
-            loss_G=f"{scalars.get('loss/G', 0):.3f}",
-            loss_D=f"{scalars.get('loss/D', 0):.3f}",
-            refresh=False,
-        )
+        if bar is not None:
+            bar.set_postfix(
+                lr_G=f"{values['G']:.2e}",
+                lr_D=f"{values['D']:.2e}",
+                loss_G=f"{scalars.get('loss/G', 0):.3f}",
+                loss_D=f"{scalars.get('loss/D', 0):.3f}",
+                refresh=False,
+            )
 
     # -- sampling and evaluation ------------------------------------------------------------
 
@@ -446,7 +484,7 @@ class GanTrainer:
             "thermostat_sigma": {net: th.sigma for net, th in self.thermostats.items()},
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
-            "window": dict(self.window),
+            "window": self.window.state_dict(),
             "history": self.history,
         }
 
@@ -466,7 +504,7 @@ class GanTrainer:
         self.snapshots.load_state_dict(state["snapshots"])
         for net, sigma in state["thermostat_sigma"].items():
             self.thermostats[net].sigma = sigma
-        self.window = defaultdict(float, state["window"])
+        self.window.load_state_dict(state["window"])
         self.history = list(state["history"])
 
     def save_checkpoint(self) -> Path:

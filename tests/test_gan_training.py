@@ -102,6 +102,7 @@ def uninterrupted(tmp_path_factory):
 
 
 RESUME_SETS = [
+    "log.every=4",  # the seam at 13 falls inside a log window
     "reset.G=all",
     "reset.D=exp_avg",
     "instance_noise.enabled=true",
@@ -126,7 +127,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, uninterrup
         train_main(["--resume", str(tmp_path), "--steps", "30", "--no-progress"])
     assert done.value.code == 0
 
-    # The split run also evaluated at its seam; that must not have disturbed anything after it.
+    # The split run also logged and evaluated at its seam; that must not disturb what follows.
     for tag in (
         "lr/G",
         "lr/D",
@@ -139,8 +140,10 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, uninterrup
         "dynamics/kinetic_energy/G",
         "dynamics/grad_norm/D",
     ):
-        whole, split = read_scalars(uninterrupted, tag), read_scalars(tmp_path, tag)
-        assert len(whole) == 30 and split == whole, tag
+        whole, split = read_scalars(uninterrupted, tag), dict(read_scalars(tmp_path, tag))
+        assert [step for step, _ in whole] == [3, 7, 11, 15, 19, 23, 27, 29], tag
+        assert all(split.pop(step) == value for step, value in whole), tag
+        assert set(split) <= {k - 1}, tag  # the seam logged its partial window too
     a = torch.load(uninterrupted / "checkpoints/last.pt", weights_only=True)
     b = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
     assert a["step"] == b["step"] == 30
@@ -229,3 +232,10 @@ def test_image_run_trains_and_caches_the_metric_classifier(tmp_path):
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert "samples" in events.Tags()["images"]  # the fixed-noise grid
+
+
+def test_dynamics_every_n_steps(tmp_path):
+    train(tiny_config("steps=12", "dynamics.every=3"), tmp_path, progress=False)
+    for tag in ("dynamics/kinetic_energy/G", "dynamics/grad_norm/D"):
+        assert [step for step, _ in read_scalars(tmp_path, tag)] == [0, 3, 6, 9]
+    assert len(read_scalars(tmp_path, "loss/G")) == 12  # losses still every step
