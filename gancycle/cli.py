@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from common.cli import HelpFormatter, add_run_arguments, resolve_run, run_cli
+from common.cli import CliParser, add_run_arguments, resolve_run, run_cli
 from common.config import ConfigError, read_config, shipped_configs
 
 __all__ = ["train_main", "sample_main", "eval_main"]
@@ -31,9 +31,7 @@ examples:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gancycle-train", description=TRAIN_HELP, formatter_class=HelpFormatter
-    )
+    parser = CliParser(prog="gancycle-train", description=TRAIN_HELP)
     add_run_arguments(parser, "ring8", shipped_configs("gancycle"))
     parser.add_argument(
         "--on-nan",
@@ -126,11 +124,10 @@ def _sample(argv: Sequence[str] | None) -> int:
     from common.runs import resolve_device
     from gancycle.trainer import GanTrainer
 
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="gancycle-sample",
         description="Write samples of a run's generator (final by default) to a .npy file: "
         "points (n, 2), or images (n, C, H, W) in [0, 1].",
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="the run folder")
     parser.add_argument("--n", type=int, default=2500, help="number of samples")
@@ -156,10 +153,9 @@ def _eval(argv: Sequence[str] | None) -> int:
     from common.runs import resolve_device
     from gancycle.trainer import WHICH, GanTrainer
 
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="gancycle-eval",
         description="Recompute a run's metrics from its last checkpoint and print them as JSON.",
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="the run folder")
     parser.add_argument(

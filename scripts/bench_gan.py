@@ -6,15 +6,13 @@ the arms alternate in chunks of --chunk steps so that both see the same machine 
 line is ratio=<trainer steps/s / bare steps/s> (1.0 = no overhead; goal >= 0.9 on CPU).
 """
 
-import argparse
-
-from common.cli import HelpFormatter, run_cli
+from common.cli import CliParser, run_cli
 from common.config import apply_overrides, load_config, shipped_configs
 from gancycle.bench import run_bench
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = CliParser(description=__doc__)
     parser.add_argument(
         "--config",
         default="ring8",

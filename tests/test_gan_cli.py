@@ -230,3 +230,20 @@ def test_inception_weights_that_are_not_inception(tmp_path):
         InceptionFeatures(path)
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         InceptionFeatures(tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "needle"),
+    [
+        (train_main, ["--device", "tpu"], "--device"),
+        (train_main, ["--on-nan", "maybe"], "--on-nan"),
+        (train_main, ["--steps", "ten"], "--steps"),
+        (train_main, ["--steps", "0", "--device", "cpu"], "steps"),
+        (sample_main, ["--out", "x.npy"], "--run"),
+        (sample_main, ["--run", "r", "--out", "x.npy", "--ema", "--ensemble"], "--ensemble"),
+        (eval_main, ["--run", "r", "--samples", "many"], "--samples"),
+    ],
+)
+def test_usage_errors_are_one_line_too(capsys, main, argv, needle):
+    code, _, err = call(main, argv, capsys)
+    one_line_error(code, err, needle)
