@@ -239,3 +239,28 @@ def test_dynamics_every_n_steps(tmp_path):
     for tag in ("dynamics/kinetic_energy/G", "dynamics/grad_norm/D"):
         assert [step for step, _ in read_scalars(tmp_path, tag)] == [0, 3, 6, 9]
     assert len(read_scalars(tmp_path, "loss/G")) == 12  # losses still every step
+
+
+def test_fid_from_a_local_inception_weights_file(tmp_path):
+    from torchvision.models import inception_v3
+
+    weights = tmp_path / "inception.pt"
+    torch.save(
+        inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), weights
+    )
+    config = load_config("digits", "gancycle")
+    apply_overrides(
+        config,
+        [
+            "device=cpu",
+            "steps=1",
+            "data.batch=8",
+            "model.z_dim=4",
+            "model.width=4",
+            "eval.samples=10",
+            "eval.classifier_steps=20",
+            f"eval.inception_weights={weights}",
+        ],
+    )
+    metrics = GanTrainer(config, tmp_path / "run").evaluate("G")
+    assert metrics["fid"] > 0 and np.isfinite(metrics["fid"])  # untrained G: far from real
