@@ -13,7 +13,7 @@ from common.config import apply_overrides
 from common.stats import iqm, mean_se, probability_of_improvement
 from common.study import StudyError, find_study, load_study, run_study
 from common.study.run import get_path
-from common.study.spec import overrides, parse_study
+from common.study.spec import Arm, overrides, parse_study
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "study.py"
@@ -61,7 +61,16 @@ def finished(tmp_path_factory):
         "fail = false\n"
     )
     configs = f'configs = ["digits", "{(folder / "l2.toml").as_posix()}"]'
-    study = load_study(write_study(folder, configs, "[arms.broken]\nfail = true\n"))
+    extra = """
+[arms.fast.on.l2]         # on the l2 config only
+eval_every = 10
+[arms.broken]
+fail = true
+[views.fast_early]        # the fast runs' first evaluation instead of their last
+arm = "fast"
+metrics = { accuracy = "history.0.accuracy" }
+"""
+    study = load_study(write_study(folder, configs, extra))
     outcome = run_study(study, runs_root=folder / "runs", workers=2, progress=False, cwd=REPO)
     return study, outcome, folder / "runs" / "digits_lr"
 
@@ -76,7 +85,9 @@ def test_runs_land_in_their_folders_with_the_arm_overrides(finished):
                 written = (run_dir / "config.toml").read_text()  # the trainer's resolved config
                 assert f"lr = {lr}" in written and f"seed = {seed}" in written
                 assert f"l2 = {l2}" in written and "steps = 40" in written
-                assert read_metrics(run_dir)["history"][-1]["step"] == 40
+                steps = [h["step"] for h in read_metrics(run_dir)["history"]]
+                per_config = arm == "fast" and config == "l2"
+                assert steps == ([10, 20, 30, 40] if per_config else [20, 40])
 
 
 def test_summary_statistics_are_those_of_the_run_scores(finished):
@@ -113,6 +124,23 @@ def test_summary_statistics_are_those_of_the_run_scores(finished):
         # Ten times the step size wins on both metrics after 40 steps, seed for seed.
         assert arms["fast"]["metrics"]["accuracy"]["poi"] == 1.0
         assert arms["fast"]["metrics"]["loss"]["poi"] == 1.0
+
+
+def test_a_view_reads_another_arms_runs_without_running_them(finished):
+    study, outcome, root = finished
+    assert not any("fast_early" in run.dir for run in outcome.runs)
+    for config in ("digits", "l2"):
+        arms = outcome.summary["configs"][config]["arms"]
+        view, fast, slow = arms["fast_early"], arms["fast"], arms["slow"]
+        assert view["view_of"] == "fast" and view["done"] == 2
+        first = [read_metrics(root / config / "fast" / f"seed{s}")["history"][0] for s in (0, 1)]
+        assert view["metrics"]["accuracy"]["scores"] == [h["accuracy"] for h in first]
+        assert view["metrics"]["loss"] == fast["metrics"]["loss"]  # not listed: read as fast's
+        expected = probability_of_improvement(
+            view["metrics"]["accuracy"]["scores"], slow["metrics"]["accuracy"]["scores"]
+        )
+        assert view["metrics"]["accuracy"]["poi"] == pytest.approx(expected)
+    assert "| fast_early (fast's runs) | 2 |" in (root / "results.md").read_text()
 
 
 def test_a_failing_arm_is_reported_and_the_others_complete(finished):
@@ -278,6 +306,10 @@ GOOD = {
         ({"shared": {"lr": float("nan")}}, "shared.lr = nan: must be a finite number"),
         ({"metrics": {"t": {"reach": "acc"}}}, "metrics.t = {'reach': 'acc'}: must be a dotted"),
         ({"metrics": {"t": {"reach": "acc", "at_least": 1}}}, "metrics.t: a reach metric needs"),
+        ({"arms": {"a": {"on": {"nope": {}}}}}, "arms.a.on.nope: not a config; configs: digits"),
+        ({"views": {"v": {"arm": "z", "metrics": {}}}}, "views.v.arm = 'z': not an arm"),
+        ({"views": {"a": {"arm": "b", "metrics": {}}}}, "views.a: must be a new name"),
+        ({"views": {"v": {"arm": "b", "metrics": {"x": "y"}}}}, "views.v.metrics.x: not a metric"),
     ],
 )
 def test_study_file_errors_name_the_key(change, message):
@@ -289,7 +321,7 @@ def test_study_defaults():
     study = parse_study(GOOD)
     assert study.baseline == "a" and study.headline == "final.accuracy"
     assert study.higher_is_better == {"final.accuracy": True} and study.curve is None
-    assert study.arms == {"a": (), "b": ("lr=0.1",)}
+    assert study.arms == {"a": Arm(), "b": Arm(sets=("lr=0.1",))}
 
 
 def test_overrides_reach_the_trainer_with_their_types():

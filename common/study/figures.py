@@ -62,7 +62,15 @@ def iqm_figure(summary: dict[str, Any], label: str) -> Figure:
         ax.set_title(f"{metric} {arrow}", fontsize=10)
         ax.set_xlabel(f"IQM, {level}% CI")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(rows, [f"{a} (baseline)" if a == summary["baseline"] else a for a in arms])
+    names = [
+        f"{a} (baseline)"
+        if a == summary["baseline"]
+        else f"{a} ({config['arms'][a]['view_of']}'s runs)"
+        if "view_of" in config["arms"][a]
+        else a
+        for a in arms
+    ]
+    axes[0].set_yticks(rows, names)
     fig.suptitle(f"{summary['study']}: {label}", fontsize=11)
     return fig
 

@@ -28,7 +28,7 @@ from common.stats import (
     probability_of_improvement_ci,
 )
 from common.study.run import RunSpec, get_path, is_done, read_json
-from common.study.spec import Curve, Study, config_label
+from common.study.spec import Curve, Reach, Study, config_label
 
 __all__ = [
     "score",
@@ -69,13 +69,16 @@ def series(entries: Any, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
-def metric_value(study: Study, metrics: Any, name: str) -> float | None:
-    """The score of metric ``name`` in a run's ``metrics.json`` content (``None``: no score).
+def metric_value(study: Study, metrics: Any, spec: str | Reach) -> float | None:
+    """The score of a metric (its path or :class:`~common.study.spec.Reach`) in a run's
+    ``metrics.json`` content; ``None`` if it holds no finite number there.
 
-    A :class:`~common.study.spec.Reach` metric is the first step of the study's curve at which
-    its value reaches the level, or the curve's last step if it never does.
+    A reach metric is the first step of the study's curve at which its value reaches the
+    level, or the curve's last step if it never does.
+
+    Raises:
+        KeyError: the path (or the curve) is not in ``metrics``.
     """
-    spec = study.metrics[name]
     if isinstance(spec, str):
         return score(get_path(metrics, spec))
     assert study.curve is not None  # parse_study guarantees it
@@ -92,8 +95,9 @@ def read_scores(
     """Each done run's scores, and a record of each run that is not done.
 
     Returns:
-        ``{(config label, arm, seed): {metric: score or None}}`` for the done runs, and for
-        the others ``{"config", "arm", "seed", "dir", "error"}`` with the error from the run's
+        ``{(config label, arm or view, seed): {metric: score or None}}`` for the done runs
+        (a view's metric that is missing from a run is ``None``), and for the other runs
+        ``{"config", "arm", "seed", "dir", "error"}`` with the error from the run's
         ``error.txt`` (or ``"not run"``).
     """
     scores: dict[tuple[str, str, int], dict[str, float | None]] = {}
@@ -103,8 +107,14 @@ def read_scores(
         if is_done(run, cwd):
             metrics = read_json(folder / "metrics.json")
             scores[run.label, run.arm, run.seed] = {
-                name: metric_value(study, metrics, name) for name in study.metrics
+                name: metric_value(study, metrics, spec) for name, spec in study.metrics.items()
             }
+            for view_name, view in study.views.items():
+                if view.arm == run.arm:
+                    scores[run.label, view_name, run.seed] = {
+                        name: _view_value(study, metrics, view.metrics.get(name, spec))
+                        for name, spec in study.metrics.items()
+                    }
             continue
         try:
             error = (folder / "error.txt").read_text().strip()
@@ -114,6 +124,13 @@ def read_scores(
             {"config": run.label, "arm": run.arm, "seed": run.seed, "dir": run.dir, "error": error}
         )
     return scores, failed
+
+
+def _view_value(study: Study, metrics: Any, spec: str | Reach) -> float | None:
+    try:
+        return metric_value(study, metrics, spec)
+    except KeyError:
+        return None
 
 
 def read_curves(
@@ -193,10 +210,11 @@ def summarize(
         reps, level, seed: the bootstrap's replicates, coverage in (0, 1) and seed.
 
     Returns:
-        ``{"study", "description", "command", "baseline", "seeds", "metrics", "bootstrap",
-        "runs", "done", "configs": {label: {"config", "arms": {arm: {"runs", "done",
-        "metrics": {metric: {"seeds", "scores", "n", "mean", "se", "iqm", "iqm_ci"
-        [, "poi", "poi_ci"]}}}}}}, "failed": [...]}``; ``poi`` is absent for the baseline.
+        ``{"study", "description", "command", "baseline", "seeds", "metrics", "views", "bootstrap",
+        "runs", "done", "configs": {label: {"config", "arms": {arm: {["view_of",] "runs",
+        "done", "metrics": {metric: {"seeds", "scores", "n", "mean", "se", "iqm", "iqm_ci"
+        [, "poi", "poi_ci"]}}}}}}, "failed": [...]}``; views are listed among the arms, with
+        ``view_of`` naming their arm; ``poi`` is absent for the baseline.
     """
     scores, failed = read_scores(study, runs, cwd)
     bootstrap = {"reps": reps, "level": level, "seed": seed}
@@ -205,9 +223,12 @@ def summarize(
     for config in study.configs:
         label = config_label(config)
         table: dict[str, Any] = {}
-        for arm in [study.baseline, *(a for a in study.arms if a != study.baseline)]:
+        rows = [*study.arms, *study.views]
+        for arm in [study.baseline, *(a for a in rows if a != study.baseline)]:
             done = [s for s in seeds if (label, arm, s) in scores]
             entry: dict[str, Any] = {"runs": len(seeds), "done": len(done), "metrics": {}}
+            if arm in study.views:
+                entry = {"view_of": study.views[arm].arm, **entry}
             for metric in study.metrics:
                 per_seed = [scores.get((label, arm, s), {}).get(metric) for s in seeds]
                 values = [v for v in per_seed if v is not None]
@@ -218,7 +239,7 @@ def summarize(
                 stats = _metric_stats(values, base, study.higher_is_better[metric], bootstrap)
                 entry["metrics"][metric] = {"seeds": seeds, "scores": per_seed, **stats}
             table[arm] = entry
-        configs[label] = {"config": config, "arms": {a: table[a] for a in study.arms}}
+        configs[label] = {"config": config, "arms": {a: table[a] for a in rows}}
     return _finite_or_none(
         {
             "study": study.name,
@@ -230,9 +251,13 @@ def summarize(
                 m: {"path": str(p), "higher_is_better": study.higher_is_better[m]}
                 for m, p in study.metrics.items()
             },
+            "views": {
+                v: {"arm": view.arm, "metrics": {m: str(p) for m, p in view.metrics.items()}}
+                for v, view in study.views.items()
+            },
             "bootstrap": bootstrap,
             "runs": len(runs),
-            "done": len(scores),
+            "done": len(runs) - len(failed),
             "configs": configs,
             "failed": failed,
         }
@@ -275,6 +300,9 @@ def results_markdown(summary: dict[str, Any]) -> str:
         "(ties count half; 0.5 = no difference).",
         "",
     ]
+    for name, view in summary["views"].items():
+        paths = ", ".join(f"{m} at `{p}`" for m, p in view["metrics"].items())
+        lines += [f"View `{name}`: the runs of `{view['arm']}`, reading {paths}.", ""]
     for label, config in summary["configs"].items():
         lines += [f"## {label}", ""]
         for metric, info in summary["metrics"].items():
@@ -291,6 +319,8 @@ def results_markdown(summary: dict[str, Any]) -> str:
                 mean = f"{_fmt(s['mean'])} ± {_fmt(s['se'])}" if s["n"] else "—"
                 poi = "—" if arm == baseline else _probability(s["poi"], s["poi_ci"])
                 name = f"{arm} (baseline)" if arm == baseline else arm
+                if "view_of" in entry:
+                    name = f"{arm} ({entry['view_of']}'s runs)"
                 lines.append(
                     f"| {name} | {s['n']} | {mean} | {_fmt(s['iqm'])}{_ci(s['iqm_ci'])} | {poi} |"
                 )

@@ -135,14 +135,14 @@ def plan_runs(
     runs = []
     for config, config_sets in study.configs.items():
         label = config_label(config)
-        for arm, arm_sets in study.arms.items():
+        for arm, spec in study.arms.items():
             for seed in range(seeds):
                 folder = (root / label if several else root) / arm / f"seed{seed}"
                 argv = [*program, "--config", config, "--out", folder.as_posix()]
                 argv += ["--seed", str(seed)]
                 if steps is not None:
                     argv += ["--steps", str(steps)]
-                for item in (*study.shared, *config_sets, *arm_sets):
+                for item in (*study.shared, *config_sets, *spec.sets_for(label)):
                     argv += ["--set", item]
                 runs.append(
                     RunSpec(

@@ -22,9 +22,18 @@ A study is a TOML file::
     [arms.constant]                     # overrides of this arm, nested or quoted dotted keys
     lr.G.min = 5.05e-4
     [arms.anti]                         # an arm with no overrides runs the base config
+    [arms.anti.on.grid25]               # overrides of this arm on one base config only
+    "reset.G" = "exp_avg"
+
+    [views.anti_ensemble]               # no runs of its own: arm anti's runs, other paths
+    arm = "anti"
+    metrics = { modes = "final.ensemble.modes", kl = "final.ensemble.kl" }
 
 Each override becomes ``--set key=value`` with the value written as TOML, in the order shared,
-config, arm (so an arm's own value wins).
+config, arm, arm on that config (so the most specific value wins). ``on`` is the one key an
+arm's table reserves. A view compares another reading of the same runs (a snapshot ensemble
+against its last model, say) on matched seeds at no cost; metrics it does not list are read as
+for its arm.
 
 A dotted path walks tables by key and lists by index (``history.-1.step``); a key that itself
 holds dots (``eval/return/d=0.5``) is matched whole, longest key first. A metric may also be
@@ -52,6 +61,8 @@ __all__ = [
     "StudyError",
     "Curve",
     "Reach",
+    "Arm",
+    "View",
     "config_label",
     "Study",
     "STUDY_PACKAGES",
@@ -79,6 +90,7 @@ _KEYS = {
     "curve": "the time series in metrics.json to plot",
     "shared": "overrides for every arm",
     "arms": "tables of overrides, one per arm",
+    "views": "tables { arm, metrics }: an arm's runs read through other metric paths",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -122,6 +134,37 @@ class Reach:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """An arm: ``--set`` overrides for every base config, and more for some configs only.
+
+    Attributes:
+        sets: ``key=value`` overrides on every base config.
+        on: config label -> further overrides on that config only (applied after ``sets``).
+    """
+
+    sets: tuple[str, ...] = ()
+    on: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def sets_for(self, label: str) -> tuple[str, ...]:
+        """The arm's overrides on base config ``label``."""
+        return self.sets + self.on.get(label, ())
+
+
+@dataclass(frozen=True)
+class View:
+    """Another reading of an arm's runs: some metrics at other paths of the same metrics.json.
+
+    Attributes:
+        arm: the arm whose runs are read.
+        metrics: metric name -> its path (or :class:`Reach`) for this view; a metric not
+            listed is read as for the arm.
+    """
+
+    arm: str
+    metrics: dict[str, str | Reach]
+
+
+@dataclass(frozen=True)
 class Study:
     """A parsed, validated study file.
 
@@ -136,7 +179,8 @@ class Study:
         higher_is_better: metric name -> whether larger is better (default: yes, but for a
             :class:`Reach` metric, where fewer steps are better).
         shared: ``--set`` overrides for every run.
-        arms: arm name -> its ``--set`` overrides (``key=value`` strings).
+        arms: arm name -> its overrides.
+        views: view name -> the view (rows of the report beside the arms, without runs).
         curve: the time series to plot, or ``None``.
         description: one line, or ``""``.
         source: the file the study came from, or ``None``.
@@ -150,7 +194,8 @@ class Study:
     metrics: dict[str, str | Reach]
     higher_is_better: dict[str, bool]
     shared: tuple[str, ...]
-    arms: dict[str, tuple[str, ...]]
+    arms: dict[str, Arm]
+    views: dict[str, View] = field(default_factory=dict)
     curve: Curve | None = None
     description: str = ""
     source: Path | None = field(default=None, compare=False)
@@ -293,6 +338,49 @@ def _curve(raw: dict[str, Any], metrics: dict[str, str | Reach], where: str) -> 
     )
 
 
+def _arm(name: str, table: Any, labels: list[str], where: str) -> Arm:
+    if not _NAME.match(name):
+        raise _fail(where, f"arms.{name}: letters, digits and _ . + - only (a folder name)")
+    if not isinstance(table, dict):
+        raise _fail(where, f"arms.{name}: must be a table of overrides")
+    table = dict(table)
+    on = table.pop("on", {})
+    if not isinstance(on, dict) or not all(isinstance(t, dict) for t in on.values()):
+        raise _fail(where, f"arms.{name}.on: must hold tables [arms.{name}.on.<config>]")
+    for label in on:
+        if label not in labels:
+            raise _fail(
+                where, f"arms.{name}.on.{label}: not a config; configs: " + ", ".join(labels)
+            )
+    return Arm(
+        sets=overrides(table, f"{where}: arms.{name}"),
+        on={label: overrides(t, f"{where}: arms.{name}.on.{label}") for label, t in on.items()},
+    )
+
+
+def _view(
+    name: str, table: Any, arms: dict[str, Arm], metrics: dict[str, str | Reach], where: str
+) -> View:
+    if not isinstance(table, dict) or set(table) != {"arm", "metrics"}:
+        raise _fail(where, f"views.{name}: must be a table with keys arm and metrics")
+    if name in arms or not _NAME.match(name):
+        raise _fail(where, f"views.{name}: must be a new name (letters, digits and _ . + -)")
+    if table["arm"] not in arms:
+        raise _fail(
+            where, f"views.{name}.arm = {table['arm']!r}: not an arm; arms: " + ", ".join(arms)
+        )
+    paths = table["metrics"]
+    if not isinstance(paths, dict) or not paths:
+        raise _fail(where, f"views.{name}.metrics: must be a table metric = path")
+    for metric in paths:
+        if metric not in metrics:
+            raise _fail(
+                where,
+                f"views.{name}.metrics.{metric}: not a metric; metrics: " + ", ".join(metrics),
+            )
+    return View(arm=table["arm"], metrics={m: _metric(m, v, where) for m, v in paths.items()})
+
+
 def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
     """Validate the plain data of a study file (``where`` names it in error messages).
 
@@ -319,24 +407,26 @@ def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
         if not isinstance(flag, bool):
             raise _fail(where, f"higher_is_better.{metric} = {flag!r}: must be true or false")
 
-    arms_raw = _table(raw, "arms", where)
-    if not arms_raw:
-        raise _fail(where, "arms: no arms; add tables [arms.<name>] of overrides")
-    arms = {}
-    for arm, table in arms_raw.items():
-        if not _NAME.match(arm):
-            raise _fail(where, f"arms.{arm}: letters, digits and _ . + - only (a folder name)")
-        if not isinstance(table, dict):
-            raise _fail(where, f"arms.{arm}: must be a table of overrides")
-        arms[arm] = overrides(table, f"{where}: arms.{arm}")
-    baseline = _string(raw, "baseline", where, default=next(iter(arms)))
-    if baseline not in arms:
-        raise _fail(where, f"baseline = {baseline!r}: not an arm; arms: {', '.join(arms)}")
-
     configs = _configs(raw, where)
     labels = [config_label(c) for c in configs]
     if len(configs) > 1 and len(set(labels)) != len(labels):
         raise _fail(where, f"configs: two configs share a name ({', '.join(labels)})")
+
+    arms_raw = _table(raw, "arms", where)
+    if not arms_raw:
+        raise _fail(where, "arms: no arms; add tables [arms.<name>] of overrides")
+    arms = {name: _arm(name, table, labels, where) for name, table in arms_raw.items()}
+    baseline = _string(raw, "baseline", where, default=next(iter(arms)))
+    if baseline not in arms:
+        raise _fail(where, f"baseline = {baseline!r}: not an arm; arms: {', '.join(arms)}")
+    curve = _curve(raw, metrics, where)
+    views = {
+        name: _view(name, table, arms, metrics, where)
+        for name, table in _table(raw, "views", where).items()
+    }
+    for view_name, view in views.items():
+        if curve is None and any(isinstance(m, Reach) for m in view.metrics.values()):
+            raise _fail(where, f"views.{view_name}: a reach metric needs curve = {{ key, x }}")
 
     return Study(
         name=name,
@@ -348,7 +438,8 @@ def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
         higher_is_better={m: higher.get(m, not isinstance(metrics[m], Reach)) for m in metrics},
         shared=overrides(_table(raw, "shared", where), f"{where}: shared"),
         arms=arms,
-        curve=_curve(raw, metrics, where),
+        views=views,
+        curve=curve,
         description=_string(raw, "description", where) if "description" in raw else "",
     )
 
