@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.config import apply_overrides
+from common.config import apply_overrides, load_config
+from common.schedules import from_spec
 from common.stats import iqm, mean_se, probability_of_improvement
-from common.study import StudyError, find_study, load_study, run_study
+from common.study import StudyError, find_study, load_study, plan_runs, run_study
 from common.study.run import get_path
 from common.study.spec import Arm, overrides, parse_study
 
@@ -405,3 +406,67 @@ def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     study = load_study(write_study(tmp_path))
     with pytest.raises(StudyError, match=r"Ray is not installed; pip install cyclelab\[ray\]"):
         run_study(study, backend="ray", runs_root=tmp_path / "runs", progress=False, cwd=REPO)
+
+
+# -- the shipped studies ----------------------------------------------------------------------
+
+
+def resolved(run, package: str) -> dict:
+    """The config a run of a shipped study trains with: its base config and its --set items."""
+    sets = [run.argv[i + 1] for i, arg in enumerate(run.argv) if arg == "--set"]
+    return apply_overrides(load_config(run.config, package), sets)
+
+
+def test_gan_study_arms_share_budget_seeds_and_mean_learning_rate():
+    from gancycle.settings import check_config
+
+    study = find_study("gan_rhythm")
+    runs = plan_runs(study)
+    assert len(runs) == 2 * 5 * 10 and study.views["anti_ensemble"].arm == "anti_phase"
+    for label in ("ring8", "grid25"):
+        first = {
+            run.arm: check_config(resolved(run, "gancycle"))
+            for run in runs
+            if run.label == label and run.seed == 0
+        }
+        assert len({config["steps"] for config in first.values()}) == 1
+        for arm, config in first.items():
+            steps = np.arange(config["steps"])
+            rates = {net: from_spec(config["lr"][net]).values(steps).mean() for net in "GD"}
+            assert (rates["G"] + rates["D"]) / 2 == pytest.approx(5.05e-4, rel=5e-4), arm
+        assert first["constant"]["lr"]["G"]["min"] == first["constant"]["lr"]["G"]["max"]
+        ttur = first["ttur"]["lr"]
+        assert ttur["D"]["max"] == 3 * ttur["G"]["max"] and ttur["G"]["min"] == ttur["G"]["max"]
+        assert first["in_phase"]["lr"]["D"]["offset"] == 0.0
+        assert first["anti_phase"]["lr"]["D"]["offset"] == 0.5
+        assert first["anti_reset"]["reset"] == {"G": "all", "D": "all"}
+
+
+def test_rl_study_arms_share_budget_and_the_baseline_follows_rl_zoo():
+    from rlcycle.train import resolve_config
+
+    study = find_study("rl_rhythm")
+    runs = plan_runs(study)
+    assert len(runs) == 2 * 6 * 5
+    for label, zoo in [("cartpole", [1e-3, 5e-4, 0.0]), ("lunarlander", [3e-4, 3e-4, 3e-4])]:
+        first = {
+            run.arm: resolve_config(resolved(run, "rlcycle"))
+            for run in runs
+            if run.label == label and run.seed == 0
+        }
+        assert len({config["steps"] for config in first.values()}) == 1
+        steps = first["flat_zoo"]["steps"]
+        for arm in ("flat_zoo", "ramp_zoo"):  # cartpole lin_1e-3, lunarlander constant 3e-4
+            values = from_spec(first[arm]["lr"]).values(np.array([0, steps / 2, steps]))
+            assert values == pytest.approx(zoo, abs=1e-8), (label, arm)
+        modes = {arm: config["curriculum"]["mode"] for arm, config in first.items()}
+        assert modes == {
+            "flat_zoo": "fixed",
+            "flat_cosine": "fixed",
+            "ramp_zoo": "linear",
+            "anti_phase": "anti",
+            "in_phase": "in",
+            "gated": "gated",
+        }
+        assert first["flat_zoo"]["curriculum"]["value"] == 1.0
+        assert first["flat_cosine"]["lr"] == first["anti_phase"]["lr"]

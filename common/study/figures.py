@@ -43,7 +43,7 @@ def iqm_figure(summary: dict[str, Any], label: str) -> Figure:
         for row, arm, s in zip(rows, arms, stats, strict=True):
             if s["iqm"] is None:
                 ax.annotate(
-                    "no done runs",
+                    "no scores",
                     (0.02, row),
                     xycoords=("axes fraction", "data"),
                     va="center",
@@ -62,6 +62,7 @@ def iqm_figure(summary: dict[str, Any], label: str) -> Figure:
         ax.set_title(f"{metric} {arrow}", fontsize=10)
         ax.set_xlabel(f"IQM, {level}% CI")
         ax.grid(axis="x", alpha=0.3)
+        ax.set_ylim(-0.6, len(arms) - 0.4)
     names = [
         f"{a} (baseline)"
         if a == summary["baseline"]

@@ -285,6 +285,10 @@ def _probability(p: float | None, ci: list[float] | None) -> str:
     return f"{p:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
 
 
+def _seeds(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+
+
 def results_markdown(summary: dict[str, Any]) -> str:
     """``results.md``: per base config, one table per metric, then the failed runs."""
     baseline = summary["baseline"]
@@ -293,8 +297,8 @@ def results_markdown(summary: dict[str, Any]) -> str:
     if summary["description"]:
         lines += [summary["description"], ""]
     lines += [
-        f"{summary['done']} of {summary['runs']} runs done, seeds "
-        f"{summary['seeds'][0]}–{summary['seeds'][-1]} per arm. IQM: interquartile mean; "
+        f"{summary['done']} of {summary['runs']} runs done, {_seeds(summary['seeds'])} per arm. "
+        "IQM: interquartile mean; "
         f"{level}% CIs from {summary['bootstrap']['reps']} stratified-bootstrap replicates. "
         f"P(improve): how often a run of the arm beats a run of the baseline `{baseline}` "
         "(ties count half; 0.5 = no difference).",
