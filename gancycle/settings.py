@@ -20,10 +20,15 @@ from gancycle.models import ARCHS
 
 __all__ = ["RESETS", "OPTIMIZERS", "ON_NAN", "check_config", "get"]
 
-RESETS = {"none": (), "exp_avg": ("exp_avg",), "all": ("exp_avg", "exp_avg_sq", "step")}
-"""``reset.G`` / ``reset.D``: Adam state zeroed at each of that network's restarts. ``exp_avg``
-forgets the first moment (momentum); ``all`` also the second moment and the step count, so the
-next update is a fresh Adam start."""
+RESETS: dict[str, Any] = {
+    "none": None,
+    "momentum": True,
+    "all": ("exp_avg", "exp_avg_sq", "step", "momentum_buffer"),
+}
+"""``reset.G`` / ``reset.D``: optimizer state zeroed at each of that network's restarts, as
+:func:`common.torch_driver.drive_optimizer`'s ``reset``. ``momentum`` forgets the first moment
+(Adam's ``exp_avg``, SGD's momentum buffer); ``all`` also Adam's second moment and step count,
+so the next update is a fresh Adam start."""
 OPTIMIZERS = ("adam", "sgd")
 ON_NAN = ("stop", "rollback")
 DEVICES = ("auto", "cpu", "cuda")

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from common.config import read_config, save_config
+from common.config import ConfigError, read_config, save_config
 from common.coupling import CallableTarget, coupled_from_spec
 from common.dynamics import KineticEnergy, Thermostat, grad_norm
 from common.runs import (
@@ -188,10 +188,13 @@ class GanTrainer:
         self.schedules = {net: _scaled(cfg["lr"][net], self.lr_scale, f"lr.{net}") for net in NETS}
         self.drivers: dict[str, ScheduleDriver] = {}
         for net in NETS:
-            keys = RESETS[cfg["reset"][net]] or None
-            self.drivers[net] = drive_optimizer(
-                self.opts[net], self.schedules[net], reset=keys, name=net
-            )
+            reset = RESETS[cfg["reset"][net]]
+            try:
+                self.drivers[net] = drive_optimizer(
+                    self.opts[net], self.schedules[net], reset=reset, name=net
+                )
+            except ValueError as e:
+                raise ConfigError(f"reset.{net} = {cfg['reset'][net]!r}: {e}") from None
         self.drivers["G"].on_restart(self.snapshots.hook(self.G))
         self.drivers["G"].on_restart(self._checkpoint_after_step)
         # D's regularisers follow D's clock; the trainer reads the values from self.coupled.

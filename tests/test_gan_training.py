@@ -75,7 +75,7 @@ def test_anti_phase_learning_rates_and_coupled_noise_in_the_event_files(tmp_path
 
 
 def test_restarts_reset_each_networks_adam_state_as_configured(tmp_path):
-    trainer = GanTrainer(tiny_config("reset.G=all", "reset.D=exp_avg"), tmp_path)
+    trainer = GanTrainer(tiny_config("reset.G=all", "reset.D=momentum"), tmp_path)
     trainer.train(steps=13, progress=False)
     state_G = next(iter(trainer.opts["G"].state.values()))
     state_D = next(iter(trainer.opts["D"].state.values()))
@@ -104,7 +104,7 @@ def uninterrupted(tmp_path_factory):
 RESUME_SETS = [
     "log.every=4",  # the seam at 13 falls inside a log window
     "reset.G=all",
-    "reset.D=exp_avg",
+    "reset.D=momentum",
     "instance_noise.enabled=true",
     "label_smoothing.enabled=true",
     "eval.every=10",
