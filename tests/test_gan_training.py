@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.util import tensor_util
 
 from common.config import apply_overrides, load_config
 from common.schedules import from_spec
@@ -72,6 +74,15 @@ def test_anti_phase_learning_rates_and_coupled_noise_in_the_event_files(tmp_path
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert "samples" in events.Tags()["images"]
+    # The custom-scalars layout puts lr/G and lr/D on one chart.
+    config_event = events.Tensors("custom_scalars__config__")[0]
+    raw = tensor_util.make_ndarray(config_event.tensor_proto).item()
+    charts = {
+        chart.title: list(chart.multiline.tag)
+        for category in layout_pb2.Layout.FromString(raw).category
+        for chart in category.chart
+    }
+    assert charts["G and D learning rates"] == ["lr/G", "lr/D"]
 
 
 def test_restarts_reset_each_networks_adam_state_as_configured(tmp_path):
