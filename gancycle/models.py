@@ -6,7 +6,6 @@ normalisation, so the WGAN-GP penalty (which needs per-sample gradients) applies
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -20,7 +19,6 @@ __all__ = [
     "ARCHS",
     "build_models",
     "dcgan_init",
-    "EMA",
 ]
 
 ARCHS = ("mlp", "dcgan")
@@ -151,25 +149,3 @@ def build_models(cfg: dict[str, Any], data_shape: tuple[int, ...]) -> tuple[nn.M
         D.apply(dcgan_init)
         return G, D
     raise ValueError(f"model.arch = {arch!r}: must be one of {' | '.join(ARCHS)}")
-
-
-class EMA:
-    """An exponential moving average of a model's weights: ``ema = decay*ema + (1-decay)*model``.
-
-    Buffers (BatchNorm statistics) are copied as they are. ``decay`` in [0, 1); 0.999 averages
-    over about the last 1000 steps.
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self._src = [p for p in model.parameters()]
-        self._dst = [p for p in self.model.parameters()]
-        self._src_buffers = [b for b in model.buffers()]
-        self._dst_buffers = [b for b in self.model.buffers()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(self._dst, self._src, 1.0 - self.decay)
-        for dst, src in zip(self._dst_buffers, self._src_buffers, strict=True):
-            dst.copy_(src)

@@ -46,10 +46,11 @@ from common.tb import RunWriter
 from common.torch_driver import ScheduleDriver, drive_optimizer
 from gancycle.classifier import load_or_train_classifier
 from gancycle.data import ImageData, Mixture2D, load_data
+from gancycle.ema import EMA
 from gancycle.inception import InceptionFeatures
 from gancycle.losses import d_output, discriminator_loss, generator_loss, gradient_penalty
 from gancycle.metrics import evaluate
-from gancycle.models import EMA, build_models
+from gancycle.models import build_models
 from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
 from gancycle.settings import RESETS, check_config
@@ -171,6 +172,7 @@ class GanTrainer:
         self.eval_z = torch.randn(n, self.z_dim, generator=eval_gen)
         self.eval_real = self.data.sample(n, eval_gen.manual_seed(seed + 2)).cpu()
         self._classifier: Any = None
+        self.classifier_accuracy: float | None = None  # images: on the held-out real tenth
         self._inception: Any = None
         self._writer: RunWriter | None = None
 
@@ -444,9 +446,9 @@ class GanTrainer:
             scalars.update({f"eval/ensemble/{m}": v for m, v in result["ensemble"].items()})
         self.writer.scalars(scalars, self.step)
         self._log_samples()
-        if hasattr(self, "classifier_accuracy"):
+        if self.classifier_accuracy is not None:
             result["classifier_accuracy"] = self.classifier_accuracy
-        self.history.append({"step": self.step, **{k: v for k, v in result.items()}})
+        self.history.append({"step": self.step, **result})
         self._write_metrics(None)
         return result
 
