@@ -275,3 +275,12 @@ def test_fid_from_a_local_inception_weights_file(tmp_path):
     )
     metrics = GanTrainer(config, tmp_path / "run").evaluate("G")
     assert metrics["fid"] > 0 and np.isfinite(metrics["fid"])  # untrained G: far from real
+
+
+def test_ttur_is_two_constant_rates(tmp_path):
+    config = tiny_config("steps=12")
+    config["lr"] = {"G": {"kind": "constant", "max": 1e-4}, "D": {"kind": "constant", "max": 4e-4}}
+    metrics = train(config, tmp_path, progress=False)
+    np.testing.assert_allclose(series(tmp_path, "lr/G"), np.full(12, 1e-4), rtol=1e-6)
+    np.testing.assert_allclose(series(tmp_path, "lr/D"), np.full(12, 4e-4), rtol=1e-6)
+    assert "ensemble" not in metrics and not list((tmp_path / "snapshots").glob("*.pt"))
