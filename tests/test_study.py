@@ -4,6 +4,7 @@ the digits): run layout, overrides, statistics, failure isolation, resuming, the
 import json
 import runpy
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from common.config import apply_overrides, load_config
 from common.schedules import from_spec
 from common.stats import iqm, mean_se, probability_of_improvement
 from common.study import StudyError, find_study, load_study, plan_runs, run_study
+from common.study.backends import run_local
 from common.study.run import get_path
 from common.study.spec import Arm, overrides, parse_study
 
@@ -229,6 +231,23 @@ def test_a_second_start_runs_only_missing_or_incomplete_runs(tmp_path, executed)
     assert executed() == ["fast/seed0", "fast/seed1"]
     run_study(changed, seeds=3, **options)
     assert executed() == ["fast/seed2", "slow/seed2"]
+
+
+def test_stopping_the_local_backend_stops_its_runs_and_starts_no_more(tmp_path):
+    # Seed 0 ends at once, the others would sleep for a minute.
+    sleeper = "import sys, time; time.sleep(60 * (sys.argv[sys.argv.index('--seed') + 1] != '0'))"
+    study = parse_study({**GOOD, "command": f'python -c "{sleeper}"', "arms": {"a": {}}})
+    runs = plan_runs(study, tmp_path / "runs", seeds=4)
+    started = time.perf_counter()
+    results = run_local(runs, REPO, workers=2)
+    assert next(results).run.seed == 0
+    results.close()  # what a Ctrl-C in the consumer does too
+    assert time.perf_counter() - started < 30
+    started_runs = sorted(p.parent.name for p in (tmp_path / "runs").glob("s/a/*/study_run.json"))
+    assert started_runs in (["seed0", "seed1"], ["seed0", "seed1", "seed2"])  # never seed3
+    for seed in started_runs[1:]:
+        record = json.loads((tmp_path / f"runs/s/a/{seed}/study_run.json").read_text())
+        assert record["returncode"] < 0 and not record["ok"]  # terminated
 
 
 # -- the command line -------------------------------------------------------------------------

@@ -13,10 +13,23 @@ tasks (:mod:`common.study.backends`), skipping runs that are already done, and w
 
 from common.study.run import RunResult, RunSpec, execute_run, is_done, plan_runs
 from common.study.runner import StudyOutcome, run_study, write_report
-from common.study.spec import Curve, Study, StudyError, find_study, known_studies, load_study
+from common.study.spec import (
+    Arm,
+    Curve,
+    Reach,
+    Study,
+    StudyError,
+    View,
+    find_study,
+    known_studies,
+    load_study,
+)
 
 __all__ = [
+    "Arm",
     "Curve",
+    "Reach",
+    "View",
     "Study",
     "StudyError",
     "find_study",

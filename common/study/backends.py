@@ -50,11 +50,14 @@ def _local_results(
 ) -> Iterator[RunResult]:
     live: set[subprocess.Popen[bytes]] = set()
     lock = threading.Lock()
+    stopping = threading.Event()
 
     def start(run: RunSpec) -> RunResult:
         def track(process: subprocess.Popen[bytes]) -> None:
             with lock:
                 live.add(process)
+                if stopping.is_set():  # started while the pool was being stopped
+                    process.terminate()
 
         return execute_run(run, cwd, threads, on_start=track)
 
@@ -68,6 +71,7 @@ def _local_results(
     except BaseException:  # Ctrl-C, or the consumer stopped: start nothing new, stop the rest
         pool.shutdown(wait=False, cancel_futures=True)
         with lock:
+            stopping.set()
             for process in live:
                 if process.poll() is None:
                     process.terminate()

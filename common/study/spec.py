@@ -4,7 +4,8 @@ A study is a TOML file::
 
     name = "gan_rhythm"
     command = "gancycle-train"          # the program each run is; see common.study.run
-    configs = ["ring8", "grid25"]       # or config = "ring8"; each base config is its own table
+    configs = ["ring8", "grid25"]       # or config = "ring8", or [configs.<name>] tables (below);
+                                        # each base config gets its own results table
     seeds = 10                          # runs seed0 .. seed9 of every arm
     baseline = "constant"               # the arm every other arm is compared with
     metrics = { modes = "final.G.modes", kl = "final.G.kl" }   # name = dotted path into
@@ -16,8 +17,10 @@ A study is a TOML file::
     [shared]                            # overrides for every arm
     steps = 12000
 
-    [configs.grid25]                    # optional: overrides for one base config only
-    "eval.every" = 1000
+    # instead of the configs list, tables of overrides for one base config each:
+    # [configs.ring8]
+    # [configs.grid25]
+    # "eval.every" = 1000
 
     [arms.constant]                     # overrides of this arm, nested or quoted dotted keys
     lr.G.min = 5.05e-4
