@@ -37,6 +37,14 @@ def main() -> int:
         default=None,
         help="steps of every run, for a quick try (into runs/<study>-steps<N>)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        help="run only this base config's runs this time, e.g. ring8 (repeatable); "
+        "the report covers all",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args()
 
@@ -51,6 +59,7 @@ def main() -> int:
             runs_root=args.runs_root,
             steps=args.steps,
             dry_run=args.dry_run,
+            only=args.only,
         )
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)

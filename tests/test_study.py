@@ -233,6 +233,26 @@ def test_a_second_start_runs_only_missing_or_incomplete_runs(tmp_path, executed)
     assert executed() == ["fast/seed2", "slow/seed2"]
 
 
+def test_only_runs_the_named_configs_and_reports_all(tmp_path, executed):
+    (tmp_path / "l2.toml").write_text(
+        "seed = 0\nsteps = 20\nlr = 0.5\nl2 = 0.01\neval_every = 10\ntest_fraction = 0.3\n"
+        "fail = false\n"
+    )
+    study = load_study(write_study(tmp_path, f'configs = ["digits", "{tmp_path / "l2.toml"}"]'))
+    options = dict(runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
+    outcome = run_study(study, only=["digits"], **options)
+    assert executed() == [
+        "digits/fast/seed0",
+        "digits/fast/seed1",
+        "digits/slow/seed0",
+        "digits/slow/seed1",
+    ]
+    assert outcome.summary["configs"]["digits"]["arms"]["fast"]["done"] == 2
+    assert outcome.summary["configs"]["l2"]["arms"]["fast"]["done"] == 0
+    with pytest.raises(StudyError, match="--only 'grid': not a config of digits_lr"):
+        run_study(study, only=["grid"], **options)
+
+
 def test_stopping_the_local_backend_stops_its_runs_and_starts_no_more(tmp_path):
     # Seed 0 ends at once, the others would sleep for a minute.
     sleeper = "import sys, time; time.sleep(60 * (sys.argv[sys.argv.index('--seed') + 1] != '0'))"
@@ -402,6 +422,7 @@ def test_find_study_by_path_and_unknown_name(tmp_path):
 
 def test_ray_backend_on_a_local_ray_instance(tmp_path):
     import ray  # `make test` installs the extra, cyclelab[ray]: a missing ray fails here
+
     study = load_study(write_study(tmp_path))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ def run_study(
     dry_run: bool = False,
     progress: bool = True,
     cwd: str | Path = ".",
+    only: Sequence[str] | None = None,
 ) -> StudyOutcome:
     """Run every run of ``study`` that is not done yet, then write its report.
 
@@ -120,6 +122,8 @@ def run_study(
         dry_run: plan only: the outcome lists the runs to do and their commands.
         progress: show a progress bar over runs on stderr.
         cwd: working directory of the runs (relative paths start here).
+        only: run only these base configs (by label, e.g. ``ring8``) this time; the report
+            still covers every config, the others as far as their runs are done.
 
     Raises:
         StudyError: a bad option (the message names it) or a program that cannot be found.
@@ -133,6 +137,14 @@ def run_study(
     runs = plan_runs(study, runs_root, seeds, steps)
     folder = study_folder(study, runs_root, steps)
     todo = [run for run in runs if not is_done(run, cwd)]
+    if only:
+        labels = sorted({run.label for run in runs})
+        for name in only:
+            if name not in labels:
+                raise StudyError(
+                    f"--only {name!r}: not a config of {study.name}; configs: {', '.join(labels)}"
+                )
+        todo = [run for run in todo if run.label in only]
     outcome = StudyOutcome(folder=folder, runs=runs, todo=todo)
     if dry_run:
         return outcome
