@@ -23,6 +23,7 @@ from common.schedules import Cyclic, Decay, Schedule, one_cycle_wave
 __all__ = [
     "KineticEnergy",
     "grad_norm",
+    "grad_norm_tensor",
     "Thermostat",
     "hessian_top_eigenvalue",
     "cycle_growth_factor",
@@ -40,35 +41,46 @@ def _params(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
 class KineticEnergy:
     """``|Δθ|²`` of the update made between :meth:`before` and :meth:`after`.
 
+    Cheap enough for every step: the parameters are copied into buffers allocated once, and the
+    differences and norms are computed with torch's fused ``_foreach`` kernels.
+
     Args:
         params: the parameters to watch (e.g. ``model.parameters()``).
     """
 
     def __init__(self, params: Iterable[torch.Tensor]) -> None:
-        self.params = _params(params)
-        self._before: list[torch.Tensor] = []
+        # Detached views share storage with the parameters, so they see in-place updates.
+        self.params = [p.detach() for p in _params(params)]
+        self._buffers = [torch.empty_like(p) for p in self.params]
+        self._armed = False
 
     def before(self) -> None:
-        self._before = [p.detach().clone() for p in self.params]
+        torch._foreach_copy_(self._buffers, self.params)
+        self._armed = True
 
     def after_tensor(self) -> torch.Tensor:
         """The energy as a 0-d tensor (no device sync, for per-step use on a GPU)."""
-        if not self._before:
+        if not self._armed:
             raise RuntimeError("KineticEnergy.after() without a matching before()")
-        diffs = torch._foreach_sub([p.detach() for p in self.params], self._before)
-        self._before = []
-        return torch.stack([d.pow(2).sum() for d in diffs]).sum()
+        self._armed = False
+        torch._foreach_sub_(self._buffers, self.params)  # buffers now hold -Δθ
+        return torch.stack(torch._foreach_norm(self._buffers)).pow(2).sum()
 
     def after(self) -> float:
         return float(self.after_tensor())
 
 
+def grad_norm_tensor(params: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of the gradients as a 0-d tensor (0 where no gradient is set)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
 def grad_norm(params: Iterable[torch.Tensor]) -> float:
     """The global L2 norm of the gradients (0 where no gradient is set)."""
-    grads = [p.grad.detach() for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+    return float(grad_norm_tensor(params))
 
 
 class Thermostat:

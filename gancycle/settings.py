@@ -148,4 +148,10 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
             f"label_smoothing.enabled = true: only with loss.name = 'ns' "
             f"(got {config['loss']['name']!r})"
         )
+    for net in ("G", "D"):
+        if config["thermostat"][net] > 0 and config["optim"]["name"] != "sgd":
+            raise ConfigError(
+                f"thermostat.{net} = {config['thermostat'][net]!r}: needs optim.name = 'sgd' "
+                "(Adam rescales the noise; the thermostat's closed form is for SGD)"
+            )
     return config

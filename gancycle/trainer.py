@@ -248,10 +248,7 @@ class GanTrainer:
         self.window.add(f"dynamics/grad_norm/{net}", grad_norm(self.params[net]))
         self.kinetic[net].before()
         opt.step()
-        energy = self.kinetic[net].after()
-        if thermostat is not None:
-            thermostat.observe(energy)
-        self.window.add(f"dynamics/kinetic_energy/{net}", energy)
+        self.window.add(f"dynamics/kinetic_energy/{net}", self.kinetic[net].after())
 
     def train_step(self) -> None:
         """One generator update after ``loss.d_steps`` discriminator updates."""
@@ -486,7 +483,6 @@ class GanTrainer:
             "generator": self.generator.get_state(),
             "rng": rng_state(),
             "snapshots": self.snapshots.state_dict(),
-            "thermostat_sigma": {net: th.sigma for net, th in self.thermostats.items()},
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "window": self.window.state_dict(),
@@ -507,8 +503,6 @@ class GanTrainer:
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"])
         self.snapshots.load_state_dict(state["snapshots"])
-        for net, sigma in state["thermostat_sigma"].items():
-            self.thermostats[net].sigma = sigma
         self.window.load_state_dict(state["window"])
         self.history = list(state["history"])
 

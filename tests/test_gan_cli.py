@@ -162,6 +162,7 @@ def test_divergence_exits_1_and_says_where(tmp_path, capsys):
         (sets("data.batch=0"), ["data.batch", ">= 1"]),
         (sets("optim.name=sgd", "optim.beta1=0.0", "reset.G=momentum"), ["reset.G", "momentum"]),
         (sets("instance_noise.hi=-1.0"), ["instance_noise.hi"]),
+        (sets("thermostat.G=0.1"), ["thermostat.G", "optim.name = 'sgd'"]),
         (sets("label_smoothing.enabled=true", "loss.name=hinge"), ["label_smoothing", "ns"]),
         (sets("nokey"), ["nokey", "key=value"]),
         (["--config", "svhn"], ["svhn", "ring8"]),

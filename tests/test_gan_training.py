@@ -284,3 +284,22 @@ def test_ttur_is_two_constant_rates(tmp_path):
     np.testing.assert_allclose(series(tmp_path, "lr/G"), np.full(12, 1e-4), rtol=1e-6)
     np.testing.assert_allclose(series(tmp_path, "lr/D"), np.full(12, 4e-4), rtol=1e-6)
     assert "ensemble" not in metrics and not list((tmp_path / "snapshots").glob("*.pt"))
+
+
+def test_thermostat_holds_each_networks_kinetic_energy_with_sgd(tmp_path):
+    # Constant rates: a restart's jump would release the noise stored in the momentum buffer,
+    # an energy no added noise can take back (the thermostat only heats).
+    sgd = ['optim.name="sgd"', "optim.beta1=0.9", "steps=60", "lr.G.min=1e-3", "lr.D.min=1e-3"]
+    train(tiny_config(*sgd), tmp_path / "plain", progress=False)
+    natural = {
+        net: np.mean(series(tmp_path / "plain", f"dynamics/kinetic_energy/{net}"))
+        for net in ("G", "D")
+    }
+    targets = {net: 4 * natural[net] for net in ("G", "D")}
+    hot = tiny_config(*sgd, *(f"thermostat.{net}={targets[net]}" for net in ("G", "D")))
+    train(hot, tmp_path / "hot", progress=False)
+    for net in ("G", "D"):
+        energy = series(tmp_path / "hot", f"dynamics/kinetic_energy/{net}")
+        sigma = series(tmp_path / "hot", f"dynamics/thermostat_sigma/{net}")
+        assert np.mean(energy[10:]) == pytest.approx(targets[net], rel=0.15)
+        assert (sigma[10:] > 0).mean() > 0.9
