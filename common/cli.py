@@ -16,7 +16,14 @@ from typing import Any, NoReturn
 from common.config import ConfigError, apply_overrides, load_config, read_config
 from common.runs import default_run_dir
 
-__all__ = ["add_run_arguments", "resolve_run", "run_cli", "HelpFormatter", "CliParser"]
+__all__ = [
+    "add_run_arguments",
+    "resolve_run",
+    "run_cli",
+    "HelpFormatter",
+    "CliParser",
+    "add_set_argument",
+]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -75,13 +82,18 @@ def add_run_arguments(
         metavar="DIR",
         help="continue the run in DIR from its last checkpoint",
     )
+    add_set_argument(parser, "override any config key, e.g. --set lr.max=3e-4")
+
+
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable) into ``args.sets``, for :func:`apply_overrides`."""
     parser.add_argument(
         "--set",
         dest="sets",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key, e.g. --set lr.max=3e-4 (repeatable)",
+        help=f"{help} (repeatable)",
     )
 
 

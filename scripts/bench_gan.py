@@ -22,14 +22,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per arm")
     parser.add_argument("--chunk", type=int, default=100, help="steps per turn of an arm")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set data.batch=1024 (repeatable)",
-    )
+    add_set_argument(parser, "override a config key, e.g. --set data.batch=1024")
     args = parser.parse_args()
     config = apply_overrides(load_config(args.config, "gancycle"), args.sets)
     config["device"] = args.device

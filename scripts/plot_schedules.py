@@ -10,7 +10,7 @@ Examples:
 import argparse
 from pathlib import Path
 
-from common.cli import HelpFormatter, run_cli
+from common.cli import HelpFormatter, add_set_argument, run_cli
 from common.config import apply_overrides, read_config
 from common.plots import plot_config
 
@@ -28,14 +28,7 @@ def main() -> None:
     )
     parser.add_argument("--table", default="lr", help="dotted path of the schedule table(s)")
     parser.add_argument("--couplings", default="couplings", help="table of couplings, if any")
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the file, e.g. lr.G.max=1e-3 (repeatable)",
-    )
+    add_set_argument(parser, "override a key of the file, e.g. lr.G.max=1e-3")
     parser.add_argument("--steps", type=int, default=8000, help="steps to draw")
     parser.add_argument(
         "--out", type=Path, default=Path("runs/plots/schedules.png"), help="PNG to write"
