@@ -6,7 +6,7 @@ the arms alternate in chunks of --chunk steps so that both see the same machine 
 line is ratio=<trainer steps/s / bare steps/s> (1.0 = no overhead; goal >= 0.9 on CPU).
 """
 
-from common.cli import CliParser, run_cli
+from common.cli import CliParser, add_set_argument, run_cli
 from common.config import apply_overrides, load_config, shipped_configs
 from gancycle.bench import run_bench
 
