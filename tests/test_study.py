@@ -249,6 +249,9 @@ def test_only_runs_the_named_configs_and_reports_all(tmp_path, executed):
     ]
     assert outcome.summary["configs"]["digits"]["arms"]["fast"]["done"] == 2
     assert outcome.summary["configs"]["l2"]["arms"]["fast"]["done"] == 0
+    assert len(outcome.summary["pending"]) == 4 and not outcome.summary["failed"]
+    text = (tmp_path / "runs" / "digits_lr" / "results.md").read_text()
+    assert "## l2\n\nNo run done yet." in text and "## Not run yet (4)\n\n4 of l2." in text
     with pytest.raises(StudyError, match="--only 'grid': not a config of digits_lr"):
         run_study(study, only=["grid"], **options)
 

@@ -14,6 +14,7 @@ is left out of that metric's statistics, and ``n`` says how many scores remain.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,17 +92,19 @@ def metric_value(study: Study, metrics: Any, spec: str | Reach) -> float | None:
 
 def read_scores(
     study: Study, runs: Sequence[RunSpec], cwd: str | Path = "."
-) -> tuple[dict[tuple[str, str, int], dict[str, float | None]], list[dict[str, Any]]]:
-    """Each done run's scores, and a record of each run that is not done.
+) -> tuple[
+    dict[tuple[str, str, int], dict[str, float | None]], list[dict[str, Any]], list[dict[str, Any]]
+]:
+    """Each done run's scores, a record of each failed run, and the runs not started.
 
     Returns:
         ``{(config label, arm or view, seed): {metric: score or None}}`` for the done runs
-        (a view's metric that is missing from a run is ``None``), and for the other runs
-        ``{"config", "arm", "seed", "dir", "error"}`` with the error from the run's
-        ``error.txt`` (or ``"not run"``).
+        (a view's metric that is missing from a run is ``None``); for the failed runs (those
+        with an ``error.txt``) ``{"config", "arm", "seed", "dir", "error"}``; and for the runs
+        not run yet ``{"config", "arm", "seed", "dir"}``.
     """
     scores: dict[tuple[str, str, int], dict[str, float | None]] = {}
-    failed = []
+    failed, pending = [], []
     for run in runs:
         folder = Path(cwd) / run.dir
         if is_done(run, cwd):
@@ -119,11 +122,12 @@ def read_scores(
         try:
             error = (folder / "error.txt").read_text().strip()
         except OSError:
-            error = "not run"
+            pending.append({"config": run.label, "arm": run.arm, "seed": run.seed, "dir": run.dir})
+            continue
         failed.append(
             {"config": run.label, "arm": run.arm, "seed": run.seed, "dir": run.dir, "error": error}
         )
-    return scores, failed
+    return scores, failed, pending
 
 
 def _view_value(study: Study, metrics: Any, spec: str | Reach) -> float | None:
@@ -216,7 +220,7 @@ def summarize(
         [, "poi", "poi_ci"]}}}}}}, "failed": [...]}``; views are listed among the arms, with
         ``view_of`` naming their arm; ``poi`` is absent for the baseline.
     """
-    scores, failed = read_scores(study, runs, cwd)
+    scores, failed, pending = read_scores(study, runs, cwd)
     bootstrap = {"reps": reps, "level": level, "seed": seed}
     seeds = sorted({run.seed for run in runs})
     configs: dict[str, Any] = {}
@@ -257,9 +261,10 @@ def summarize(
             },
             "bootstrap": bootstrap,
             "runs": len(runs),
-            "done": len(runs) - len(failed),
+            "done": len(runs) - len(failed) - len(pending),
             "configs": configs,
             "failed": failed,
+            "pending": pending,
         }
     )
 
@@ -309,6 +314,9 @@ def results_markdown(summary: dict[str, Any]) -> str:
         lines += [f"View `{name}`: the runs of `{view['arm']}`, reading {paths}.", ""]
     for label, config in summary["configs"].items():
         lines += [f"## {label}", ""]
+        if not any(arm["done"] for arm in config["arms"].values()):
+            lines += ["No run done yet.", ""]
+            continue
         for metric, info in summary["metrics"].items():
             better = "higher" if info["higher_is_better"] else "lower"
             lines += [
@@ -329,6 +337,10 @@ def results_markdown(summary: dict[str, Any]) -> str:
                     f"| {name} | {s['n']} | {mean} | {_fmt(s['iqm'])}{_ci(s['iqm_ci'])} | {poi} |"
                 )
             lines.append("")
+    if summary.get("pending"):
+        by_config = Counter(run["config"] for run in summary["pending"])
+        counts = ", ".join(f"{n} of {config}" for config, n in by_config.items())
+        lines += [f"## Not run yet ({len(summary['pending'])})", "", f"{counts}.", ""]
     if summary["failed"]:
         lines += [f"## Failed runs ({len(summary['failed'])})", ""]
         for f in summary["failed"]:
