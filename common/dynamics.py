@@ -49,8 +49,9 @@ class KineticEnergy:
     """
 
     def __init__(self, params: Iterable[torch.Tensor]) -> None:
+        self.originals = _params(params)
         # Detached views share storage with the parameters, so they see in-place updates.
-        self.params = [p.detach() for p in _params(params)]
+        self.params = [p.detach() for p in self.originals]
         self._buffers = [torch.empty_like(p) for p in self.params]
         self._armed = False
 
@@ -68,6 +69,21 @@ class KineticEnergy:
 
     def after(self) -> float:
         return float(self.after_tensor())
+
+    def after_with_grad_norm(self) -> tuple[float, float]:
+        """``(|Δθ|², gradient norm)`` in one fused pass over the update and the gradients.
+
+        ``optimizer.step()`` leaves ``.grad`` as it was, so the gradient norm of the update just
+        made can be read here; one ``_foreach_norm`` then serves both numbers.
+        """
+        if not self._armed:
+            raise RuntimeError("KineticEnergy.after() without a matching before()")
+        self._armed = False
+        torch._foreach_sub_(self._buffers, self.params)
+        grads = [p.grad for p in self.originals if p.grad is not None]
+        norms = torch.stack(torch._foreach_norm(self._buffers + grads))
+        n = len(self._buffers)
+        return float(norms[:n].pow(2).sum()), float(norms[n:].norm())
 
 
 def grad_norm_tensor(params: Iterable[torch.Tensor]) -> torch.Tensor:

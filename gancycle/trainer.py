@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from common.config import ConfigError, read_config, save_config
 from common.coupling import CallableTarget, coupled_from_spec
-from common.dynamics import KineticEnergy, Thermostat, grad_norm
+from common.dynamics import KineticEnergy, Thermostat
 from common.runs import (
     atomic_torch_save,
     atomic_write_json,
@@ -245,10 +245,11 @@ class GanTrainer:
         if not measure:
             opt.step()
             return
-        self.window.add(f"dynamics/grad_norm/{net}", grad_norm(self.params[net]))
         self.kinetic[net].before()
         opt.step()
-        self.window.add(f"dynamics/kinetic_energy/{net}", self.kinetic[net].after())
+        energy, norm = self.kinetic[net].after_with_grad_norm()
+        self.window.add(f"dynamics/kinetic_energy/{net}", energy)
+        self.window.add(f"dynamics/grad_norm/{net}", norm)
 
     def train_step(self) -> None:
         """One generator update after ``loss.d_steps`` discriminator updates."""

@@ -38,6 +38,13 @@ def test_kinetic_energy_is_the_squared_update_length():
     ke.before()
     opt.step()
     assert ke.after() == pytest.approx(expected, rel=1e-5)
+    ke.before()
+    opt.step()  # the same gradients again: the same update
+    energy, norm = ke.after_with_grad_norm()
+    assert energy == pytest.approx(expected, rel=1e-5)
+    assert norm == pytest.approx(math.sqrt(expected) / 0.1, rel=1e-5)
+    with pytest.raises(RuntimeError, match="without a matching before"):
+        ke.after()
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
