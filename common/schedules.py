@@ -32,6 +32,7 @@ starts) and the cyclic ones accept ``offset`` (a phase shift, as a fraction of t
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NamedTuple
@@ -66,20 +67,22 @@ class Phase(NamedTuple):
     restart: bool
 
 
-class Schedule:
-    """Base class: subclasses implement :meth:`value` and :meth:`phase`."""
+class Schedule(ABC):
+    """Base class: subclasses implement :meth:`value`, :meth:`phase` and :meth:`spec`."""
 
     kind: str = ""
 
+    @abstractmethod
     def value(self, step: float) -> float:
-        raise NotImplementedError
+        """The scheduled value at ``step``."""
 
+    @abstractmethod
     def phase(self, step: float) -> Phase:
-        raise NotImplementedError
+        """Where the clock stands at ``step``."""
 
+    @abstractmethod
     def spec(self) -> dict[str, Any]:
         """The plain data that :func:`from_spec` turns back into this schedule."""
-        raise NotImplementedError
 
     def level(self, step: float) -> float:
         return self.phase(step).level

@@ -29,6 +29,7 @@ rlcycle/Pendulum-v1             pendulum mass 1·(1+0.5d) kg: the same torque mo
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,7 @@ def check_difficulty(d: Any, name: str = "difficulty") -> float:
     return d
 
 
-class DifficultyMixin:
+class DifficultyMixin(ABC):
     """Adds ``set_difficulty`` / ``difficulty`` to a gymnasium environment.
 
     Subclasses implement :meth:`apply_difficulty`, which writes the physics for ``d``; the
@@ -78,8 +79,9 @@ class DifficultyMixin:
         """Ask for difficulty ``d`` in [0, 1]; it applies from the next ``reset()`` on."""
         self.next_difficulty = check_difficulty(difficulty)
 
+    @abstractmethod
     def apply_difficulty(self, d: float) -> None:
-        raise NotImplementedError
+        """Write the physics for difficulty ``d`` (called at reset)."""
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if self.next_difficulty != self.difficulty:
