@@ -12,7 +12,8 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "resolve_device",
+    "torch_threads",
     "default_run_dir",
 ]
 
@@ -109,6 +111,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device = {name!r}: no CUDA device on this machine; use auto or cpu")
     return torch.device(name)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run with ``threads`` torch CPU threads (0: leave as is), then restore.
+
+    Small MLPs train fastest on one thread; on a busy machine two threads can be many times
+    slower than one.
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_run_dir(config_name: str, root: str | Path = "runs") -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from common.runs import resolve_device, seed_everything
+from common.runs import resolve_device, seed_everything, torch_threads
 from gancycle.data import load_data
 from gancycle.models import build_models
 from gancycle.trainer import GanTrainer
@@ -91,8 +91,11 @@ def run_bench(
     config = copy.deepcopy(config)
     config["eval"]["every"] = 0
     config["eval"]["samples"] = 100  # only for the trainer's constructor; nothing is evaluated
-    if config["threads"] > 0:
-        torch.set_num_threads(config["threads"])
+    with torch_threads(config["threads"]):
+        return _run_bench(config, steps, chunk, warmup)
+
+
+def _run_bench(config: dict[str, Any], steps: int, chunk: int, warmup: int) -> dict[str, Any]:
     bare = BareLoop(config)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = GanTrainer(config, Path(tmp) / "run")

@@ -21,9 +21,10 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from common.config import load_config
+from common.runs import torch_threads
 from rlcycle.algos import ALGOS
 from rlcycle.envs import ENVS
-from rlcycle.train import resolve_config, torch_threads, train
+from rlcycle.train import resolve_config, train
 
 __all__ = ["bare_sb3", "bench"]
 

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -44,6 +42,7 @@ from common.runs import (
     rng_state,
     seed_everything,
     set_rng_state,
+    torch_threads,
 )
 from common.schedules import from_spec
 from common.snapshots import SnapshotEnsemble
@@ -60,7 +59,6 @@ __all__ = [
     "resolve_config",
     "make_training_env",
     "train",
-    "torch_threads",
     "save_checkpoint",
 ]
 
@@ -290,22 +288,6 @@ def train(
     config = resolve_config(config)
     with torch_threads(config["threads"]):
         return _train(config, Path(run_dir), resume, callbacks or [])
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run with ``threads`` torch CPU threads (0: leave as is), then restore.
-
-    Small MLPs train fastest on one thread; on a busy machine two threads can be many times
-    slower than one.
-    """
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(
