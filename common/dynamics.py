@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
+from common.flat_params import FlatParameters
 from common.schedules import Cyclic, Decay, Schedule, one_cycle_wave
 
 __all__ = [
@@ -42,16 +43,24 @@ class KineticEnergy:
     """``|Δθ|²`` of the update made between :meth:`before` and :meth:`after`.
 
     Cheap enough for every step: the parameters are copied into buffers allocated once, and the
-    differences and norms are computed with torch's fused ``_foreach`` kernels.
+    differences and norms are computed with torch's fused ``_foreach`` kernels. Given a
+    :class:`~common.flat_params.FlatParameters`, each of those is a single kernel.
 
     Args:
-        params: the parameters to watch (e.g. ``model.parameters()``).
+        params: the parameters to watch (e.g. ``model.parameters()``), or a network's
+            :class:`~common.flat_params.FlatParameters`.
     """
 
-    def __init__(self, params: Iterable[torch.Tensor]) -> None:
-        self.originals = _params(params)
-        # Detached views share storage with the parameters, so they see in-place updates.
-        self.params = [p.detach() for p in self.originals]
+    def __init__(self, params: Iterable[torch.Tensor] | FlatParameters) -> None:
+        if isinstance(params, FlatParameters):
+            flat = params
+            self.params = [flat.data]
+            self._grads: Callable[[], list[torch.Tensor]] = lambda: [flat.grad]
+        else:
+            originals = _params(params)
+            # Detached views share storage with the parameters, so they see in-place updates.
+            self.params = [p.detach() for p in originals]
+            self._grads = lambda: [p.grad for p in originals if p.grad is not None]
         self._buffers = [torch.empty_like(p) for p in self.params]
         self._armed = False
 
@@ -59,13 +68,17 @@ class KineticEnergy:
         torch._foreach_copy_(self._buffers, self.params)
         self._armed = True
 
-    def after_tensor(self) -> torch.Tensor:
-        """The energy as a 0-d tensor (no device sync, for per-step use on a GPU)."""
+    def _update(self) -> list[torch.Tensor]:
+        """The buffers, now holding ``-Δθ``."""
         if not self._armed:
             raise RuntimeError("KineticEnergy.after() without a matching before()")
         self._armed = False
-        torch._foreach_sub_(self._buffers, self.params)  # buffers now hold -Δθ
-        return torch.stack(torch._foreach_norm(self._buffers)).pow(2).sum()
+        torch._foreach_sub_(self._buffers, self.params)
+        return self._buffers
+
+    def after_tensor(self) -> torch.Tensor:
+        """The energy as a 0-d tensor (no device sync, for per-step use on a GPU)."""
+        return torch.stack(torch._foreach_norm(self._update())).square().sum()
 
     def after(self) -> float:
         return float(self.after_tensor())
@@ -74,16 +87,12 @@ class KineticEnergy:
         """``(|Δθ|², gradient norm)`` in one fused pass over the update and the gradients.
 
         ``optimizer.step()`` leaves ``.grad`` as it was, so the gradient norm of the update just
-        made can be read here; one ``_foreach_norm`` then serves both numbers.
+        made can be read here; one ``_foreach_norm`` and one read-back serve both numbers.
         """
-        if not self._armed:
-            raise RuntimeError("KineticEnergy.after() without a matching before()")
-        self._armed = False
-        torch._foreach_sub_(self._buffers, self.params)
-        grads = [p.grad for p in self.originals if p.grad is not None]
-        norms = torch.stack(torch._foreach_norm(self._buffers + grads))
-        n = len(self._buffers)
-        return float(norms[:n].pow(2).sum()), float(norms[n:].norm())
+        update = self._update()
+        squares = torch.stack(torch._foreach_norm(update + self._grads())).square().tolist()
+        n = len(update)
+        return math.fsum(squares[:n]), math.sqrt(math.fsum(squares[n:]))
 
 
 def grad_norm_tensor(params: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -20,6 +20,8 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        for p in self.model.parameters():
+            p.grad = None  # deepcopy copies gradients too; the average has none
         self._src = [p for p in model.parameters()]
         self._dst = [p for p in self.model.parameters()]
         self._src_buffers = [b for b in model.buffers()]

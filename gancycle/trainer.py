@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from common.config import ConfigError, read_config, save_config
 from common.coupling import CallableTarget, coupled_from_spec
 from common.dynamics import KineticEnergy, Thermostat
+from common.flat_params import FlatParameters
 from common.runs import (
     atomic_torch_save,
     atomic_write_json,
@@ -147,11 +148,12 @@ class GanTrainer:
             net.to(self.device) for net in build_models(config["model"], self.data.shape)
         )
         self.nets = {"G": self.G, "D": self.D}
+        # Each network's weights and gradients in one buffer: per-step dynamics for one kernel.
+        self.flat = {net: FlatParameters(self.nets[net].parameters()) for net in NETS}
         self.z_dim = int(config["model"]["z_dim"])
         self.ema = EMA(self.G, config["ema"]["decay"])
         self.opts = {net: self._optimizer(self.nets[net]) for net in NETS}
-        self.params = {net: list(self.nets[net].parameters()) for net in NETS}
-        self.kinetic = {net: KineticEnergy(self.params[net]) for net in NETS}
+        self.kinetic = {net: KineticEnergy(self.flat[net]) for net in NETS}
         self.thermostats = {
             net: Thermostat(self.opts[net], config["thermostat"][net], generator=self.generator)
             for net in NETS
@@ -238,7 +240,7 @@ class GanTrainer:
         self.window.add(f"loss/{net}", value)
         opt, thermostat = self.opts[net], self.thermostats.get(net)
         measure = thermostat is not None or self.step % self.config["dynamics"]["every"] == 0
-        opt.zero_grad(set_to_none=True)
+        self.flat[net].zero_grad()
         loss.backward()
         if thermostat is not None:
             self.window.add(f"dynamics/thermostat_sigma/{net}", thermostat.apply())
