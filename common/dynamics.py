@@ -68,29 +68,32 @@ class KineticEnergy:
         torch._foreach_copy_(self._buffers, self.params)
         self._armed = True
 
-    def _update(self) -> list[torch.Tensor]:
-        """The buffers, now holding ``-Δθ``."""
+    def _update_norms(self) -> list[torch.Tensor]:
+        """``|Δθ|`` of each watched tensor (0-d tensors)."""
         if not self._armed:
             raise RuntimeError("KineticEnergy.after() without a matching before()")
         self._armed = False
+        if len(self.params) == 1:  # one buffer (FlatParameters): read both, write nothing
+            return [torch.dist(self._buffers[0], self.params[0])]
         torch._foreach_sub_(self._buffers, self.params)
-        return self._buffers
+        return list(torch._foreach_norm(self._buffers))
 
     def after_tensor(self) -> torch.Tensor:
         """The energy as a 0-d tensor (no device sync, for per-step use on a GPU)."""
-        return torch.stack(torch._foreach_norm(self._update())).square().sum()
+        return torch.stack(self._update_norms()).square().sum()
 
     def after(self) -> float:
         return float(self.after_tensor())
 
     def after_with_grad_norm(self) -> tuple[float, float]:
-        """``(|Δθ|², gradient norm)`` in one fused pass over the update and the gradients.
+        """``(|Δθ|², gradient norm)`` with one read-back for both.
 
         ``optimizer.step()`` leaves ``.grad`` as it was, so the gradient norm of the update just
-        made can be read here; one ``_foreach_norm`` and one read-back serve both numbers.
+        made can be read here.
         """
-        update = self._update()
-        squares = torch.stack(torch._foreach_norm(update + self._grads())).square().tolist()
+        update = self._update_norms()
+        grads = torch._foreach_norm(self._grads())
+        squares = torch.stack([*update, *grads]).square().tolist()
         n = len(update)
         return math.fsum(squares[:n]), math.sqrt(math.fsum(squares[n:]))
 

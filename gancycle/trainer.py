@@ -20,6 +20,7 @@ resumed from ``checkpoints/last.pt`` continues exactly as if it had never stoppe
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -221,6 +222,11 @@ class GanTrainer:
 
     # -- one step ---------------------------------------------------------------------------
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _noise(self, batch: int) -> torch.Tensor:
         return torch.randn(batch, self.z_dim, generator=self.generator, device=self.device)
 
@@ -258,7 +264,7 @@ class GanTrainer:
         cfg = self.config
         batch, loss_name = cfg["data"]["batch"], cfg["loss"]["name"]
         gp_weight, d_steps = cfg["loss"]["gp_weight"], cfg["loss"]["d_steps"]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with self._autocast():
             for _ in range(d_steps):
                 real = self._instance_noise(self.data.sample(batch, self.generator))
                 fake = self.G(self._noise(batch))  # keeps its graph for the G update below
