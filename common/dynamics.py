@@ -68,32 +68,29 @@ class KineticEnergy:
         torch._foreach_copy_(self._buffers, self.params)
         self._armed = True
 
-    def _update_norms(self) -> list[torch.Tensor]:
-        """``|Δθ|`` of each watched tensor (0-d tensors)."""
+    def _update(self) -> list[torch.Tensor]:
+        """The buffers, now holding ``-Δθ`` (subtracted in place: no allocation per step)."""
         if not self._armed:
             raise RuntimeError("KineticEnergy.after() without a matching before()")
         self._armed = False
-        if len(self.params) == 1:  # one buffer (FlatParameters): read both, write nothing
-            return [torch.dist(self._buffers[0], self.params[0])]
         torch._foreach_sub_(self._buffers, self.params)
-        return list(torch._foreach_norm(self._buffers))
+        return self._buffers
 
     def after_tensor(self) -> torch.Tensor:
         """The energy as a 0-d tensor (no device sync, for per-step use on a GPU)."""
-        return torch.stack(self._update_norms()).square().sum()
+        return torch.stack(torch._foreach_norm(self._update())).square().sum()
 
     def after(self) -> float:
         return float(self.after_tensor())
 
     def after_with_grad_norm(self) -> tuple[float, float]:
-        """``(|Δθ|², gradient norm)`` with one read-back for both.
+        """``(|Δθ|², gradient norm)`` from one ``_foreach_norm`` and one read-back.
 
         ``optimizer.step()`` leaves ``.grad`` as it was, so the gradient norm of the update just
         made can be read here.
         """
-        update = self._update_norms()
-        grads = torch._foreach_norm(self._grads())
-        squares = torch.stack([*update, *grads]).square().tolist()
+        update = self._update()
+        squares = torch.stack(torch._foreach_norm(update + self._grads())).square().tolist()
         n = len(update)
         return math.fsum(squares[:n]), math.sqrt(math.fsum(squares[n:]))
 
