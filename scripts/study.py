@@ -5,7 +5,8 @@
     python scripts/study.py gan_rhythm --seeds 2 --steps 500 --dry-run
 
 Start the same command again after an interruption: runs whose metrics.json is complete are
-skipped. Shipped studies live in <package>/studies/<NAME>.toml (rlcycle, gancycle).
+skipped, and runs cut off mid-way continue from their checkpoints (--resume). Shipped
+studies live in <package>/studies/<NAME>.toml (rlcycle, gancycle).
 """
 
 from __future__ import annotations

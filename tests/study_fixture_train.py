@@ -1,13 +1,16 @@
 """A small real trainer for the study tests: softmax regression on the digits, in NumPy.
 
 It follows the project's CLI convention (``--config NAME|PATH --out DIR --seed K --steps N
---set key=value``) and writes ``<out>/config.toml`` and ``<out>/metrics.json``::
+--set key=value``, ``--resume DIR``) and writes ``<out>/config.toml``,
+``<out>/checkpoints/last.pt`` (at each evaluation) and ``<out>/metrics.json``::
 
     {"final": {"accuracy": ..., "loss": ...}, "history": [{"step": ..., "accuracy": ...}, ...]}
 
-The seed picks the train/test split and the initial weights. ``--set fail=true`` makes the run
-fail on purpose after training starts. If ``STUDY_FIXTURE_LOG`` is set, each run appends its
-folder to that file, so tests can count the runs that actually executed.
+The seed picks the train/test split and the initial weights; a resumed run ends exactly as an
+uninterrupted one. ``--set fail=true`` makes the run fail on purpose after training starts. If
+``STUDY_FIXTURE_LOG`` is set, each run appends its folder to that file, so tests can count the
+runs that actually executed; if ``STUDY_FIXTURE_KILL_AT`` is set, a run kills itself (SIGKILL)
+right after its checkpoint at that step, as a machine going down would.
 
 Reads the digits from the CSV that scikit-learn ships (the same file ``load_digits`` reads),
 without importing scikit-learn: a run takes a fraction of a second.
@@ -19,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -70,7 +74,7 @@ def write_json(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(config: dict, out: Path) -> dict:
+def train(config: dict, out: Path, resume: bool = False) -> dict:
     rng = np.random.default_rng(config["seed"])
     x, y = load_digits()
     x = np.hstack([x, np.ones((len(x), 1))])  # bias feature
@@ -78,14 +82,25 @@ def train(config: dict, out: Path) -> dict:
     n_test = int(config["test_fraction"] * len(y))
     test, fit = order[:n_test], order[n_test:]
     w = rng.normal(0.0, 0.01, size=(x.shape[1], 10))
-    history = []
-    for step in range(1, config["steps"] + 1):
+    history, start = [], 0
+    checkpoint = out / "checkpoints" / "last.pt"
+    if resume:
+        with np.load(checkpoint, allow_pickle=False) as state:
+            w, start = state["w"], int(state["step"])
+            history = json.loads(str(state["history"]))
+    kill_at = int(os.environ.get("STUDY_FIXTURE_KILL_AT", "0"))
+    for step in range(start + 1, config["steps"] + 1):
         _, grad = softmax_loss(w, x[fit], y[fit])
         w -= config["lr"] * (grad + config["l2"] * w)
         if config["fail"] and step == config["steps"] // 2:
             raise RuntimeError("failing on purpose (fail = true)")
         if step % config["eval_every"] == 0 or step == config["steps"]:
             history.append({"step": step, **evaluate(w, x[test], y[test])})
+            checkpoint.parent.mkdir(exist_ok=True)
+            with open(checkpoint, "wb") as f:
+                np.savez(f, w=w, step=step, history=json.dumps(history))
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
     metrics = {"final": evaluate(w, x[test], y[test]), "history": history}
     write_json(metrics, out / "metrics.json")
     return metrics
@@ -94,16 +109,30 @@ def train(config: dict, out: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="digits", help="digits, or a TOML file")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--resume", type=Path)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--set", dest="sets", action="append", default=[])
     args = parser.parse_args()
+    if (args.out is None) == (args.resume is None):
+        print("error: give --out DIR or --resume DIR", file=sys.stderr)
+        return 2
     try:
-        config = dict(DEFAULTS) if args.config == "digits" else read_config(args.config)
+        if args.resume is not None:
+            config = read_config(args.resume / "config.toml")
+        else:
+            config = dict(DEFAULTS) if args.config == "digits" else read_config(args.config)
         apply_overrides(config, args.sets)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.out = args.out or args.resume
+    if args.resume is None and (args.out / "checkpoints" / "last.pt").exists():
+        print(
+            f"error: --out {args.out}: already holds a run; continue it with --resume",
+            file=sys.stderr,
+        )
         return 2
     for key in ("seed", "steps"):
         if getattr(args, key) is not None:
@@ -113,7 +142,7 @@ def main() -> int:
         with open(os.environ["STUDY_FIXTURE_LOG"], "a") as log:
             log.write(f"{args.out.as_posix()}\n")
     (args.out / "config.toml").write_text(tomli_w.dumps(config))
-    train(config, args.out)
+    train(config, args.out, resume=args.resume is not None)
     return 0
 
 

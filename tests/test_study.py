@@ -227,10 +227,40 @@ def test_a_second_start_runs_only_missing_or_incomplete_runs(tmp_path, executed)
         (tmp_path / "study.toml").read_text().replace("lr = 1.0", "lr = 0.9")
     )
     changed = load_study(tmp_path / "study.toml")
+    before = read_metrics(root / "fast/seed0")
     run_study(changed, **options)  # the arm changed: its runs are stale
     assert executed() == ["fast/seed0", "fast/seed1"]
+    (aside,) = (root / "fast").glob("seed0.replaced-*")  # the old run is kept, not overwritten
+    assert read_metrics(aside) == before != read_metrics(root / "fast/seed0")
     run_study(changed, seeds=3, **options)
     assert executed() == ["fast/seed2", "slow/seed2"]
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(
+    tmp_path, executed, monkeypatch
+):
+    study = load_study(write_study(tmp_path))  # 40 steps, a checkpoint every 20
+    options = dict(workers=2, progress=False, cwd=REPO)
+    monkeypatch.setenv("STUDY_FIXTURE_KILL_AT", "20")
+    outcome = run_study(study, runs_root=tmp_path / "runs", **options)
+    assert outcome.summary["done"] == 0 and len(outcome.failed) == 4
+    assert all(r.returncode == -9 for r in outcome.failed)
+    root = tmp_path / "runs" / "digits_lr"
+    assert "killed by signal 9" in (root / "fast/seed0/error.txt").read_text()
+    assert len(executed()) == 4
+
+    monkeypatch.delenv("STUDY_FIXTURE_KILL_AT")
+    outcome = run_study(study, runs_root=tmp_path / "runs", **options)
+    assert executed() == ["fast/seed0", "fast/seed1", "slow/seed0", "slow/seed1"]
+    assert outcome.summary["done"] == 4 and not outcome.failed
+    record = json.loads((root / "fast/seed0/study_run.json").read_text())
+    assert record["resumed"] is True and record["argv"][record["argv"].index("--out") + 1]
+
+    run_study(study, runs_root=tmp_path / "fresh", **options)  # the same runs, never stopped
+    for run in ("fast/seed0", "fast/seed1", "slow/seed0", "slow/seed1"):
+        fresh = read_metrics(tmp_path / "fresh" / "digits_lr" / run)
+        assert read_metrics(root / run) == fresh and len(fresh["history"]) == 2
+    assert not list(root.glob("*/*.replaced-*"))
 
 
 def test_only_runs_the_named_configs_and_reports_all(tmp_path, executed):

@@ -11,6 +11,11 @@ wall time) and, if it fails, ``error.txt`` (exit code and the last lines of stde
 *done* when its ``metrics.json`` holds every metric of the study and its ``study_run.json``
 (when present) records the same command line (but for ``--out``, so a runs folder may move); a
 run whose arm changed is therefore run again, and a complete one is never run twice.
+
+A run that was cut off (its folder holds ``checkpoints/last.pt`` but no complete
+``metrics.json``) continues from its checkpoint: the same command line with ``--resume <dir>``
+in place of ``--out <dir>``, the project's CLI convention. A folder holding a run of another
+command line (the arm changed) is renamed to ``<dir>.replaced-<time>`` and the run starts afresh.
 """
 
 from __future__ import annotations
@@ -243,6 +248,26 @@ def resolve_command(argv: tuple[str, ...] | list[str]) -> list[str]:
     return argv
 
 
+def _continue_or_set_aside(run: RunSpec, folder: Path) -> list[str]:
+    """The command line that runs ``run`` in ``folder``, given what the folder already holds.
+
+    A run that was cut off (a checkpoint, no complete metrics) of this same command line is
+    resumed; a run of another command line is moved aside, so that nothing is lost.
+    """
+    argv = list(run.argv)
+    if not (folder / "checkpoints" / "last.pt").is_file():
+        return argv
+    record = read_json(folder / "study_run.json")
+    recorded = record.get("argv") if isinstance(record, dict) else None
+    same = isinstance(recorded, list) and _without_out(recorded) == _without_out(argv)
+    if same and "--out" in argv[:-1]:
+        argv[argv.index("--out")] = "--resume"
+        return argv
+    aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.rename(aside)
+    return argv
+
+
 def _tail(path: Path, lines: int = ERROR_LINES) -> str:
     """The last non-empty lines of a log (progress bars' carriage returns split lines)."""
     try:
@@ -276,10 +301,13 @@ def execute_run(
             an interrupted study can stop its runs).
     """
     folder = Path(cwd) / run.dir
+    argv = _continue_or_set_aside(run, folder)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "error.txt"):
         (folder / stale).unlink(missing_ok=True)
     record: dict[str, Any] = {"argv": list(run.argv), "started": time.strftime("%FT%T%z")}
+    if argv != list(run.argv):
+        record["resumed"] = True
     atomic_write_json(record, folder / "study_run.json")
     env = dict(os.environ)
     for variable in THREAD_VARIABLES:
@@ -290,7 +318,7 @@ def execute_run(
     try:
         with open(folder / "stdout.log", "wb") as out, open(folder / "stderr.log", "wb") as err:
             process = subprocess.Popen(
-                resolve_command(run.argv), cwd=cwd, stdout=out, stderr=err, env=env
+                resolve_command(argv), cwd=cwd, stdout=out, stderr=err, env=env
             )
             if on_start is not None:
                 on_start(process)
