@@ -1,4 +1,4 @@
-"""The GAN part of ``make demo``: ring8 on the CPU in about two minutes, then its mode coverage."""
+"""The GAN part of ``make demo``: ring8 on the CPU in a minute or two, then its mode coverage."""
 
 from __future__ import annotations
 
