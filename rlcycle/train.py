@@ -296,7 +296,9 @@ def _train(
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt") if resume else None
     start = checkpoint["step"] if checkpoint else 0
     steps = config["steps"]
-    if start >= steps:
+    # A run killed during its final evaluation has its last checkpoint at `steps` but no
+    # metrics.json: resuming it only finishes the evaluation.
+    if start > steps or (start == steps and (run_dir / "metrics.json").is_file()):
         raise ConfigError(f"steps = {steps}: the run already has {start} steps; raise --steps")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.toml")
@@ -357,13 +359,14 @@ def _train(
 
     began = time.perf_counter()
     try:
-        model.learn(
-            total_timesteps=steps - start,
-            callback=[callback, *callbacks],
-            log_interval=None,  # the callback dumps at update boundaries
-            reset_num_timesteps=not checkpoint,
-            progress_bar=config["progress_bar"],
-        )
+        if start < steps:
+            model.learn(
+                total_timesteps=steps - start,
+                callback=[callback, *callbacks],
+                log_interval=None,  # the callback dumps at update boundaries
+                reset_num_timesteps=not checkpoint,
+                progress_bar=config["progress_bar"],
+            )
         wall = time.perf_counter() - began
 
         # The end: last snapshot, final model, held-out evaluation, metrics.
@@ -376,12 +379,14 @@ def _train(
         for tag, value in final.items():
             model.logger.record(tag, value)
         model.logger.dump(model.num_timesteps)
-        callback.history.append({"step": int(model.num_timesteps), "metrics": final})
+        end = int(model.num_timesteps)  # the final evaluation replaces any earlier one at `end`
+        callback.history = [h for h in callback.history if h["step"] != end]
+        callback.history.append({"step": end, "metrics": final})
         save_checkpoint(run_dir, model, callback)
         metrics = {
             "steps": int(model.num_timesteps),
             "wall_s": wall,
-            "env_steps_per_s": (model.num_timesteps - start) / wall,
+            "env_steps_per_s": (model.num_timesteps - start) / wall if wall > 0 else 0.0,
             "eval": final,
             "history": callback.history,
             "snapshot_cycles": list(snapshots.cycles) if snapshots is not None else [],

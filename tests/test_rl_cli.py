@@ -1,5 +1,6 @@
 """rlcycle-train / rlcycle-eval: every bad input is one line naming it, exit code 2."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,23 @@ def test_a_run_folder_is_never_overwritten_and_a_finished_run_needs_more_steps(
         train_main, ["--resume", str(finished_run), "--algo", "a2c", *FAST], capsys
     )
     assert_one_line_error(code, err, "--algo a2c", "keeps its algo")
+
+
+def test_a_run_killed_during_its_final_evaluation_resumes_to_the_same_metrics(tmp_path):
+    run = tmp_path / "run"
+    argv = ["--steps", "256", *FAST, "--set", "restart.snapshots=false"]
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--out", str(run), *argv])
+    assert exit_.value.code == 0
+    first = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").unlink()  # its last checkpoint is at the final step
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--resume", str(run), *argv])
+    assert exit_.value.code == 0
+    again = json.loads((run / "metrics.json").read_text())
+    assert again["eval"] == first["eval"] and again["steps"] == first["steps"] == 256
+    assert [h["step"] for h in again["history"]] == [h["step"] for h in first["history"]]
+    assert [h["step"] for h in again["history"]].count(256) == 1
 
 
 def test_eval_reevaluates_a_saved_run(finished_run, capsys):
