@@ -214,10 +214,15 @@ def is_done(run: RunSpec, cwd: str | Path = ".") -> bool:
     folder = Path(cwd) / run.dir
     if missing_metrics(folder, run.metrics):
         return False
+    recorded = _recorded_argv(folder)
+    return recorded is None or _without_out(recorded) == _without_out(run.argv)
+
+
+def _recorded_argv(folder: Path) -> list[str] | None:
+    """The command line that the folder's ``study_run.json`` records, if any."""
     record = read_json(folder / "study_run.json")
-    if not isinstance(record, dict) or not isinstance(record.get("argv"), list):
-        return True
-    return _without_out(record["argv"]) == _without_out(run.argv)
+    argv = record.get("argv") if isinstance(record, dict) else None
+    return argv if isinstance(argv, list) else None
 
 
 def _without_out(argv: tuple[str, ...] | list[str]) -> list[str]:
@@ -257,9 +262,8 @@ def _continue_or_set_aside(run: RunSpec, folder: Path) -> list[str]:
     argv = list(run.argv)
     if not (folder / "checkpoints" / "last.pt").is_file():
         return argv
-    record = read_json(folder / "study_run.json")
-    recorded = record.get("argv") if isinstance(record, dict) else None
-    same = isinstance(recorded, list) and _without_out(recorded) == _without_out(argv)
+    recorded = _recorded_argv(folder)
+    same = recorded is not None and _without_out(recorded) == _without_out(argv)
     if same and "--out" in argv[:-1]:
         argv[argv.index("--out")] = "--resume"
         return argv
