@@ -149,7 +149,7 @@ class GanTrainer:
             net.to(self.device) for net in build_models(config["model"], self.data.shape)
         )
         self.nets = {"G": self.G, "D": self.D}
-        # Each network's weights and gradients in one buffer: per-step dynamics for one kernel.
+        # Each network's weights and gradients in one buffer: per-step dynamics in a few kernels.
         self.flat = {net: FlatParameters(self.nets[net].parameters()) for net in NETS}
         self.z_dim = int(config["model"]["z_dim"])
         self.ema = EMA(self.G, config["ema"]["decay"])
