@@ -84,6 +84,13 @@ class Schedule(ABC):
     def spec(self) -> dict[str, Any]:
         """The plain data that :func:`from_spec` turns back into this schedule."""
 
+    @property
+    def end_step(self) -> float:
+        """The step at which the schedule has run its course (its last cycle is over and the
+        value holds for ever); ``math.inf`` for a schedule that never ends. A driver fires its
+        end-of-schedule event here instead of a restart."""
+        return math.inf
+
     def level(self, step: float) -> float:
         return self.phase(step).level
 
@@ -282,6 +289,12 @@ class Cyclic(Schedule):
         elif u >= self.cycle_start(k + 1):
             k += 1
         return k, (u - self.cycle_start(k)) / self.cycle_length(k)
+
+    @property
+    def end_step(self) -> float:
+        if not self.cycle_limit:
+            return math.inf
+        return self.warmup + self.cycle_start(self.cycle_limit) - self._shift
 
     def cycle(self, step: float) -> int:
         where = self._where(step)
