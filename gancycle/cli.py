@@ -77,7 +77,7 @@ def _train(argv: Sequence[str] | None) -> int:
     if "diverged" in metrics:
         d = metrics["diverged"]
         print(
-            f"stopped: loss/{d['net']} = {d['loss']} at step {d['step']} (see --on-nan)",
+            f"stopped: {d['tag']} = {d['value']} at step {d['step']} (see --on-nan)",
             file=sys.stderr,
         )
         return 1
@@ -90,6 +90,12 @@ def _summary(metrics: dict[str, Any], run_dir: Path) -> str:
         if which in metrics:
             values = ", ".join(f"{k}={v:.4g}" for k, v in metrics[which].items())
             lines.append(f"  {which:8s} {values}")
+    if "diverged" in metrics:
+        d = metrics["diverged"]
+        lines.append(
+            f"  diverged at step {d['step']} ({d['tag']} = {d['value']}): the metrics above are "
+            f"of the last checkpoint, step {metrics['steps']}"
+        )
     lines.append(f"  tensorboard --logdir {run_dir}")
     return "\n".join(lines)
 
@@ -99,12 +105,17 @@ def _check_file(path: str, flag: str) -> None:
         raise FileNotFoundError(f"{flag} {path}: no such file")
 
 
-def _run_dir(path: Path) -> Path:
+def _run_dir(path: Path) -> dict[str, Any]:
+    """The config of the gancycle run folder ``path`` (``--run``), which has a checkpoint."""
+    from gancycle.trainer import check_gan_run
+
     if not (path / "config.toml").is_file():
         raise FileNotFoundError(f"--run {path}: no config.toml there; not a run folder")
+    config = read_config(path / "config.toml")
+    check_gan_run(config, path, "--run")
     if not (path / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"--run {path}: no checkpoints/last.pt; was the run started?")
-    return path
+    return config
 
 
 def _which_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,11 +150,15 @@ def _sample(argv: Sequence[str] | None) -> int:
         raise ValueError(f"--n {args.n}: must be > 0")
     if args.out.suffix != ".npy":
         raise ValueError(f"--out {args.out}: must end in .npy")
-    trainer = GanTrainer.from_run(_run_dir(args.run), resolve_device(args.device))
+    if not args.out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: no folder {args.out.parent}; create it first")
+    if args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: a folder; name a .npy file")
+    config = _run_dir(args.run)
+    trainer = GanTrainer.from_run(args.run, resolve_device(args.device), config)
     samples = trainer.sample(args.n, _which(args), seed=args.seed)
     if samples.dim() == 4:
         samples = (samples.clamp(-1, 1) + 1) / 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, samples.numpy().astype(np.float32))
     print(f"{args.out}: {tuple(samples.shape)} samples from {_which(args)}")
     return 0
@@ -167,8 +182,7 @@ def _eval(argv: Sequence[str] | None) -> int:
     parser.add_argument("--all", action="store_true", help="G, its EMA and the ensemble")
     _which_arguments(parser)
     args = parser.parse_args(argv)
-    run_dir = _run_dir(args.run)
-    config = read_config(run_dir / "config.toml")
+    run_dir, config = args.run, _run_dir(args.run)
     if args.samples is not None:
         if args.samples < 10:
             raise ValueError(f"--samples {args.samples}: must be >= 10")

@@ -21,6 +21,7 @@ resumed from ``checkpoints/last.pt`` continues exactly as if it had never stoppe
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
 from gancycle.settings import RESETS, check_config
 
-__all__ = ["GanTrainer", "Divergence", "train", "NETS", "WHICH"]
+__all__ = ["GanTrainer", "Divergence", "train", "check_gan_run", "NETS", "WHICH"]
 
 NETS = ("G", "D")
 WHICH = ("G", "ema", "ensemble")
@@ -75,11 +76,27 @@ CHARTS = {
 
 
 class Divergence(RuntimeError):
-    """A NaN or Inf loss: the step that produced it was not applied."""
+    """A NaN or Inf where training cannot go on: a loss, a gradient norm, an update's kinetic
+    energy or a parameter.
 
-    def __init__(self, step: int, net: str, loss: float) -> None:
-        super().__init__(f"step {step}: loss/{net} = {loss}; the update was not applied")
-        self.step, self.net, self.loss = step, net, loss
+    Attributes:
+        step: the step whose update produced it.
+        tag: what was not finite, as its TensorBoard tag (``loss/D``,
+            ``dynamics/grad_norm/G``, ``dynamics/kinetic_energy/D``) or ``parameters/<net>``.
+        value: the value (``nan``, ``inf`` or ``-inf``).
+    """
+
+    def __init__(self, step: int, tag: str, value: float) -> None:
+        super().__init__(f"step {step}: {tag} = {value}")
+        self.step, self.tag, self.value = step, tag, value
+
+    @property
+    def net(self) -> str:
+        return self.tag.rsplit("/", 1)[-1]
+
+    def record(self) -> dict[str, Any]:
+        """What ``metrics.json`` keeps of it (``final.diverged``)."""
+        return {"step": self.step, "net": self.net, "tag": self.tag, "value": str(self.value)}
 
 
 class RunningMeans:
@@ -165,6 +182,7 @@ class GanTrainer:
         self.step = 0  # updates done
         self.lr_scale = 1.0  # lowered by each NaN rollback
         self.rollbacks = 0
+        self.resumes = 0  # times this run was resumed (counted by :func:`train`)
         self.history: list[dict[str, Any]] = []
         self.window = RunningMeans()  # what happened since the last log
         self._build_rhythm()
@@ -200,7 +218,7 @@ class GanTrainer:
                 )
             except ValueError as e:
                 raise ConfigError(f"reset.{net} = {cfg['reset'][net]!r}: {e}") from None
-        self.drivers["G"].on_restart(self.snapshots.hook(self.G))
+        self.drivers["G"].on_restart(self._snapshot_hook())
         self.drivers["G"].on_restart(self._checkpoint_after_step)
         # D's regularisers follow D's clock; the trainer reads the values from self.coupled.
         self.coupled = {"instance_noise": 0.0, "label_smoothing": 0.0}
@@ -212,6 +230,15 @@ class GanTrainer:
                 )
                 self.drivers["D"].bind(name, coupling, target)
         self._checkpoint_due = False
+
+    def _snapshot_hook(self) -> Any:
+        snapshot = self.snapshots.hook(self.G)
+
+        def take_finite_snapshot(step: float, phase: Any) -> None:
+            self.check_finite(int(step) - 1)  # never a snapshot of a diverged G
+            snapshot(step, phase)
+
+        return take_finite_snapshot
 
     def _checkpoint_after_step(self, step: float, phase: Any) -> None:
         self._checkpoint_due = True  # a snapshot was taken: keep the checkpoint in step with it
@@ -239,10 +266,15 @@ class GanTrainer:
 
     def _update(self, net: str, loss: torch.Tensor) -> None:
         """backward, (thermostat,) optimizer step; records the loss and, every
-        ``dynamics.every`` steps, the gradient norm and the kinetic energy |Δθ|²."""
+        ``dynamics.every`` steps, the gradient norm and the kinetic energy |Δθ|².
+
+        Raises:
+            Divergence: a non-finite loss (the update is not applied), or a non-finite gradient
+                norm or kinetic energy on a measured step (it was).
+        """
         value = float(loss.detach())
-        if value != value or abs(value) == float("inf"):
-            raise Divergence(self.step, net, value)
+        if not math.isfinite(value):
+            raise Divergence(self.step, f"loss/{net}", value)
         self.window.add(f"loss/{net}", value)
         opt, thermostat = self.opts[net], self.thermostats.get(net)
         measure = thermostat is not None or self.step % self.config["dynamics"]["every"] == 0
@@ -256,8 +288,26 @@ class GanTrainer:
         self.kinetic[net].before()
         opt.step()
         energy, norm = self.kinetic[net].after_with_grad_norm()
+        # Read back anyway, so checking them is free. |Δθ|² is not finite when a weight was
+        # not finite before or after the update: this also checks the parameters.
+        for tag, measured in (("grad_norm", norm), ("kinetic_energy", energy)):
+            if not math.isfinite(measured):
+                raise Divergence(self.step, f"dynamics/{tag}/{net}", measured)
         self.window.add(f"dynamics/kinetic_energy/{net}", energy)
         self.window.add(f"dynamics/grad_norm/{net}", norm)
+
+    def check_finite(self, step: int) -> None:
+        """Raise :class:`Divergence` (tag ``parameters/<net>``) if a weight of G or D is NaN or
+        Inf; ``step`` is the step whose update is blamed.
+
+        One kernel per network (its weights are one buffer) and one read-back: the trainer
+        calls it at each log, before each checkpoint and snapshot, and at the end of a run.
+        """
+        finite = torch.stack([self.flat[net].data.isfinite().all() for net in NETS]).tolist()
+        for net, ok in zip(NETS, finite, strict=True):
+            if not ok:
+                weights = self.flat[net].data
+                raise Divergence(step, f"parameters/{net}", float(weights[~weights.isfinite()][0]))
 
     def train_step(self) -> None:
         """One generator update after ``loss.d_steps`` discriminator updates."""
@@ -291,42 +341,57 @@ class GanTrainer:
 
         See :meth:`advance` for what happens on the way. At the end the G cycle that ends with
         the run is snapshotted, a checkpoint written, and G, its EMA and the snapshot ensemble
-        evaluated.
+        evaluated. A divergence that stops the run restores the last checkpoint first, so the
+        final metrics describe the state ``checkpoints/last.pt`` holds.
+
+        Args:
+            steps: train until this many updates are done.
+            progress: a progress bar on stderr, if the config's ``progress`` allows it and
+                stderr is a terminal (nothing is written into a log file).
 
         Returns:
             The final metrics (also in ``metrics.json``): per generator (``G``, ``ema``,
             ``ensemble`` when snapshots exist) the metrics of :func:`gancycle.metrics.evaluate`,
-            plus ``steps``, ``wall_s`` and ``steps_per_s`` (of the training loop, evaluations
-            at the end excluded), ``rollbacks`` and, after a divergence that stopped the run,
-            ``diverged``.
+            plus ``steps`` (of the evaluated state), ``wall_s`` and ``steps_per_s`` (of the
+            training loop, evaluations at the end excluded), ``rollbacks``, ``resumes`` and,
+            after a divergence that stopped the run, ``diverged`` (see
+            :meth:`Divergence.record`).
         """
         steps = self.config["steps"] if steps is None else steps
         self.writer.layout(CHARTS)
         if self.step == 0 and not self.checkpoint_path.exists():
             self.save_checkpoint()  # a rollback target before the first update
-        bar = tqdm(total=steps, initial=self.step, disable=not progress, desc=self.run_dir.name)
+        show = progress and self.config.get("progress", True)
+        bar = tqdm(
+            total=steps,
+            initial=self.step,
+            disable=None if show else True,  # None: no bar unless stderr is a terminal
+            desc=self.run_dir.name,
+        )
         start_step, start_time = self.step, time.perf_counter()
         diverged = self.advance(steps, bar)
         bar.close()
         wall = time.perf_counter() - start_time
+        ran = self.step - start_step
         if diverged is None:
             self.set_schedules(self.step)  # a cycle ending with the run is snapshotted too
             self.save_checkpoint()
-        if self.window.sums and self.step > 0:  # the last, partial window (kept in the checkpoint)
-            self._log(self.step - 1)
+            if self.window.sums and self.step > 0:  # the last, partial window (in the checkpoint)
+                self._log(self.step - 1)
+        else:
+            if self.window.sums:
+                self._log(diverged.step)  # what led to the divergence stays in the events
+            self.load_checkpoint()  # metrics.json describes what last.pt holds
         final = self.evaluate_and_log(final=True)
         final.update(
             steps=self.step,
             wall_s=wall,
-            steps_per_s=(self.step - start_step) / wall if wall > 0 else 0.0,
+            steps_per_s=ran / wall if wall > 0 else 0.0,
             rollbacks=self.rollbacks,
+            resumes=self.resumes,
         )
         if diverged is not None:
-            final["diverged"] = {
-                "step": diverged.step,
-                "net": diverged.net,
-                "loss": str(diverged.loss),
-            }
+            final["diverged"] = diverged.record()
         self._write_metrics(final)
         self.writer.hparams(_flatten(self.config), final["G"])
         self.writer.close()
@@ -339,32 +404,40 @@ class GanTrainer:
         Each step: learning rates and coupled values for step ``t`` (restart hooks fire here),
         then :meth:`train_step`. Scalars every ``log.every`` steps, an evaluation every
         ``eval.every`` steps (0: none here), a checkpoint every ``checkpoint.every`` steps and
-        after each snapshot. A NaN or Inf loss stops the loop (``on_nan = "stop"``; returned) or
-        rolls back to the last checkpoint with both learning-rate schedules scaled by
-        ``rollback.factor`` (``on_nan = "rollback"``, at most ``rollback.max`` times).
+        after each snapshot.
+
+        A NaN or Inf (see :class:`Divergence`) stops the loop (``on_nan = "stop"``; returned)
+        or rolls back to the last checkpoint with both learning-rate schedules scaled by
+        ``rollback.factor`` (``on_nan = "rollback"``, at most ``rollback.max`` times). Losses
+        are checked every step; gradient norms and update energies where the dynamics are
+        measured (``dynamics.every``); parameters at each log, before each checkpoint and
+        snapshot, and at the last step, so a checkpoint never holds a diverged state.
         """
         cfg = self.config
         every, eval_every = cfg["log"]["every"], cfg["eval"]["every"]
         ckpt_every = cfg["checkpoint"]["every"]
         while self.step < until:
             t = self.step
-            self.set_schedules(t)
             try:
+                self.set_schedules(t)
                 self.train_step()
+                log_due = (t + 1) % every == 0
+                checkpoint_due = self._checkpoint_due or (t + 1) % ckpt_every == 0
+                if log_due or checkpoint_due or t + 1 == until:
+                    self.check_finite(t)
             except Divergence as e:
-                tqdm.write(f"divergence: {e}", file=sys.stderr)
                 if cfg["on_nan"] != "rollback" or self.rollbacks >= cfg["rollback"]["max"]:
                     return e
                 self.rollback()
-                message = f"rolled back to step {self.step}, lr scale {self.lr_scale:g}"
-                tqdm.write(message, file=sys.stderr)
+                message = f"divergence: {e}; rolled back to step {self.step}"
+                tqdm.write(f"{message}, lr scale {self.lr_scale:g}", file=sys.stderr)
             else:
                 self.step = t + 1
-                if self.step % every == 0:
+                if log_due:
                     self._log(t, bar)
                 if eval_every and self.step % eval_every == 0 and self.step < until:
                     self.evaluate_and_log()
-                if self._checkpoint_due or self.step % ckpt_every == 0:
+                if checkpoint_due:
                     self.save_checkpoint()
             if bar is not None:
                 bar.update(self.step - bar.n)
@@ -494,6 +567,7 @@ class GanTrainer:
             "snapshots": self.snapshots.state_dict(),
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            "resumes": self.resumes,
             "window": self.window.state_dict(),
             "history": self.history,
         }
@@ -506,6 +580,7 @@ class GanTrainer:
         for net in NETS:
             self.opts[net].load_state_dict(state[f"opt_{net}"])
         self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
+        self.resumes = int(state.get("resumes", 0))  # absent before resumes were counted
         self._build_rhythm()
         for net in NETS:
             self.drivers[net].load_state_dict(state[f"driver_{net}"])
@@ -521,8 +596,28 @@ class GanTrainer:
         return atomic_torch_save(self.state_dict(), self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
-        """Restore ``checkpoints/last.pt`` (loaded with ``weights_only=True``)."""
-        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location="cpu"))
+        """Restore ``checkpoints/last.pt`` (loaded with ``weights_only=True``).
+
+        Raises:
+            ConfigError: the file is damaged, or holds a state that does not fit this run's
+                config (other network sizes, another kind of run).
+        """
+        path = self.checkpoint_path
+        try:
+            state = load_checkpoint(path, map_location="cpu")
+        except FileNotFoundError:
+            raise
+        except Exception:  # torch's message advises weights_only=False: wrong for a damaged file
+            raise ConfigError(
+                f"{path}: not a readable checkpoint (truncated or damaged); nothing was loaded"
+            ) from None
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"{path}: does not fit the run's config.toml ({reason}); was config.toml edited?"
+            ) from None
 
     def rollback(self) -> None:
         """Back to the last checkpoint, both lr schedules scaled by ``rollback.factor``."""
@@ -549,6 +644,7 @@ class GanTrainer:
         """
         run_dir = Path(run_dir)
         config = read_config(run_dir / "config.toml") if config is None else config
+        check_gan_run(config, run_dir, "--run")
         trainer = cls(config, run_dir, device)
         trainer.load_checkpoint()
         return trainer
@@ -562,6 +658,19 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def check_gan_run(config: dict[str, Any], run_dir: str | Path, flag: str) -> None:
+    """Name an rlcycle run folder as such (rather than the GAN keys its config lacks).
+
+    Raises:
+        ConfigError: ``config`` (the run's ``config.toml``) is an rlcycle config.
+    """
+    if "model" not in config and "algo" in config and "env" in config:
+        raise ConfigError(
+            f"{flag} {run_dir}: an rlcycle run, not a gancycle one (its config.toml has algo "
+            "and env); use rlcycle-eval or rlcycle-train --resume"
+        )
 
 
 def train(
@@ -581,8 +690,11 @@ def train(
     Returns:
         The final metrics (see :meth:`GanTrainer.train`).
     """
+    if resume:
+        check_gan_run(config, run_dir, "--resume")
     trainer = GanTrainer(config, run_dir)
     if resume:
         trainer.load_checkpoint()
+        trainer.resumes += 1
     save_config(config, Path(run_dir) / "config.toml")
     return trainer.train(progress=progress)

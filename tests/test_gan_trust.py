@@ -1,0 +1,364 @@
+"""Runs you can trust: divergence of any kind stops cleanly, damaged input is one line, a
+resumed or rolled-back run reads as one curve, one trainer per folder, quiet logs, and a demo
+that prints the same numbers for its seed every time."""
+
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from common.config import apply_overrides, load_config, save_config
+from gancycle.cli import eval_main, sample_main, train_main
+from gancycle.trainer import Divergence, GanTrainer, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ring8 made tiny: 10-step cycles, 16-unit nets.
+TINY = [
+    "device=cpu",
+    "model.hidden=16",
+    "model.layers=2",
+    "data.batch=32",
+    "lr.G.period=10",
+    "lr.D.period=10",
+    "eval.every=0",
+    "eval.samples=200",
+]
+# Both peaks at 1e3 with ring8's own 128-unit nets: losses stay finite (1e33) while the gradient
+# norms overflow to inf at step 3 (tiny nets only reach 1e20).
+BLOW_UP = ["lr.G.max=1e3", "lr.D.max=1e3", "model.hidden=128", "model.layers=3"]
+
+
+def tiny_config(*sets: str) -> dict:
+    return apply_overrides(load_config("ring8", "gancycle"), [*TINY, *sets])
+
+
+def sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def call(main, argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
+def one_line_error(code: int, err: str, *needles: str) -> str:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+TRAIN = [sys.executable, "-c", "from gancycle.cli import train_main; train_main()"]
+"""``gancycle-train`` in a process of its own."""
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def scalar_steps(run_dir: Path, tag: str) -> list[int]:
+    """Every step of ``tag`` as TensorBoard reads the folder (purges applied), in file order."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
+def next_second() -> None:
+    """Event files sort by their creation second first: start the next one a second later."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
+# -- 1. divergence: losses, gradient norms and parameters -------------------------------------
+
+
+def test_infinite_gradient_norms_stop_the_run_with_exit_1(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--out", str(run), "--steps", "40", "--no-progress"]
+    code, out, err = call(train_main, [*args, *sets(*TINY, *BLOW_UP, "log.every=5")], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    # Every loss is finite (about 1e33): only the gradient norms tell.
+    assert re.fullmatch(
+        r"stopped: dynamics/grad_norm/[GD] = inf at step \d \(see --on-nan\)", lines[0]
+    )
+    diverged = json.loads((run / "metrics.json").read_text())["final"]["diverged"]
+    assert diverged["tag"] == f"dynamics/grad_norm/{diverged['net']}"
+    assert diverged["value"] == "inf"
+    assert f"diverged at step {diverged['step']}" in out
+
+
+def test_after_a_stop_metrics_json_last_pt_and_eval_describe_one_state(tmp_path, capsys):
+    run = tmp_path / "run"
+    config = tiny_config(*BLOW_UP, "steps=40", "checkpoint.every=2", "log.every=1")
+    final = train(config, run, progress=False)
+    saved = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert final["diverged"]["step"] == 3 and saved["step"] == 2 == final["steps"]
+    assert final["diverged"]["tag"].startswith("dynamics/grad_norm/")
+    assert json.loads((run / "metrics.json").read_text())["final"] == json.loads(json.dumps(final))
+    code, out, _ = call(eval_main, ["--run", str(run)], capsys)
+    assert code == 0
+    recomputed = json.loads(out)
+    assert recomputed["step"] == 2 and recomputed["G"] == final["G"]  # bitwise: same weights
+    # The events still show the blow-up that stopped the run.
+    assert 2 in scalar_steps(run, "dynamics/grad_norm/G")
+
+
+def test_non_finite_parameters_are_a_divergence(tmp_path):
+    trainer = GanTrainer(tiny_config(), tmp_path)
+    trainer.check_finite(0)  # a fresh net is finite
+    with torch.no_grad():
+        trainer.D.net[0].bias[3] = float("nan")
+    with pytest.raises(Divergence) as caught:
+        trainer.check_finite(7)
+    assert (caught.value.step, caught.value.tag) == (7, "parameters/D")
+
+
+def test_a_non_finite_parameter_between_measurements_stops_at_the_next_log(tmp_path):
+    # Dynamics measured every 1000 steps only: the log window's check catches what a loss
+    # check cannot see (D's last bias only shifts its logits: inf there is an inf logit, the
+    # loss stays finite for the samples D calls fake... so poison G's output bias instead).
+    config = tiny_config("steps=20", "dynamics.every=1000", "log.every=5", "checkpoint.every=5")
+    trainer = GanTrainer(config, tmp_path)
+    trainer.save_checkpoint()
+    assert trainer.advance(6) is None
+    with torch.no_grad():
+        trainer.ema.model.net[0].weight.zero_()
+        trainer.G.net[-1].weight.zero_()
+        trainer.G.net[-1].bias[0] = float("inf")
+    diverged = trainer.advance(20)
+    assert diverged is not None and diverged.tag.endswith("/G")
+
+
+# -- 2. damaged input: one line, exit 2 --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run (25 steps, snapshots at cycle ends)."""
+    run = tmp_path_factory.mktemp("trust") / "run"
+    train(tiny_config("steps=25", "log.every=5"), run, progress=False)
+    return run
+
+
+def damaged_copy(finished: Path, where: Path, how: str) -> Path:
+    run = where / f"damaged_{how}"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.toml").write_text((finished / "config.toml").read_text())
+    data = (finished / "checkpoints/last.pt").read_bytes()
+    damaged = data[: len(data) // 2] if how == "truncated" else os.urandom(4096)
+    (run / "checkpoints/last.pt").write_bytes(damaged)
+    return run
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+@pytest.mark.parametrize("command", ["resume", "sample", "eval"])
+def test_a_damaged_checkpoint_is_one_line_and_exit_2(finished, tmp_path, capsys, how, command):
+    run = damaged_copy(finished, tmp_path, how)
+    main, argv = {
+        "resume": (train_main, ["--resume", str(run), "--no-progress"]),
+        "sample": (sample_main, ["--run", str(run), "--out", str(tmp_path / "s.npy")]),
+        "eval": (eval_main, ["--run", str(run)]),
+    }[command]
+    code, _, err = call(main, argv, capsys)
+    line = one_line_error(code, err, str(run / "checkpoints" / "last.pt"))
+    assert "weights_only=False" not in line  # torch's advice is wrong for a damaged file
+    assert not (tmp_path / "s.npy").exists()
+
+
+def test_a_checkpoint_of_another_shape_is_one_line_and_exit_2(finished, tmp_path, capsys):
+    run = tmp_path / "other"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints/last.pt").write_bytes((finished / "checkpoints/last.pt").read_bytes())
+    save_config(tiny_config("steps=25", "model.hidden=32"), run / "config.toml")
+    code, _, err = call(eval_main, ["--run", str(run)], capsys)
+    one_line_error(code, err, "last.pt", "config.toml")
+
+
+def test_sample_refuses_a_missing_parent_folder_and_creates_none(finished, tmp_path, capsys):
+    out = tmp_path / "nonexistent_dir" / "x.npy"
+    code, _, err = call(sample_main, ["--run", str(finished), "--out", str(out)], capsys)
+    one_line_error(code, err, "--out", str(out.parent))
+    assert not out.parent.exists()
+
+
+def test_eval_and_sample_on_an_rlcycle_run_say_so(tmp_path, capsys):
+    run = tmp_path / "rl"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(load_config("cartpole", "rlcycle"), run / "config.toml")
+    torch.save({"step": 0}, run / "checkpoints/last.pt")
+    code, _, err = call(eval_main, ["--run", str(run)], capsys)
+    one_line_error(code, err, str(run), "rlcycle", "rlcycle-eval")
+    npy = str(tmp_path / "x.npy")
+    code, _, err = call(sample_main, ["--run", str(run), "--out", npy], capsys)
+    one_line_error(code, err, str(run), "rlcycle")
+
+
+def test_out_naming_a_file_is_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine\n")
+    code, _, err = call(train_main, ["--out", str(path), *sets(*TINY)], capsys)
+    one_line_error(code, err, str(path))
+    assert path.read_text() == "mine\n"
+
+
+def test_a_second_trainer_on_a_held_folder_exits_2_naming_the_holder(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config("steps=5"), run, progress=False)
+    command = [*TRAIN, "--resume", str(run), "--steps", "100000", "--no-progress"]
+    first = subprocess.Popen(command, env=cli_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / ".lock").is_file() or str(first.pid) not in (run / ".lock").read_text():
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "the first trainer never took the lock"
+            time.sleep(0.05)
+        second = subprocess.run(command, env=cli_env(), capture_output=True, text=True)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    line = one_line_error(second.returncode, second.stderr, str(run), f"pid {first.pid}")
+    assert "in use" in line
+
+
+# -- 3. one curve after a resume or a rollback; temp files; resumes counted -------------------
+
+
+def test_a_resumed_run_reads_as_one_curve(tmp_path, capsys):
+    run = tmp_path / "run"
+    config = tiny_config("steps=30", "log.every=1", "checkpoint.every=10")
+    trainer = GanTrainer(config, run)
+    save_config(config, run / "config.toml")
+    trainer.save_checkpoint()
+    assert trainer.advance(25) is None  # stopped at 25: logged 20..24 past the checkpoint at 20
+    trainer.writer.close()
+    assert torch.load(run / "checkpoints/last.pt", weights_only=True)["step"] == 20
+    next_second()
+    code, _, _ = call(train_main, ["--resume", str(run), "--no-progress"], capsys)
+    assert code == 0
+    for tag in ("loss/D", "lr/G", "dynamics/grad_norm/G"):
+        assert scalar_steps(run, tag) == list(range(30)), tag
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    assert final["resumes"] == 1 and final["steps"] == 30
+
+
+def test_resumes_are_counted(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--out", str(run), "--steps", "5", "--no-progress", *sets(*TINY)]
+    assert call(train_main, args, capsys)[0] == 0
+    assert json.loads((run / "metrics.json").read_text())["final"]["resumes"] == 0
+    for steps, resumes in (("8", 1), ("12", 2)):
+        argv = ["--resume", str(run), "--steps", steps, "--no-progress"]
+        assert call(train_main, argv, capsys)[0] == 0
+        final = json.loads((run / "metrics.json").read_text())["final"]
+        assert (final["resumes"], final["steps"]) == (resumes, int(steps))
+
+
+def test_a_rollback_reads_as_one_curve(tmp_path):
+    # In its own process: event files of one second sort by a per-process counter.
+    run = tmp_path / "run"
+    argv = ["--out", str(run), "--steps", "12", "--no-progress"]
+    argv += sets(*TINY, *BLOW_UP, "log.every=1", "checkpoint.every=2", "on_nan=rollback")
+    argv += sets("rollback.factor=1e-6")
+    done = subprocess.run([*TRAIN, *argv], env=cli_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "rolled back to step 2" in done.stderr
+    for tag in ("loss/D", "lr/G", "dynamics/grad_norm/G"):
+        assert scalar_steps(run, tag) == list(range(12)), tag
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    lr_G = {e.step: e.value for e in events.Scalars("lr/G")}
+    assert lr_G[1] > 100 and lr_G[2] < 1e-2  # the steps after the rollback ran at scaled peaks
+
+
+def test_resume_leaves_no_temp_files_of_an_interrupted_checkpoint_write(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--out", str(run), "--steps", "5", "--no-progress", *sets(*TINY)]
+    assert call(train_main, args, capsys)[0] == 0
+    # What a SIGKILL inside atomic_write leaves: mkstemp's temp files beside their targets.
+    left = [run / "checkpoints" / ".last.pt.k1ll3d00", run / "snapshots" / ".cycle_0.pt.abcd1234"]
+    for path in left:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a checkpoint")
+    argv = ["--resume", str(run), "--steps", "8", "--no-progress"]
+    assert call(train_main, argv, capsys)[0] == 0
+    assert not [p for p in run.rglob(".*") if p.name != ".lock"]
+
+
+# -- 4. the progress bar: none in a log file, as configured on a terminal ----------------------
+
+
+def _train_with_stderr(run: Path, stderr, *extra: str) -> int:
+    argv = ["--out", str(run), "--steps", "60", *sets(*TINY, "log.every=5", *extra)]
+    return subprocess.run(
+        [*TRAIN, *argv],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    ).returncode
+
+
+def test_no_progress_bar_in_a_log_file(tmp_path):
+    log = tmp_path / "train.log"
+    with log.open("wb") as stderr:
+        assert _train_with_stderr(tmp_path / "run", stderr) == 0
+    assert b"\r" not in log.read_bytes()
+
+
+def _terminal_output(run: Path, *extra: str) -> bytes:
+    """What the trainer writes to stderr when stderr is a terminal (a pseudo-terminal here)."""
+    leader, follower = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # read as it comes: a full terminal buffer would block the trainer
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer's end is closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        code = _train_with_stderr(run, follower, *extra)
+    finally:
+        os.close(follower)
+        reader.join(timeout=10)
+        os.close(leader)
+    assert code == 0
+    return b"".join(chunks)
+
+
+def test_progress_bar_on_a_terminal_unless_the_config_says_no(tmp_path):
+    assert b"\r" in _terminal_output(tmp_path / "bar")
+    assert b"\r" not in _terminal_output(tmp_path / "quiet", "progress=false")
+
+
+def test_a_garbage_checkpoint_is_one_line_on_a_real_stderr(finished, tmp_path):
+    run = damaged_copy(finished, tmp_path, "garbage")
+    code = "from gancycle.cli import eval_main; eval_main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--run", str(run)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    one_line_error(done.returncode, done.stderr, str(run / "checkpoints" / "last.pt"))
