@@ -129,20 +129,22 @@ def test_non_finite_parameters_are_a_divergence(tmp_path):
     assert (caught.value.step, caught.value.tag) == (7, "parameters/D")
 
 
-def test_a_non_finite_parameter_between_measurements_stops_at_the_next_log(tmp_path):
-    # Dynamics measured every 1000 steps only: the log window's check catches what a loss
-    # check cannot see (D's last bias only shifts its logits: inf there is an inf logit, the
-    # loss stays finite for the samples D calls fake... so poison G's output bias instead).
-    config = tiny_config("steps=20", "dynamics.every=1000", "log.every=5", "checkpoint.every=5")
+def test_a_checkpoint_never_holds_a_non_finite_weight(tmp_path):
+    # Dynamics unmeasured after step 0 and no log: only the check before a checkpoint sees
+    # the weight that step 7's update sends to inf (its loss was computed before the update).
+    config = tiny_config("steps=30", "dynamics.every=1000", "log.every=1000", "checkpoint.every=4")
     trainer = GanTrainer(config, tmp_path)
-    trainer.save_checkpoint()
-    assert trainer.advance(6) is None
-    with torch.no_grad():
-        trainer.ema.model.net[0].weight.zero_()
-        trainer.G.net[-1].weight.zero_()
-        trainer.G.net[-1].bias[0] = float("inf")
-    diverged = trainer.advance(20)
-    assert diverged is not None and diverged.tag.endswith("/G")
+
+    def overflow(optimizer, args, kwargs):
+        if trainer.step == 7:
+            trainer.G.net[-1].bias.data[0] = float("inf")
+
+    trainer.opts["G"].register_step_post_hook(overflow)
+    final = trainer.train(progress=False)
+    assert final["diverged"] == {"step": 7, "net": "G", "tag": "parameters/G", "value": "inf"}
+    saved = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert saved["step"] == 4 == final["steps"]
+    assert all(t.isfinite().all() for net in ("G", "D", "ema") for t in saved[net].values())
 
 
 # -- 2. damaged input: one line, exit 2 --------------------------------------------------------
