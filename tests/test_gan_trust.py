@@ -2,6 +2,7 @@
 resumed or rolled-back run reads as one curve, one trainer per folder, quiet logs, and a demo
 that prints the same numbers for its seed every time."""
 
+import contextlib
 import json
 import os
 import pty
@@ -323,7 +324,7 @@ def test_no_progress_bar_in_a_log_file(tmp_path):
 
 
 def _terminal_output(run: Path, *extra: str) -> bytes:
-    """What the trainer writes to stderr when stderr is a terminal (a pseudo-terminal here)."""
+    """What ``gancycle-train`` writes to stderr when stderr is a (pseudo-)terminal."""
     leader, follower = pty.openpty()
     chunks: list[bytes] = []
 
@@ -339,13 +340,16 @@ def _terminal_output(run: Path, *extra: str) -> bytes:
 
     reader = threading.Thread(target=drain)
     reader.start()
+    argv = ["--out", str(run), "--steps", "60", *sets(*TINY, "log.every=5", *extra)]
     try:
-        code = _train_with_stderr(run, follower, *extra)
+        with open(follower, "w", closefd=False) as tty, contextlib.redirect_stderr(tty):
+            with pytest.raises(SystemExit) as done:
+                train_main(argv)
     finally:
         os.close(follower)
         reader.join(timeout=10)
         os.close(leader)
-    assert code == 0
+    assert done.value.code == 0
     return b"".join(chunks)
 
 
