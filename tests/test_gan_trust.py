@@ -368,3 +368,50 @@ def test_a_garbage_checkpoint_is_one_line_on_a_real_stderr(finished, tmp_path):
         text=True,
     )
     one_line_error(done.returncode, done.stderr, str(run / "checkpoints" / "last.pt"))
+
+
+# -- 5. the demo: the same numbers for its seed, process after process -------------------------
+
+DEMO = """
+import json, sys
+from pathlib import Path
+from gancycle.demo import run_demo
+
+metrics = run_demo(Path(sys.argv[1]), progress=False, steps=300)
+Path(sys.argv[2]).write_text(json.dumps(metrics))
+"""
+
+
+def test_the_demo_is_bitwise_the_same_in_separate_processes(tmp_path):
+    # Two processes at once, each in its own folder, with other hash seeds and thread settings.
+    runs = []
+    for k, extra in enumerate(
+        ({"PYTHONHASHSEED": "1"}, {"PYTHONHASHSEED": "2", "OMP_NUM_THREADS": "2"})
+    ):
+        folder = tmp_path / f"p{k}"
+        folder.mkdir()
+        process = subprocess.Popen(
+            [sys.executable, "-c", DEMO, str(folder / "runs"), str(folder / "metrics.json")],
+            cwd=folder,
+            env={**cli_env(), **extra},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        runs.append((folder, process))
+    results = []
+    for folder, process in runs:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        assert "ring8 after 300 steps" in out and "modes" in out
+        metrics = json.loads((folder / "metrics.json").read_text())
+        (checkpoint,) = folder.glob("runs/ring8/*/checkpoints/last.pt")
+        weights = torch.load(checkpoint, weights_only=True)
+        results.append((metrics, weights))
+    (a, weights_a), (b, weights_b) = results
+    for key in ("wall_s", "steps_per_s"):
+        a.pop(key), b.pop(key)
+    assert a == b and {"G", "ema"} <= set(a)  # floats compared exactly
+    for net in ("G", "D", "ema"):
+        for name, tensor in weights_a[net].items():
+            assert torch.equal(tensor, weights_b[net][name]), (net, name)
