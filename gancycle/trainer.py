@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from common.config import ConfigError, read_config, save_config
-from common.coupling import CallableTarget, coupled_from_spec
+from common.config import CheckedConfig, ConfigError, flatten, read_config, save_config
+from common.coupling import CallableTarget
 from common.dynamics import KineticEnergy, Thermostat
 from common.flat_params import FlatParameters
 from common.runs import (
@@ -55,7 +55,7 @@ from gancycle.metrics import evaluate
 from gancycle.models import build_models
 from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
-from gancycle.settings import RESETS, check_config
+from gancycle.settings import COUPLED, RESETS, check_config
 
 __all__ = ["GanTrainer", "Divergence", "train", "NETS", "WHICH"]
 
@@ -106,22 +106,23 @@ class RunningMeans:
         self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
 
 
-def _scaled(spec: dict[str, Any], scale: float, name: str) -> Schedule:
-    """The schedule of ``spec`` with its peak and floor multiplied by ``scale``."""
-    spec = dict(spec)
+def _scaled(schedule: Schedule, scale: float) -> Schedule:
+    """``schedule`` with every rate multiplied by ``scale`` (after a NaN rollback)."""
+    if scale == 1.0:
+        return schedule
+    spec = schedule.spec()
     for key in ("max", "min", "start"):
         if key in spec:
             spec[key] = spec[key] * scale
-    if scale != 1.0 and "max" not in spec:
-        spec["max"] = 1e-3 * scale  # from_spec's default peak
-    return from_spec(spec, name=name)
+    return from_spec(spec)
 
 
 class GanTrainer:
     """Trains one GAN run in ``run_dir`` from a checked config (see ``gancycle/configs``).
 
     Args:
-        config: the run's config (:func:`gancycle.settings.check_config` is applied).
+        config: the run's config, whole or only the keys it changes, or a checked config
+            (:func:`gancycle.settings.check_config` is applied).
         run_dir: the run folder: ``config.toml``, events, ``metrics.json``, ``checkpoints/``,
             ``snapshots/``, ``data/`` (the cached classifier of image metrics).
         device: overrides ``config["device"]``.
@@ -129,11 +130,12 @@ class GanTrainer:
 
     def __init__(
         self,
-        config: dict[str, Any],
+        config: dict[str, Any] | CheckedConfig,
         run_dir: str | Path,
         device: torch.device | str | None = None,
     ) -> None:
-        self.config = check_config(config)
+        self.checked = check_config(config)
+        self.config = config = self.checked.config
         self.run_dir = Path(run_dir)
         self.device = torch.device(device) if device else resolve_device(config["device"])
         self.amp = bool(config["amp"]) and self.device.type == "cuda"
@@ -160,7 +162,9 @@ class GanTrainer:
             for net in NETS
             if config["thermostat"][net] > 0
         }
-        self.snapshots = SnapshotEnsemble(config["snapshots"]["max"], self.run_dir / "snapshots")
+        # snapshots.max = 0: no snapshots (the ensemble stays empty; it keeps at least one)
+        keep = config["snapshots"]["max"]
+        self.snapshots = SnapshotEnsemble(max(keep, 1), self.run_dir / "snapshots")
 
         self.step = 0  # updates done
         self.lr_scale = 1.0  # lowered by each NaN rollback
@@ -188,9 +192,10 @@ class GanTrainer:
         return torch.optim.Adam(net.parameters(), lr=0.0, betas=(cfg["beta1"], cfg["beta2"]))
 
     def _build_rhythm(self) -> None:
-        """Schedules, couplings and drivers (rebuilt when a rollback lowers the peaks)."""
+        """Drivers of the checked schedules and couplings (rebuilt when a rollback lowers the
+        rates)."""
         cfg = self.config
-        self.schedules = {net: _scaled(cfg["lr"][net], self.lr_scale, f"lr.{net}") for net in NETS}
+        self.schedules = {net: _scaled(self.checked.schedules[net], self.lr_scale) for net in NETS}
         self.drivers: dict[str, ScheduleDriver] = {}
         for net in NETS:
             reset = RESETS[cfg["reset"][net]]
@@ -200,17 +205,15 @@ class GanTrainer:
                 )
             except ValueError as e:
                 raise ConfigError(f"reset.{net} = {cfg['reset'][net]!r}: {e}") from None
-        self.drivers["G"].on_restart(self.snapshots.hook(self.G))
+        if cfg["snapshots"]["max"] > 0:
+            self.drivers["G"].on_restart(self.snapshots.hook(self.G))
         self.drivers["G"].on_restart(self._checkpoint_after_step)
-        # D's regularisers follow D's clock; the trainer reads the values from self.coupled.
-        self.coupled = {"instance_noise": 0.0, "label_smoothing": 0.0}
-        for name in self.coupled:
-            if cfg[name]["enabled"]:
-                coupling = coupled_from_spec(cfg[name], self.schedules["D"], name=name)
-                target = CallableTarget(
-                    lambda v, name=name: self.coupled.__setitem__(name, v), name
-                )
-                self.drivers["D"].bind(name, coupling, target)
+        # D's regularisers follow D's clock (its level: a rollback leaves it as it is); the
+        # trainer reads the values from self.coupled.
+        self.coupled = dict.fromkeys(COUPLED, 0.0)
+        for name, coupling in self.checked.couplings.items():
+            target = CallableTarget(lambda v, name=name: self.coupled.__setitem__(name, v), name)
+            self.drivers["D"].bind(name, coupling, target)
         self._checkpoint_due = False
 
     def _checkpoint_after_step(self, step: float, phase: Any) -> None:
@@ -304,7 +307,13 @@ class GanTrainer:
         self.writer.layout(CHARTS)
         if self.step == 0 and not self.checkpoint_path.exists():
             self.save_checkpoint()  # a rollback target before the first update
-        bar = tqdm(total=steps, initial=self.step, disable=not progress, desc=self.run_dir.name)
+        # disable=None: no bar when stderr is not a terminal
+        bar = tqdm(
+            total=steps,
+            initial=self.step,
+            disable=None if progress else True,
+            desc=self.run_dir.name,
+        )
         start_step, start_time = self.step, time.perf_counter()
         diverged = self.advance(steps, bar)
         bar.close()
@@ -328,7 +337,7 @@ class GanTrainer:
                 "loss": str(diverged.loss),
             }
         self._write_metrics(final)
-        self.writer.hparams(_flatten(self.config), final["G"])
+        self.writer.hparams(flatten(self.config), final["G"])
         self.writer.close()
         self._writer = None
         return final
@@ -364,7 +373,7 @@ class GanTrainer:
                     self._log(t, bar)
                 if eval_every and self.step % eval_every == 0 and self.step < until:
                     self.evaluate_and_log()
-                if self._checkpoint_due or self.step % ckpt_every == 0:
+                if self._checkpoint_due or (ckpt_every and self.step % ckpt_every == 0):
                     self.save_checkpoint()
             if bar is not None:
                 bar.update(self.step - bar.n)
@@ -554,29 +563,19 @@ class GanTrainer:
         return trainer
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def train(
-    config: dict[str, Any],
+    config: dict[str, Any] | CheckedConfig,
     run_dir: str | Path,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train a GAN run; the function behind ``gancycle-train``.
 
     Args:
-        config: the resolved config (a shipped TOML after ``--set`` overrides).
-        run_dir: the run folder; its ``config.toml`` is (re)written from ``config``.
+        config: the resolved config (whole, or only the keys it changes), or a checked one.
+        run_dir: the run folder; its ``config.toml`` is (re)written with the full config.
         resume: continue from ``run_dir/checkpoints/last.pt``.
-        progress: show a progress bar.
+        progress: show a progress bar (default: the config's ``progress``).
 
     Returns:
         The final metrics (see :meth:`GanTrainer.train`).
@@ -584,5 +583,5 @@ def train(
     trainer = GanTrainer(config, run_dir)
     if resume:
         trainer.load_checkpoint()
-    save_config(config, Path(run_dir) / "config.toml")
-    return trainer.train(progress=progress)
+    save_config(trainer.config, Path(run_dir) / "config.toml")
+    return trainer.train(progress=trainer.config["progress"] if progress is None else progress)

@@ -498,7 +498,7 @@ def test_gan_study_arms_share_budget_seeds_and_mean_learning_rate():
     assert len(runs) == 2 * 5 * 10 and study.views["anti_ensemble"].arm == "anti_phase"
     for label in ("ring8", "grid25"):
         first = {
-            run.arm: check_config(resolved(run, "gancycle"))
+            run.arm: check_config(resolved(run, "gancycle")).config
             for run in runs
             if run.label == label and run.seed == 0
         }
