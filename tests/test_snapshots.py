@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
+from conftest import digits
 from torch import nn
 
 from common.schedules import from_spec
@@ -12,8 +12,7 @@ from common.torch_driver import drive_optimizer
 
 def test_snapshots_at_cycle_ends_and_ensemble_prediction(tmp_path):
     torch.manual_seed(0)
-    x, y = load_digits(return_X_y=True)
-    x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
+    x, y = digits()
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     driver = drive_optimizer(opt, from_spec({"kind": "cosine_restarts", "max": 0.2, "period": 30}))
