@@ -5,6 +5,10 @@ The driver owns no curve: every value comes from a pure schedule at the step it 
 uninterrupted one. What the driver does keep is the last cycle it has seen, so that each restart
 fires its hooks once (reset optimizer state, take a snapshot, log a marker).
 
+Values land on targets (:class:`~common.coupling.Target`): an optimizer param-group key
+(:class:`OptimizerKey`), an attribute of submodules (:class:`ModuleAttr`) or any function
+(:class:`~common.coupling.CallableTarget`).
+
 Typical loop::
 
     driver = drive_optimizer(opt, from_spec(cfg["lr"]), reset="exp_avg")
@@ -15,17 +19,21 @@ Typical loop::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from common.coupling import Coupled, OptimizerKey, Target
+from common.coupling import Coupled, Target
 from common.schedules import Phase, Schedule
 
 __all__ = [
     "RestartHook",
     "ScheduleDriver",
+    "OptimizerKey",
+    "ModuleAttr",
     "drive_optimizer",
     "default_reset_keys",
     "reset_optimizer_state",
@@ -93,6 +101,79 @@ class ScheduleDriver:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.step_count = state["step_count"]
         self._cycle = int(state["cycle"])
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+class OptimizerKey:
+    """A param-group key of a torch optimizer, e.g. ``lr``, ``weight_decay``, ``betas[0]``.
+
+    Args:
+        optimizer: the optimizer whose param groups receive the value.
+        key: the param-group key; ``name[i]`` sets element ``i`` of a tuple (Adam's betas).
+        groups: indices of the param groups to set (default: all).
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, key: str, groups: Iterable[int] | None = None
+    ) -> None:
+        self.optimizer, self.key = optimizer, key
+        self.groups = list(range(len(optimizer.param_groups))) if groups is None else list(groups)
+        match = _INDEXED.match(key)
+        self._field, self._index = (match[1], int(match[2])) if match else (key, None)
+        for g in self.groups:
+            if g >= len(optimizer.param_groups):
+                raise ValueError(
+                    f"groups = {self.groups}: optimizer has {len(optimizer.param_groups)} groups"
+                )
+            group = optimizer.param_groups[g]
+            if self._field not in group:
+                raise ValueError(
+                    f"{key}: {type(optimizer).__name__} param groups have no {self._field!r}; "
+                    "allowed: " + ", ".join(k for k in group if k != "params")
+                )
+        self.name = key
+
+    def set(self, value: float) -> None:
+        for g in self.groups:
+            group = self.optimizer.param_groups[g]
+            if self._index is None and type(group[self._field]) is float:
+                group[self._field] = value  # the common case, kept cheap: it runs every step
+            elif self._index is None:
+                current = group[self._field]
+                if isinstance(current, torch.Tensor):  # tensor lr (capturable optimizers)
+                    current.fill_(value)
+                else:
+                    group[self._field] = value
+            else:
+                items = list(group[self._field])
+                items[self._index] = value
+                group[self._field] = tuple(items)
+
+
+class ModuleAttr:
+    """An attribute set on every submodule of the given types, e.g. dropout ``p``.
+
+    Args:
+        module: the root module to search.
+        attr: the attribute name (``p`` for dropout, ``momentum`` for BatchNorm).
+        types: submodule classes that receive it.
+    """
+
+    def __init__(self, module: nn.Module, attr: str, types: tuple[type, ...]) -> None:
+        self.attr = attr
+        self.modules = [m for m in module.modules() if isinstance(m, types)]
+        if not self.modules:
+            names = ", ".join(t.__name__ for t in types)
+            raise ValueError(f"{attr}: the model has no {names} submodule to set it on")
+        self.name = f"{types[0].__name__.lower()}.{attr}"
+
+    def set(self, value: float) -> None:
+        for m in self.modules:
+            setattr(m, self.attr, value)
 
 
 # -- optimizer state at restarts -------------------------------------------------------------

@@ -1,13 +1,16 @@
 """Couplings and the torch driver: anti-phase values, targets, resume, restart hooks."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from common.coupling import CallableTarget, Coupled, ModuleAttr, OptimizerKey, coupled_from_spec
+from common.coupling import CallableTarget, Coupled, coupled_from_spec
 from common.schedules import from_spec
-from common.torch_driver import ScheduleDriver, drive_optimizer
+from common.torch_driver import ModuleAttr, OptimizerKey, ScheduleDriver, drive_optimizer
 
 LR = {"kind": "cosine_restarts", "max": 0.1, "min": 0.0, "period": 20}
 
@@ -138,3 +141,10 @@ def test_default_reset_keys_name_what_they_cannot_reset():
         default_reset_keys(torch.optim.RMSprop(params))
     with pytest.raises(ValueError, match="Adagrad; name the keys"):
         default_reset_keys(torch.optim.Adagrad(params))
+
+
+def test_coupling_is_pure_python_without_torch():
+    code = "import sys, common.coupling; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
