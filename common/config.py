@@ -494,13 +494,10 @@ class Schema:
 
 
 def _build_specs(specs: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, Schedule]:
-    from common.schedules import from_spec
+    from common.schedules import build_schedules
 
     try:
-        return {
-            name: from_spec(spec, name=f"{where}.{name}" if where else name)
-            for name, spec in specs.items()
-        }
+        return build_schedules(specs, where)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -42,7 +42,6 @@ from common.runs import (
     seed_everything,
     set_rng_state,
 )
-from common.schedules import Schedule, from_spec
 from common.snapshots import SnapshotEnsemble
 from common.tb import RunWriter
 from common.torch_driver import ScheduleDriver, drive_optimizer
@@ -104,17 +103,6 @@ class RunningMeans:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
-
-
-def _scaled(schedule: Schedule, scale: float) -> Schedule:
-    """``schedule`` with every rate multiplied by ``scale`` (after a NaN rollback)."""
-    if scale == 1.0:
-        return schedule
-    spec = schedule.spec()
-    for key in ("max", "min", "start"):
-        if key in spec:
-            spec[key] = spec[key] * scale
-    return from_spec(spec)
 
 
 class GanTrainer:
@@ -195,7 +183,9 @@ class GanTrainer:
         """Drivers of the checked schedules and couplings (rebuilt when a rollback lowers the
         rates)."""
         cfg = self.config
-        self.schedules = {net: _scaled(self.checked.schedules[net], self.lr_scale) for net in NETS}
+        self.schedules = {net: self.checked.schedules[net] for net in NETS}
+        if self.lr_scale != 1.0:  # after a NaN rollback: every rate lower, the clock as it was
+            self.schedules = {net: s.scaled(self.lr_scale) for net, s in self.schedules.items()}
         self.drivers: dict[str, ScheduleDriver] = {}
         for net in NETS:
             reset = RESETS[cfg["reset"][net]]
@@ -207,6 +197,7 @@ class GanTrainer:
                 raise ConfigError(f"reset.{net} = {cfg['reset'][net]!r}: {e}") from None
         if cfg["snapshots"]["max"] > 0:
             self.drivers["G"].on_restart(self.snapshots.hook(self.G))
+            self.drivers["G"].on_end(self.snapshots.hook(self.G))
         self.drivers["G"].on_restart(self._checkpoint_after_step)
         # D's regularisers follow D's clock (its level: a rollback leaves it as it is); the
         # trainer reads the values from self.coupled.
