@@ -1,8 +1,10 @@
 """The GAN trainer: generator and discriminator on one clock, their cycles out of phase.
 
 One global step ``t`` drives everything. Each network's learning rate is a schedule from the
-core (``[lr.G]``, ``[lr.D]``); an ``offset`` on one of them shifts its cycles (0.5 = half a
-cycle: when G takes large steps, D is cautious, and the other way round). D's schedule is also
+core (``[lr.G]``, ``[lr.D]``), built once by :func:`gancycle.settings.check_config`. In the
+2D configs D follows G's clock in anti-phase (``follow = "G", mode = "anti"``): when G takes
+large steps, D is cautious, and the other way round; an ``offset`` on a schedule of its own
+would instead shift D's cycles. D's schedule is also
 the clock of two optional regularisers that rise while D's learning rate is low (anti-phase):
 instance noise on D's inputs and one-sided label smoothing. At each restart a network may forget
 its Adam state, and G's weights at the end of each of its cycles join a snapshot ensemble.

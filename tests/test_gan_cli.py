@@ -19,7 +19,6 @@ TINY = [
     "model.layers=2",
     "data.batch=32",
     "lr.G.period=10",
-    "lr.D.period=10",
     "eval.every=0",
     "eval.samples=200",
 ]
@@ -124,8 +123,8 @@ def test_check_trains_nothing_and_refuses_a_bad_key(tmp_path, capsys):
     out_dir = tmp_path / "r"
     code, out, _ = call(train_main, ["--check", "--out", str(out_dir), "--no-progress"], capsys)
     assert code == 0 and out.startswith("ok: ring8") and not out_dir.exists()
-    code, _, err = call(train_main, ["--check", *sets("lr.D.ofset=0.5")], capsys)
-    one_line_error(code, err, "lr.D.ofset", "offset")
+    code, _, err = call(train_main, ["--check", *sets("lr.G.ofset=0.5")], capsys)
+    one_line_error(code, err, "lr.G.ofset", "offset")
     code, _, err = call(train_main, ["--check", *sets("nonsense.key=1")], capsys)
     one_line_error(code, err, "nonsense", "unknown key", "allowed here: seed")
 
@@ -175,7 +174,8 @@ def test_divergence_exits_1_and_says_where(tmp_path, capsys):
         (sets("model.hiden=3"), ["model.hiden", "hidden"]),
         (sets("data.batch=many"), ["data.batch", "int"]),
         (sets("lr.G.maxx=1"), ["lr.G.maxx", "max"]),
-        (sets("lr.D.offset=1.5"), ["lr.D.offset", "[0, 1)"]),
+        (sets("lr.G.offset=1.5"), ["lr.G.offset", "[0, 1)"]),
+        (sets("lr.D.period=10"), ["lr.D.period", "unknown key", "follow"]),
         (sets("lr.G.kind=zigzag"), ["lr.G.kind", "cosine_restarts"]),
         (sets("loss.name=lsgan"), ["loss.name", "ns | hinge | wgan"]),
         (sets("reset.G=moments"), ["reset.G", "none | momentum | all"]),

@@ -131,7 +131,6 @@ def test_no_snapshots_and_checkpoints_only_at_the_end(tmp_path):
             "device=cpu",
             "eval.every=0",
             "lr.G.period=10",
-            "lr.D.period=10",
             "snapshots.max=0",
             "checkpoint.every=0",
             "progress=false",
