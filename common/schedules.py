@@ -359,7 +359,10 @@ def _sequence(
         milestones,
         f"a list of {len(parts) - 1} steps, one where each part after the first begins",
     )
-    steps = [_number({"milestones": m}, "milestones", 0, where) for m in milestones]
+    steps = [
+        _number({f"milestones[{i}]": m}, f"milestones[{i}]", 0, where)
+        for i, m in enumerate(milestones)
+    ]
     _check(
         all(s > 0 for s in steps) and all(a < b for a, b in zip(steps, steps[1:], strict=False)),
         where,
@@ -378,7 +381,7 @@ def with_offset(schedule: Schedule, offset: float) -> Schedule:
     """The same cyclic schedule shifted by ``offset`` (a fraction of its first cycle)."""
     spec = schedule.spec()
     if "offset" not in spec:
-        raise ValueError(f"offset: kind {spec.get('kind')!r} has no cycle to shift")
+        raise ValueError(f"offset: {schedule!r} has no cycle of its own to shift")
     spec["offset"] = offset
     return from_spec(spec)
 
