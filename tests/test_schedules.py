@@ -574,3 +574,18 @@ def test_follow_and_sequence_pickle():
         again = pickle.loads(pickle.dumps(s))
         steps = np.arange(0, 500, 3.0)
         np.testing.assert_array_equal(again.values(steps), s.values(steps), err_msg=name)
+
+
+def test_the_shift_vs_mirror_figure_and_a_follow_table_plot(tmp_path):
+    from common.plots import plot_config, plot_shift_vs_mirror
+
+    _, correlations = plot_shift_vs_mirror(RING8_G, cycles=3, path=tmp_path / "f.png")
+    assert correlations["shift"] == pytest.approx(-2 / math.pi, abs=2e-3)
+    assert correlations["mirror"] == pytest.approx(-1.0, abs=1e-9)
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    config = {"lr": {"D": {"follow": "G", "max": 2e-4}, "G": RING8_G}}
+    fig = plot_config(config, steps=4000, path=tmp_path / "lr.png")
+    d = fig.axes[0].lines[0]  # D comes first in the table
+    np.testing.assert_allclose(d.get_ydata(), 2e-4 * (1 - from_spec(RING8_G).levels(d.get_xdata())))
+    with pytest.raises(ValueError, match=r"^lr\.D\.follow = 'H': .*available: G$"):
+        plot_config({"lr": {"D": {"follow": "H"}, "G": RING8_G}})
