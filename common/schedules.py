@@ -35,21 +35,26 @@ one_cycle          half-cosine up from ``start`` to ``max`` over ``pct_start * p
 sequence           ``parts`` back to back, part ``i`` starting at ``milestones[i-1]``
 =================  ==========================================================================
 
-Keys (numbers may be ints, floats or numpy scalars):
+Keys (numbers may be ints, floats or numpy scalars; an unknown key is refused, naming the
+allowed ones):
 
 - every shape: ``max`` (peak, > 0; default 1e-3), ``min`` (floor, in [0, max]; default 0),
   ``warmup`` (steps of linear rise from ``min``, >= 0; default 0).
-- cyclic shapes: ``period`` (steps in the first cycle, > 0, may be fractional; default 1000),
-  ``offset`` (a shift by a fraction of the first cycle, in [0, 1): the value at ``t`` is the
-  unshifted one at ``t + offset * period``), ``warmup_prefix`` (true, the default: the
-  warmup comes before the first cycle; false: timm's default, the first cycle's clock starts
-  at step 0 and the warmup's ramp from ``min`` to ``max`` overlays its first ``warmup`` steps).
-- ``period_mult`` (cycle length multiplier, >= 1, any float; default 1), ``peak_decay`` (in
-  (0, 1], default 1), ``cycle_limit`` (an integer, 0 = unlimited; afterwards ``min``; cosine
-  and one_cycle have 1), ``pct_up`` (triangles' rising fraction, in (0, 1); default 0.5),
-  ``pct_start`` (in (0, 1), default 0.3) and ``start`` (default ``max / 25``) for one_cycle,
-  ``gamma`` (in (0, 1]; default 1) for exponential and exp_range, ``tau`` (> 0) for
-  inverse_time.
+- every cyclic shape (cosine to one_cycle above): ``period`` (steps in the first cycle, > 0,
+  may be fractional; default 1000), ``offset`` (a shift by a fraction of the first cycle, in
+  [0, 1): the value at ``t`` is the unshifted one at ``t + offset * period``),
+  ``warmup_prefix`` (true, the default: the warmup comes first and the first cycle's clock
+  starts when it ends; false, timm's default: the clock starts at step 0 and the warmup's
+  ramp from ``min`` to ``max`` overlays the first ``warmup`` steps).
+- ``period_mult`` (triangular, cosine_restarts): cycle length multiplier, >= 1, any float;
+  default 1. ``peak_decay`` (triangular, cosine_restarts): in (0, 1], default 1.
+- ``cycle_limit`` (triangular, triangular2, exp_range, cosine_restarts): cycles to run, an
+  integer, 0 = unlimited (the default); afterwards the value holds ``min``. cosine and
+  one_cycle run one cycle.
+- ``pct_up`` (the triangles): the rising fraction of each cycle, in (0, 1); default 0.5.
+- ``pct_start`` (one_cycle): the rising fraction, in (0, 1), default 0.3; ``start``
+  (one_cycle): the value at step 0, in [min, max], default ``max / 25``.
+- ``gamma`` (exponential, exp_range): in (0, 1], default 1. ``tau`` (inverse_time): > 0.
 
 Peak or amplitude: ``peak_decay`` scales ``max`` (peaks ``max * peak_decay**k``, held at
 ``min`` once they reach it; timm's ``cycle_decay``), while ``triangular2`` and ``exp_range``
@@ -79,21 +84,45 @@ warmup_prefix)``                                ``cycle_limit``, ``warmup``, ``w
 Sequence: ``{kind = "sequence", parts = [spec, ...], milestones = [t1, ...]}`` runs part ``i``
 from ``milestones[i-1]`` (part 0 from 0) on its own clock, which starts at 0 there: for
 example long exploratory cycles, then short cautious ones. ``len(milestones) = len(parts) - 1``,
-strictly increasing. The phase goes on across parts: cycle indices count on, and each new part
-is a restart. A sequence ends when its last part does.
+strictly increasing. The phase goes on across parts: cycle indices count on (a part that has
+run its course before its milestone holds its last value and cycle index until then), and each
+new part is a restart. A sequence ends when its last part does.
 
-Follow: ``{follow = "G", mode = "anti" | "in", max = ..., min = ...}`` (no ``kind``) runs on
-schedule G's clock with its own range: ``min + (max - min) * (1 - level_G)`` in anti-phase
-(the default) or ``min + (max - min) * level_G`` in phase, where ``level_G`` is G's level
-(1 at G's peak, 0 at its floor). Its phase is G's (same cycles, same restarts), so an
-anti-phase follower rises exactly as G falls, drops at G's restarts, and its values correlate
--1 with G's. It needs G built first: :func:`build_schedules` builds a table such as ``[lr]``
-in dependency order.
+Follow: ``{follow = "G", mode = "anti" | "in", max = ..., min = ...}`` (no ``kind``; ``mode``
+defaults to anti, ``max`` to 1e-3, ``min`` to 0) runs on schedule G's clock with its own
+range: ``min + (max - min) * (1 - level_G)`` in anti-phase or ``min + (max - min) * level_G``
+in phase, where ``level_G`` is G's level (1 at G's peak, 0 at its floor). Its phase is G's
+(same cycles, same restarts) with its own level. An anti-phase follower rises exactly as G
+falls and drops at G's restarts; while G's peaks do not decay, its values correlate -1 with
+G's. G must be built first: :func:`build_schedules` builds a table such as ``[lr]`` in
+dependency order (a follower may follow a follower; a cycle of follows is refused).
 
 Shift or mirror: ``offset = 0.5`` on a sawtooth like ``cosine_restarts`` is a shift, not
 anti-phase: the shifted schedule starts mid-descent and restarts half a cycle after G (on
-cosine_restarts the two correlate about -0.64, not -1). For a partner that is high while G is
-low, use ``follow = "G", mode = "anti"``.
+cosine_restarts the two correlate -2/pi, about -0.64, not -1). For a partner that is high
+while G is low, use ``follow = "G", mode = "anti"`` (``docs/shift_vs_mirror.png``).
+
+Example (TOML)::
+
+    [lr.G]
+    kind = "cosine_restarts"
+    max = 1e-3
+    min = 1e-5
+    period = 2000
+
+    [lr.D]              # the mirror of G: high while G is low, restarts with G
+    follow = "G"
+    mode = "anti"
+    max = 1e-3
+    min = 1e-5
+
+    [lr.policy]         # explore with long cycles, then fine-tune with short, low ones
+    kind = "sequence"
+    milestones = [40000]
+    parts = [
+        {kind = "cosine_restarts", max = 3e-4, min = 1e-5, period = 10000},
+        {kind = "cosine_restarts", max = 5e-5, min = 1e-6, period = 2000},
+    ]
 """
 
 from __future__ import annotations
@@ -105,7 +134,7 @@ from typing import Any
 
 import numpy as np
 
-from common.schedule_forms import FOLLOW_MODES, Follow, Sequence, cycles_run
+from common.schedule_forms import FOLLOW_MODES, Follow, Sequence
 from common.schedule_shapes import (
     Cyclic,
     Decay,
@@ -131,7 +160,6 @@ __all__ = [
     "cosine_wave",
     "triangular_wave",
     "one_cycle_wave",
-    "cycles_run",
 ]
 
 _COMMON = {"kind", "max", "min", "warmup"}

@@ -1,11 +1,14 @@
 """The schedule core: closed form, phase, validation (torch parity: test_schedules_torch)."""
 
 import math
+import textwrap
 from fractions import Fraction
 
 import numpy as np
 import pytest
+import tomllib
 
+import common.schedules
 from common.schedules import Phase, Schedule, build_schedules, from_spec, with_offset
 
 
@@ -589,3 +592,18 @@ def test_the_shift_vs_mirror_figure_and_a_follow_table_plot(tmp_path):
     np.testing.assert_allclose(d.get_ydata(), 2e-4 * (1 - from_spec(RING8_G).levels(d.get_xdata())))
     with pytest.raises(ValueError, match=r"^lr\.D\.follow = 'H': .*available: G$"):
         plot_config({"lr": {"D": {"follow": "H"}, "G": RING8_G}})
+
+
+def test_torch_and_timm_names_point_to_ours():
+    with pytest.raises(ValueError, match=r"^lr\.base_lr: .*torch/timm's base_lr is min here"):
+        from_spec({"kind": "triangular2", "base_lr": 1e-3, "max_lr": 0.1}, name="lr")
+    with pytest.raises(ValueError, match=r"^lr\.T_0: .*is period here\); allowed: .*period_mult"):
+        from_spec({"kind": "cosine_restarts", "T_0": 10}, name="lr")
+
+
+def test_the_docstring_example_builds():
+    doc = common.schedules.__doc__
+    example = textwrap.dedent(doc[doc.index("Example (TOML)::") + len("Example (TOML)::") :])
+    table = build_schedules(tomllib.loads(example)["lr"])
+    assert table["D"].value(0) == 1e-5 and table["D"].value(1000) == pytest.approx(5.05e-4)
+    assert table["policy"].value(40_000) == 5e-5 and table["policy"].phase(40_000).restart
