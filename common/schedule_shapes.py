@@ -290,8 +290,12 @@ class Cyclic(Schedule):
         self._wave = self._make_wave()
         self._memo_step: float = -1.0
         self._memo: tuple[int, float, float] = (0, 0.0, 0.0)
-        # A prefix warmup rises to where the (possibly shifted) first cycle begins.
-        self._start_level = self._wave(self._locate(self._shift)[1])
+        # A prefix warmup rises to where the (possibly shifted) first cycle begins; an overlaid
+        # one (timm's) rises to max.
+        k, position = self._locate(self._shift)
+        self._start_level = self._wave(position)
+        first = self.min + self._amplitude(k, self._shift) * self._start_level
+        self._warmup_top = first if warmup_prefix else self.max
 
     def _make_wave(self) -> Callable[[float], float]:
         # partials, not lambdas, so that a schedule pickles (SB3 saves its lr_schedule).
@@ -385,8 +389,7 @@ class Cyclic(Schedule):
 
     def value(self, step: float) -> float:
         if step < self.warmup:
-            top = self._start_level if self.warmup_prefix else 1.0
-            return self.min + (self.max - self.min) * top * self._ramp(step)
+            return self.min + (self._warmup_top - self.min) * self._ramp(step)
         k, position, u = self._clock(step)
         if self._ended(k):
             return self.min

@@ -607,3 +607,20 @@ def test_the_docstring_example_builds():
     table = build_schedules(tomllib.loads(example)["lr"])
     assert table["D"].value(0) == 1e-5 and table["D"].value(1000) == pytest.approx(5.05e-4)
     assert table["policy"].value(40_000) == 5e-5 and table["policy"].phase(40_000).restart
+
+
+@pytest.mark.parametrize(
+    "kind,keys",
+    [
+        ("exp_range", {"gamma": 0.9}),
+        ("triangular2", {}),
+        ("cosine_restarts", {"peak_decay": 0.5}),
+        ("one_cycle", {}),
+    ],
+)
+def test_a_prefix_warmup_ends_where_the_shifted_first_cycle_begins(kind, keys):
+    s = from_spec(
+        {"kind": kind, "max": 1.0, "min": 0.1, "period": 20, "warmup": 10, "offset": 0.3, **keys}
+    )
+    assert s.value(math.nextafter(10, 0)) == pytest.approx(s.value(10), rel=1e-12)
+    assert s.value(0) == 0.1
