@@ -402,8 +402,9 @@ class Cyclic(Schedule):
         if self._ended(k):
             return Phase(self.cycle_limit, 0.0, 0.0, False)
         # A restart: cycle k began within the last unit step, (t-1, t], i.e. t-1 is in an
-        # earlier cycle. Comparing cycle indices, not position * length < 1, flags it once.
-        restart = k > 0 and self._cycle_at(step - 1.0) < k
+        # earlier cycle. Comparing cycle indices, not position * length < 1, flags it once;
+        # the generous bound on position * length only spares the check later in a cycle.
+        restart = k > 0 and position * self.cycle_length(k) < 2.0 and self._cycle_at(step - 1.0) < k
         if step < self.warmup:  # timm's overlaid warmup: the ramp, relative to max
             level = self._ramp(step)
         elif self._amplitude(k, u) <= 0.0:  # the peak has decayed onto the floor
