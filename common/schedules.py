@@ -86,7 +86,8 @@ from ``milestones[i-1]`` (part 0 from 0) on its own clock, which starts at 0 the
 example long exploratory cycles, then short cautious ones. ``len(milestones) = len(parts) - 1``,
 strictly increasing. The phase goes on across parts: cycle indices count on (a part that has
 run its course before its milestone holds its last value and cycle index until then), and each
-new part is a restart. A sequence ends when its last part does.
+new part is a restart. A sequence ends when its last part does. A part cannot be a follow
+(it runs on its own clock), but a whole sequence can be followed.
 
 Follow: ``{follow = "G", mode = "anti" | "in", max = ..., min = ...}`` (no ``kind``; ``mode``
 defaults to anti, ``max`` to 1e-3, ``min`` to 0) runs on schedule G's clock with its own
@@ -129,7 +130,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -292,7 +293,7 @@ def from_spec(
     )
     _unknown_keys(spec, KINDS[kind], f"kind {kind!r}", where)
     if kind == "sequence":
-        return _sequence(spec, where, schedules)
+        return _sequence(spec, where)
 
     hi, lo = _range(spec, where)
     warmup = _number(spec, "warmup", 0.0, where)
@@ -369,9 +370,7 @@ def _follow(spec: Mapping[str, Any], where: str, schedules: Mapping[str, Schedul
     return Follow(schedules[clock], clock, mode=mode, max=hi, min=lo)
 
 
-def _sequence(
-    spec: Mapping[str, Any], where: str, schedules: Mapping[str, Schedule] | None
-) -> Sequence:
+def _sequence(spec: Mapping[str, Any], where: str) -> Sequence:
     parts, milestones = spec.get("parts"), spec.get("milestones", [])
     _check(
         isinstance(parts, (list, tuple)) and len(parts) > 0,
@@ -398,11 +397,15 @@ def _sequence(
         milestones,
         "strictly increasing steps > 0",
     )
-    built = [
-        from_spec(part, name=f"{where}parts[{i}]", schedules=schedules)
-        for i, part in enumerate(parts)
-    ]
-    return Sequence(built, steps)
+    for i, part in enumerate(parts):
+        if isinstance(part, Follow) or (isinstance(part, Mapping) and "follow" in part):
+            raise ValueError(
+                f"{where}parts[{i}].follow: a part runs on its own clock from its milestone, "
+                "so it cannot follow another schedule's; let the whole sequence be followed"
+            )
+    return Sequence(
+        [from_spec(part, name=f"{where}parts[{i}]") for i, part in enumerate(parts)], steps
+    )
 
 
 def with_offset(schedule: Schedule, offset: float) -> Schedule:
@@ -415,18 +418,6 @@ def with_offset(schedule: Schedule, offset: float) -> Schedule:
 
 
 # -- a table of named schedules --------------------------------------------------------------
-
-
-def _follows(spec: Any, key: str) -> Iterator[tuple[str, Any]]:
-    """(key, clock name) for every follow inside ``spec`` (a sequence's parts included)."""
-    if not isinstance(spec, Mapping):
-        return
-    if "follow" in spec:
-        yield f"{key}.follow", spec["follow"]
-    parts = spec.get("parts")
-    if isinstance(parts, (list, tuple)):
-        for i, part in enumerate(parts):
-            yield from _follows(part, f"{key}.parts[{i}]")
 
 
 def build_schedules(
@@ -452,7 +443,9 @@ def build_schedules(
     def build(name: str, path: tuple[str, ...]) -> None:
         if name in built:
             return
-        for key, clock in _follows(specs[name], f"{prefix}{name}"):
+        spec = specs[name]
+        if isinstance(spec, Mapping) and "follow" in spec:
+            key, clock = f"{prefix}{name}.follow", spec["follow"]
             if not isinstance(clock, str) or clock not in specs:
                 others = ", ".join(str(n) for n in specs if n != name) or "none"
                 raise ValueError(

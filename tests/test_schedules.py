@@ -437,6 +437,7 @@ def test_a_sequence_is_o1_round_trips_and_resumes():
             "parts[1].period",
         ),
         ({"parts": [{"kind": "cosine"}], "milestones": [], "period": 3}, "period"),
+        ({"parts": [{"kind": "cosine"}, {"follow": "G"}], "milestones": [5]}, "parts[1].follow"),
     ],
 )
 def test_bad_sequences_name_the_key(spec, key):
@@ -505,6 +506,7 @@ def _every_schedule() -> dict[str, Schedule]:
         {
             **EVERY_KIND,
             "follow": {"follow": "cosine_restarts", "mode": "anti", "max": 5e-4, "min": 1e-6},
+            "follow_sequence": {"follow": "sequence", "mode": "in", "max": 1.0},
         },
         where="",
     )
