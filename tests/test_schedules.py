@@ -9,6 +9,7 @@ import pytest
 import tomllib
 
 import common.schedules
+from common.coupling import Coupled
 from common.schedules import Phase, Schedule, build_schedules, from_spec, with_offset
 
 
@@ -534,6 +535,8 @@ def test_scaled_scales_every_value_and_keeps_the_clock():
         assert _rates(half.spec()) == pytest.approx([0.5 * r for r in _rates(s.spec())]), name
     with pytest.raises(ValueError, match="factor"):
         from_spec(RING8_G).scaled(0.0)
+    coupling = Coupled(from_spec(RING8_G), lo=0.0, hi=5e-4)  # a follow in a coupling's words
+    assert type(coupling.scaled(2.0)) is Coupled and coupling.scaled(2.0).spec()["hi"] == 1e-3
 
 
 @pytest.mark.parametrize(
