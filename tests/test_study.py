@@ -491,28 +491,39 @@ def resolved(run, package: str) -> dict:
 
 
 def test_gan_study_arms_share_budget_seeds_and_mean_learning_rate():
-    from gancycle.settings import check_config
+    from gancycle.settings import SCHEMA, check_config
 
     study = find_study("gan_rhythm")
     runs = plan_runs(study)
     assert len(runs) == 2 * 5 * 10 and study.views["anti_ensemble"].arm == "anti_phase"
-    for label in ("ring8", "grid25"):
+    for label, period in (("ring8", 2000), ("grid25", 5000)):
         first = {
-            run.arm: check_config(resolved(run, "gancycle"))
+            run.arm: check_config(SCHEMA.load(run.config, _sets(run)))
             for run in runs
             if run.label == label and run.seed == 0
         }
-        assert len({config["steps"] for config in first.values()}) == 1
-        for arm, config in first.items():
-            steps = np.arange(config["steps"])
-            rates = {net: from_spec(config["lr"][net]).values(steps).mean() for net in "GD"}
+        assert len({checked.config["steps"] for checked in first.values()}) == 1
+        for arm, checked in first.items():
+            steps = np.arange(checked.config["steps"])
+            rates = {net: checked.schedules[net].values(steps).mean() for net in "GD"}
             assert (rates["G"] + rates["D"]) / 2 == pytest.approx(5.05e-4, rel=5e-4), arm
-        assert first["constant"]["lr"]["G"]["min"] == first["constant"]["lr"]["G"]["max"]
-        ttur = first["ttur"]["lr"]
-        assert ttur["D"]["max"] == 3 * ttur["G"]["max"] and ttur["G"]["min"] == ttur["G"]["max"]
-        assert first["in_phase"]["lr"]["D"]["offset"] == 0.0
-        assert first["anti_phase"]["lr"]["D"]["offset"] == 0.5
-        assert first["anti_reset"]["reset"] == {"G": "all", "D": "all"}
+        lr = {arm: checked.config["lr"] for arm, checked in first.items()}
+        assert lr["constant"]["G"]["min"] == lr["constant"]["G"]["max"]
+        assert lr["ttur"]["D"]["max"] == 3 * lr["ttur"]["G"]["max"]
+        assert lr["ttur"]["G"]["min"] == lr["ttur"]["G"]["max"]
+        assert lr["in_phase"]["D"] == {"follow": "G", "mode": "in", "max": 1e-3, "min": 1e-5}
+        in_phase = first["in_phase"].schedules
+        np.testing.assert_allclose(in_phase["D"].values(steps), in_phase["G"].values(steps))
+        # the rhythm the study was run with: D a cosine of its own, shifted half a cycle
+        shifted = {**lr["in_phase"]["G"], "offset": 0.5}
+        assert lr["anti_phase"]["D"] == lr["anti_reset"]["D"] == shifted
+        assert shifted["period"] == period
+        assert first["anti_reset"].config["reset"] == {"G": "all", "D": "all"}
+        assert first["anti_phase"].config["reset"] == {"G": "none", "D": "none"}
+
+
+def _sets(run) -> list[str]:
+    return [run.argv[i + 1] for i, arg in enumerate(run.argv) if arg == "--set"]
 
 
 def test_rl_study_arms_share_budget_and_the_baseline_follows_rl_zoo():
