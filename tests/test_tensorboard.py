@@ -1,6 +1,9 @@
 """TensorBoard: our writer's tags and layouts, read back by a real `tensorboard` server."""
 
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +17,8 @@ import pytest
 
 from common.schedules import from_spec
 from common.tb import RunWriter, read_scalars
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _free_port():
@@ -235,3 +240,29 @@ def test_one_hparams_table_and_a_layout_per_package_over_gan_and_rl_runs(gan_and
         assert [tag for tag in level["tag_to_events"]] == ["schedule/level"]
         difficulty = _get(f"{base}/plugin/custom_scalars/scalars?run=rl&tag=curriculum/difficulty")
         assert all(0 <= e[2] <= 1 for e in difficulty["tag_to_events"]["curriculum/difficulty"])
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_tensorboard_serves_the_runs_on_loopback_and_prints_the_url(run_folder):
+    run, g, _ = run_folder
+    port = _free_port()
+    venv = Path(sys.prefix)  # this interpreter's environment; -o: never (re)install it here
+    server = subprocess.Popen(
+        ["make", "-s", "-C", str(REPO), "-o", f"{venv}/.installed", "tensorboard"]
+        + [f"VENV={venv}", f"RUNS={run.parent}", f"PORT={port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # make and its tensorboard: one process group to stop
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        assert server.stdout.readline().strip() == (
+            f"TensorBoard over {run.parent}/ at {url} (Ctrl-C stops it)"
+        )
+        _wait_for_runs(f"{url}data", {"demo"})
+        points = _get(f"{url}data/plugin/scalars/scalars?run=demo&tag=lr/G")
+        assert [p[1] for p in points] == list(range(60))
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
