@@ -71,8 +71,9 @@ CHARTS = {
     "D outputs": ["D/real", "D/fake"],
     "kinetic energy": ["dynamics/kinetic_energy/G", "dynamics/kinetic_energy/D"],
     "gradient norms": ["dynamics/grad_norm/G", "dynamics/grad_norm/D"],
-    "D regularisers (anti-phase)": ["hparam/instance_noise", "hparam/label_smoothing", "lr/D"],
+    "D regularisers": ["hparam/instance_noise", "hparam/label_smoothing"],  # when enabled
 }
+"""Custom-scalar charts (``RunWriter.layout``): each shows once the run writes one of its tags."""
 
 
 class Divergence(RuntimeError):
@@ -297,7 +298,7 @@ class GanTrainer:
             ``diverged``.
         """
         steps = self.config["steps"] if steps is None else steps
-        self.writer.layout(CHARTS)
+        self.writer.layout(CHARTS, "gancycle")
         if self.step == 0 and not self.checkpoint_path.exists():
             self.save_checkpoint()  # a rollback target before the first update
         # disable=None: no bar when stderr is not a terminal
