@@ -28,7 +28,8 @@ from common.config import (
     shared_keys,
     string,
 )
-from common.coupling import MODES, coupled_from_spec
+from common.coupling import coupled_from_spec
+from common.schedule_forms import FOLLOW_MODES
 from gancycle.data import DATASETS
 from gancycle.losses import LOSSES
 from gancycle.models import ARCHS
@@ -46,7 +47,7 @@ def _coupling_keys(name: str, hi: float, top: float | None) -> dict[str, Any]:
     bound = (lambda d: number(d, 0, top, hi_open=True)) if top else (lambda d: number(d, 0))
     return {
         f"{name}.enabled": boolean(False),
-        f"{name}.mode": choice("anti", MODES),
+        f"{name}.mode": choice("anti", FOLLOW_MODES),
         f"{name}.lo": bound(0.0),
         f"{name}.hi": bound(hi),
     }
