@@ -1,8 +1,10 @@
 """The GAN trainer: generator and discriminator on one clock, their cycles out of phase.
 
 One global step ``t`` drives everything. Each network's learning rate is a schedule from the
-core (``[lr.G]``, ``[lr.D]``); an ``offset`` on one of them shifts its cycles (0.5 = half a
-cycle: when G takes large steps, D is cautious, and the other way round). D's schedule is also
+core (``[lr.G]``, ``[lr.D]``), built once by :func:`gancycle.settings.check_config`. In the
+2D configs D follows G's clock in anti-phase (``follow = "G", mode = "anti"``): when G takes
+large steps, D is cautious, and the other way round; an ``offset`` on a schedule of its own
+would instead shift D's cycles. D's schedule is also
 the clock of two optional regularisers that rise while D's learning rate is low (anti-phase):
 instance noise on D's inputs and one-sided label smoothing. At each restart a network may forget
 its Adam state, and G's weights at the end of each of its cycles join a snapshot ensemble.
@@ -24,26 +26,27 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from common.config import ConfigError, read_config, save_config
-from common.coupling import CallableTarget, coupled_from_spec
+from common.config import CheckedConfig, ConfigError, flatten, read_config, save_config
+from common.coupling import CallableTarget
 from common.dynamics import KineticEnergy, Thermostat
 from common.flat_params import FlatParameters
 from common.runs import (
     atomic_torch_save,
     atomic_write_json,
+    hold_run_folder,
     load_checkpoint,
     resolve_device,
     rng_state,
     seed_everything,
     set_rng_state,
 )
-from common.schedules import Schedule, from_spec
 from common.snapshots import SnapshotEnsemble
 from common.tb import RunWriter
 from common.torch_driver import ScheduleDriver, drive_optimizer
@@ -56,7 +59,7 @@ from gancycle.metrics import evaluate
 from gancycle.models import build_models
 from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
-from gancycle.settings import RESETS, check_config
+from gancycle.settings import COUPLED, RESETS, check_config
 
 __all__ = ["GanTrainer", "Divergence", "train", "check_gan_run", "NETS", "WHICH"]
 
@@ -71,8 +74,9 @@ CHARTS = {
     "D outputs": ["D/real", "D/fake"],
     "kinetic energy": ["dynamics/kinetic_energy/G", "dynamics/kinetic_energy/D"],
     "gradient norms": ["dynamics/grad_norm/G", "dynamics/grad_norm/D"],
-    "D regularisers (anti-phase)": ["hparam/instance_noise", "hparam/label_smoothing", "lr/D"],
+    "D regularisers": ["hparam/instance_noise", "hparam/label_smoothing"],  # when enabled
 }
+"""Custom-scalar charts (``RunWriter.layout``): each shows once the run writes one of its tags."""
 
 
 class Divergence(RuntimeError):
@@ -123,22 +127,12 @@ class RunningMeans:
         self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
 
 
-def _scaled(spec: dict[str, Any], scale: float, name: str) -> Schedule:
-    """The schedule of ``spec`` with its peak and floor multiplied by ``scale``."""
-    spec = dict(spec)
-    for key in ("max", "min", "start"):
-        if key in spec:
-            spec[key] = spec[key] * scale
-    if scale != 1.0 and "max" not in spec:
-        spec["max"] = 1e-3 * scale  # from_spec's default peak
-    return from_spec(spec, name=name)
-
-
 class GanTrainer:
     """Trains one GAN run in ``run_dir`` from a checked config (see ``gancycle/configs``).
 
     Args:
-        config: the run's config (:func:`gancycle.settings.check_config` is applied).
+        config: the run's config, whole or only the keys it changes, or a checked config
+            (:func:`gancycle.settings.check_config` is applied).
         run_dir: the run folder: ``config.toml``, events, ``metrics.json``, ``checkpoints/``,
             ``snapshots/``, ``data/`` (the cached classifier of image metrics).
         device: overrides ``config["device"]``.
@@ -146,11 +140,12 @@ class GanTrainer:
 
     def __init__(
         self,
-        config: dict[str, Any],
+        config: dict[str, Any] | CheckedConfig,
         run_dir: str | Path,
         device: torch.device | str | None = None,
     ) -> None:
-        self.config = check_config(config)
+        self.checked = check_config(config)
+        self.config = config = self.checked.config
         self.run_dir = Path(run_dir)
         self.device = torch.device(device) if device else resolve_device(config["device"])
         self.amp = bool(config["amp"]) and self.device.type == "cuda"
@@ -177,7 +172,9 @@ class GanTrainer:
             for net in NETS
             if config["thermostat"][net] > 0
         }
-        self.snapshots = SnapshotEnsemble(config["snapshots"]["max"], self.run_dir / "snapshots")
+        # snapshots.max = 0: no snapshots (the ensemble stays empty; it keeps at least one)
+        keep = config["snapshots"]["max"]
+        self.snapshots = SnapshotEnsemble(max(keep, 1), self.run_dir / "snapshots")
 
         self.step = 0  # updates done
         self.lr_scale = 1.0  # lowered by each NaN rollback
@@ -196,6 +193,7 @@ class GanTrainer:
         self.classifier_accuracy: float | None = None  # images: on the held-out real tenth
         self._inception: Any = None
         self._writer: RunWriter | None = None
+        self._purge_step: int | None = None  # set by restart_events
 
     # -- building blocks --------------------------------------------------------------------
 
@@ -206,9 +204,12 @@ class GanTrainer:
         return torch.optim.Adam(net.parameters(), lr=0.0, betas=(cfg["beta1"], cfg["beta2"]))
 
     def _build_rhythm(self) -> None:
-        """Schedules, couplings and drivers (rebuilt when a rollback lowers the peaks)."""
+        """Drivers of the checked schedules and couplings (rebuilt when a rollback lowers the
+        rates)."""
         cfg = self.config
-        self.schedules = {net: _scaled(cfg["lr"][net], self.lr_scale, f"lr.{net}") for net in NETS}
+        self.schedules = {net: self.checked.schedules[net] for net in NETS}
+        if self.lr_scale != 1.0:  # after a NaN rollback: every rate lower, the clock as it was
+            self.schedules = {net: s.scaled(self.lr_scale) for net, s in self.schedules.items()}
         self.drivers: dict[str, ScheduleDriver] = {}
         for net in NETS:
             reset = RESETS[cfg["reset"][net]]
@@ -218,17 +219,17 @@ class GanTrainer:
                 )
             except ValueError as e:
                 raise ConfigError(f"reset.{net} = {cfg['reset'][net]!r}: {e}") from None
-        self.drivers["G"].on_restart(self._snapshot_hook())
+        if cfg["snapshots"]["max"] > 0:  # at each restart and the end of a schedule that ends
+            snapshot = self._snapshot_hook()
+            self.drivers["G"].on_restart(snapshot).on_end(snapshot)
         self.drivers["G"].on_restart(self._checkpoint_after_step)
-        # D's regularisers follow D's clock; the trainer reads the values from self.coupled.
-        self.coupled = {"instance_noise": 0.0, "label_smoothing": 0.0}
-        for name in self.coupled:
-            if cfg[name]["enabled"]:
-                coupling = coupled_from_spec(cfg[name], self.schedules["D"], name=name)
-                target = CallableTarget(
-                    lambda v, name=name: self.coupled.__setitem__(name, v), name
-                )
-                self.drivers["D"].bind(name, coupling, target)
+        self.drivers["G"].on_end(self._checkpoint_after_step)
+        # D's regularisers follow D's clock (its level: a rollback leaves it as it is); the
+        # trainer reads the values from self.coupled.
+        self.coupled = dict.fromkeys(COUPLED, 0.0)
+        for name, coupling in self.checked.couplings.items():
+            target = CallableTarget(lambda v, name=name: self.coupled.__setitem__(name, v), name)
+            self.drivers["D"].bind(name, coupling, target)
         self._checkpoint_due = False
 
     def _snapshot_hook(self) -> Any:
@@ -358,14 +359,12 @@ class GanTrainer:
             :meth:`Divergence.record`).
         """
         steps = self.config["steps"] if steps is None else steps
-        self.writer.layout(CHARTS)
         if self.step == 0 and not self.checkpoint_path.exists():
             self.save_checkpoint()  # a rollback target before the first update
-        show = progress and self.config.get("progress", True)
         bar = tqdm(
             total=steps,
             initial=self.step,
-            disable=None if show else True,  # None: no bar unless stderr is a terminal
+            disable=None if progress else True,  # None: no bar unless stderr is a terminal
             desc=self.run_dir.name,
         )
         start_step, start_time = self.step, time.perf_counter()
@@ -381,7 +380,7 @@ class GanTrainer:
         else:
             if self.window.sums:
                 self._log(diverged.step)  # what led to the divergence stays in the events
-            self.load_checkpoint()  # metrics.json describes what last.pt holds
+            self._back_to_checkpoint()  # metrics.json describes what last.pt holds
         final = self.evaluate_and_log(final=True)
         final.update(
             steps=self.step,
@@ -393,7 +392,7 @@ class GanTrainer:
         if diverged is not None:
             final["diverged"] = diverged.record()
         self._write_metrics(final)
-        self.writer.hparams(_flatten(self.config), final["G"])
+        self.writer.hparams(flatten(self.config), final["G"])
         self.writer.close()
         self._writer = None
         return final
@@ -422,7 +421,9 @@ class GanTrainer:
                 self.set_schedules(t)
                 self.train_step()
                 log_due = (t + 1) % every == 0
-                checkpoint_due = self._checkpoint_due or (t + 1) % ckpt_every == 0
+                checkpoint_due = self._checkpoint_due or bool(
+                    ckpt_every and (t + 1) % ckpt_every == 0
+                )
                 if log_due or checkpoint_due or t + 1 == until:
                     self.check_finite(t)
             except Divergence as e:
@@ -445,9 +446,20 @@ class GanTrainer:
 
     @property
     def writer(self) -> RunWriter:
+        """The run's event writer; the first one opened after :meth:`restart_events` purges."""
         if self._writer is None:
-            self._writer = RunWriter(self.run_dir)
+            self._writer = RunWriter(self.run_dir, purge_step=self._purge_step)
+            self._writer.layout(CHARTS, "gancycle")
+            self._purge_step = None
         return self._writer
+
+    def restart_events(self) -> None:
+        """Continue the events from this (restored) step: TensorBoard drops what earlier event
+        files hold at this step and after, so a resumed or rolled-back run reads as one curve."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._purge_step = self.step
 
     def _log(self, t: int, bar: Any = None) -> None:
         """Learning rates and levels at step ``t``; means of everything else since the last log."""
@@ -603,14 +615,7 @@ class GanTrainer:
                 config (other network sizes, another kind of run).
         """
         path = self.checkpoint_path
-        try:
-            state = load_checkpoint(path, map_location="cpu")
-        except FileNotFoundError:
-            raise
-        except Exception:  # torch's message advises weights_only=False: wrong for a damaged file
-            raise ConfigError(
-                f"{path}: not a readable checkpoint (truncated or damaged); nothing was loaded"
-            ) from None
+        state = load_checkpoint(path, map_location="cpu")  # a damaged file: ConfigError
         try:
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -619,11 +624,18 @@ class GanTrainer:
                 f"{path}: does not fit the run's config.toml ({reason}); was config.toml edited?"
             ) from None
 
+    def _back_to_checkpoint(self) -> None:
+        """Restore the last checkpoint in a live run; its count of resumes stays."""
+        resumes = self.resumes
+        self.load_checkpoint()
+        self.resumes = resumes
+
     def rollback(self) -> None:
         """Back to the last checkpoint, both lr schedules scaled by ``rollback.factor``."""
         rollbacks = self.rollbacks + 1
         scale = self.lr_scale * self.config["rollback"]["factor"]
-        self.load_checkpoint()
+        self._back_to_checkpoint()
+        self.restart_events()
         self.rollbacks, self.lr_scale = rollbacks, scale
         cycles = {net: self.drivers[net].state_dict() for net in NETS}
         self._build_rhythm()
@@ -650,22 +662,16 @@ class GanTrainer:
         return trainer
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def check_gan_run(config: dict[str, Any], run_dir: str | Path, flag: str) -> None:
+def check_gan_run(
+    config: Mapping[str, Any] | CheckedConfig, run_dir: str | Path, flag: str
+) -> None:
     """Name an rlcycle run folder as such (rather than the GAN keys its config lacks).
 
     Raises:
         ConfigError: ``config`` (the run's ``config.toml``) is an rlcycle config.
     """
+    if isinstance(config, CheckedConfig):
+        return  # checked as a gancycle config already
     if "model" not in config and "algo" in config and "env" in config:
         raise ConfigError(
             f"{flag} {run_dir}: an rlcycle run, not a gancycle one (its config.toml has algo "
@@ -674,27 +680,34 @@ def check_gan_run(config: dict[str, Any], run_dir: str | Path, flag: str) -> Non
 
 
 def train(
-    config: dict[str, Any],
+    config: dict[str, Any] | CheckedConfig,
     run_dir: str | Path,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train a GAN run; the function behind ``gancycle-train``.
 
+    The run holds its folder for its whole life (:func:`common.runs.hold_run_folder`): a second
+    trainer on it, or a fresh run on a folder that holds one, is a :class:`ConfigError`.
+
     Args:
-        config: the resolved config (a shipped TOML after ``--set`` overrides).
-        run_dir: the run folder; its ``config.toml`` is (re)written from ``config``.
+        config: the resolved config (whole, or only the keys it changes), or a checked one.
+        run_dir: the run folder; its ``config.toml`` is (re)written with the full config.
         resume: continue from ``run_dir/checkpoints/last.pt``.
-        progress: show a progress bar.
+        progress: show a progress bar (default: the config's ``progress``).
 
     Returns:
         The final metrics (see :meth:`GanTrainer.train`).
     """
     if resume:
         check_gan_run(config, run_dir, "--resume")
-    trainer = GanTrainer(config, run_dir)
-    if resume:
-        trainer.load_checkpoint()
-        trainer.resumes += 1
-    save_config(config, Path(run_dir) / "config.toml")
-    return trainer.train(progress=progress)
+    checked = check_config(config)  # a bad key stops here, before the folder is made
+    with hold_run_folder(run_dir, resume):
+        trainer = GanTrainer(checked, run_dir)
+        if resume:
+            trainer.load_checkpoint()
+            trainer.restart_events()
+            trainer.resumes += 1
+        save_config(trainer.config, Path(run_dir) / "config.toml")
+        show = trainer.config["progress"] if progress is None else progress
+        return trainer.train(progress=show)

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_one_line_error
+from conftest import run_main as call
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from common.config import apply_overrides, load_config, save_config
+from common.config import save_config
 from gancycle.cli import eval_main, sample_main, train_main
+from gancycle.settings import SCHEMA
 from gancycle.trainer import Divergence, GanTrainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +34,6 @@ TINY = [
     "model.layers=2",
     "data.batch=32",
     "lr.G.period=10",
-    "lr.D.period=10",
     "eval.every=0",
     "eval.samples=200",
 ]
@@ -41,27 +43,17 @@ BLOW_UP = ["lr.G.max=1e3", "lr.D.max=1e3", "model.hidden=128", "model.layers=3"]
 
 
 def tiny_config(*sets: str) -> dict:
-    return apply_overrides(load_config("ring8", "gancycle"), [*TINY, *sets])
+    return SCHEMA.load("ring8", [*TINY, *sets])
 
 
 def sets(*items: str) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
-def call(main, argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(argv)
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
-
-
 def one_line_error(code: int, err: str, *needles: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+    """:func:`conftest.assert_one_line_error`, and the line."""
+    assert_one_line_error(code, err, *needles)
+    return err.strip()
 
 
 TRAIN = [sys.executable, "-c", "from gancycle.cli import train_main; train_main()"]
@@ -203,7 +195,7 @@ def test_sample_refuses_a_missing_parent_folder_and_creates_none(finished, tmp_p
 def test_eval_and_sample_on_an_rlcycle_run_say_so(tmp_path, capsys):
     run = tmp_path / "rl"
     (run / "checkpoints").mkdir(parents=True)
-    save_config(load_config("cartpole", "rlcycle"), run / "config.toml")
+    (run / "config.toml").write_text((ROOT / "rlcycle/configs/cartpole.toml").read_text())
     torch.save({"step": 0}, run / "checkpoints/last.pt")
     code, _, err = call(eval_main, ["--run", str(run)], capsys)
     one_line_error(code, err, str(run), "rlcycle", "rlcycle-eval")
