@@ -195,6 +195,25 @@ def test_snapshots_at_cycle_ends_and_ensemble_sampling_mixes_them(tmp_path):
     assert 0.4 < from_first.float().mean() < 0.6  # members chosen uniformly
 
 
+def test_a_schedule_that_ends_is_snapshotted_at_its_end_as_its_last_cycle(tmp_path):
+    limited = "lr.G.cycle_limit=2"  # cycles 0 and 1 (steps 0-19), then G's rate stays at min
+    trainer = GanTrainer(tiny_config("steps=30", limited), tmp_path / "long")
+    trainer.train(progress=False)
+    assert trainer.snapshots.cycles == [0, 1]  # the restart at 10, the end at 20: no more
+    files = sorted(p.name for p in (tmp_path / "long/snapshots").iterdir())
+    assert files == ["cycle_0.pt", "cycle_1.pt"]
+    short = GanTrainer(tiny_config("steps=20", limited), tmp_path / "short")
+    short.train(progress=False)  # G after step 19: the end of cycle 1
+    at_end = torch.load(tmp_path / "long/snapshots/cycle_1.pt", weights_only=True)
+    for name, tensor in short.G.state_dict().items():
+        assert torch.equal(at_end[name], tensor), name
+    # The checkpoint follows the end's snapshot at once, as it follows a restart's.
+    paused = GanTrainer(tiny_config("steps=30", limited), tmp_path / "paused")
+    paused.save_checkpoint()
+    assert paused.advance(22) is None
+    assert torch.load(paused.checkpoint_path, weights_only=True)["step"] == 21
+
+
 # D's rate jumps from 1e-4 to 2e29 at step 1; dynamics unmeasured after step 0, so the NaN
 # loss the blown-up D gives is the first sign.
 NAN_LOSS = [
