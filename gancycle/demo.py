@@ -19,7 +19,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train the shipped ``ring8`` config on the CPU and print its PacGAN numbers.
 
-    G and D run cosine cycles with warm restarts half a cycle apart. The run folder is
+    G runs cosine cycles with warm restarts; D's rate mirrors G's. The run folder is
     ``<runs_root>/ring8/<timestamp>``. For its seed the run is bitwise the same every time on
     one machine; a CPU with other vector instructions (AVX-512 rather than AVX2, say) rounds
     differently, and a GAN's dynamics can turn that into other final numbers.
@@ -38,8 +38,8 @@ def run_demo(
         config["steps"] = steps
     run_dir = default_run_dir("ring8", root=runs_root)
     print(
-        f"training ring8 for {config['steps']} steps on the CPU: G and D learning rates on "
-        f"cosine cycles of {config['lr']['G']['period']} steps, D half a cycle behind"
+        f"training ring8 for {config['steps']} steps on the CPU: G's learning rate on cosine "
+        f"cycles of {config['lr']['G']['period']} steps, D's its mirror (high while G's is low)"
     )
     metrics = train(config, run_dir, progress=progress)
     kernels = torch.backends.cpu.get_cpu_capability()
