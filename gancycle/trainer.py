@@ -302,7 +302,8 @@ class GanTrainer:
         Inf; ``step`` is the step whose update is blamed.
 
         One kernel per network (its weights are one buffer) and one read-back: the trainer
-        calls it at each log, before each checkpoint and snapshot, and at the end of a run.
+        calls it at each log and evaluation, before each checkpoint and snapshot, and at the end
+        of a run.
         """
         finite = torch.stack([self.flat[net].data.isfinite().all() for net in NETS]).tolist()
         for net, ok in zip(NETS, finite, strict=True):
@@ -409,8 +410,9 @@ class GanTrainer:
         or rolls back to the last checkpoint with both learning-rate schedules scaled by
         ``rollback.factor`` (``on_nan = "rollback"``, at most ``rollback.max`` times). Losses
         are checked every step; gradient norms and update energies where the dynamics are
-        measured (``dynamics.every``); parameters at each log, before each checkpoint and
-        snapshot, and at the last step, so a checkpoint never holds a diverged state.
+        measured (``dynamics.every``); parameters at each log and evaluation, before each
+        checkpoint and snapshot, and at the last step, so a checkpoint never holds a diverged
+        state.
         """
         cfg = self.config
         every, eval_every = cfg["log"]["every"], cfg["eval"]["every"]
@@ -420,11 +422,11 @@ class GanTrainer:
             try:
                 self.set_schedules(t)
                 self.train_step()
-                log_due = (t + 1) % every == 0
-                checkpoint_due = self._checkpoint_due or bool(
-                    ckpt_every and (t + 1) % ckpt_every == 0
-                )
-                if log_due or checkpoint_due or t + 1 == until:
+                done = t + 1
+                log_due = done % every == 0
+                eval_due = bool(eval_every and done % eval_every == 0 and done < until)
+                checkpoint_due = self._checkpoint_due or bool(ckpt_every and done % ckpt_every == 0)
+                if log_due or eval_due or checkpoint_due or done == until:
                     self.check_finite(t)
             except Divergence as e:
                 if cfg["on_nan"] != "rollback" or self.rollbacks >= cfg["rollback"]["max"]:
@@ -436,7 +438,7 @@ class GanTrainer:
                 self.step = t + 1
                 if log_due:
                     self._log(t, bar)
-                if eval_every and self.step % eval_every == 0 and self.step < until:
+                if eval_due:
                     self.evaluate_and_log()
                 if checkpoint_due:
                     self.save_checkpoint()
