@@ -1,0 +1,234 @@
+"""A population of GAN runs against the single runs of the same configs (float64, CPU)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from common.config import ConfigError, apply_overrides, load_config
+from gancycle.population import Event, Population
+from gancycle.trainer import NETS, GanTrainer
+
+STEPS = 200
+
+SMALL = [
+    "device=cpu",
+    "model.hidden=24",
+    "model.layers=2",
+    "data.batch=48",
+    "loss.d_steps=2",
+    "log.every=1000000",
+    "checkpoint.every=1000000",
+    "eval.every=0",
+    "eval.samples=10",
+    "dynamics.every=1000000",
+]
+
+MEMBERS = [
+    # Anti-phase restarts every 40 steps, G forgets all its Adam state, D its momentum; the
+    # regularisers on D's clock (instance noise is drawn only while it is above zero).
+    [
+        "seed=0",
+        "lr.G.period=40",
+        "lr.D.period=40",
+        "reset.G=all",
+        "reset.D=momentum",
+        "instance_noise.enabled=true",
+        "instance_noise.hi=0.05",
+        "label_smoothing.enabled=true",
+    ],
+    # Another seed, other shapes and periods, a schedule that ends (cosine over 150 steps), its
+    # own beta1 and EMA decay.
+    [
+        "seed=5",
+        "lr.G.kind=cosine",
+        "lr.G.period=150",
+        "lr.G.max=2e-3",
+        "lr.D.kind=triangular",
+        "lr.D.period=30",
+        "lr.D.offset=0.25",
+        "reset.D=all",
+        "optim.beta1=0.7",
+        "ema.decay=0.99",
+    ],
+    # Constant rates, nothing reset: the plain GAN.
+    ["seed=11", "lr.G=constant", "lr.D=constant"],
+]
+CONSTANT = {
+    "lr.G=constant": {"kind": "constant", "max": 1e-3},
+    "lr.D=constant": {"kind": "constant", "max": 5e-4},
+}
+
+
+def member_config(sets: list[str], *more: str) -> dict:
+    """ring8 made small, with the member's overrides (``lr.<net>=constant`` replaces a table)."""
+    config = load_config("ring8", "gancycle")
+    for item in sets:
+        if item in CONSTANT:
+            config["lr"][item[3]] = dict(CONSTANT[item])
+    plain = [item for item in [*sets, *more] if item not in CONSTANT]
+    return apply_overrides(config, [*SMALL, *plain])
+
+
+@pytest.fixture
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def single_run(config: dict, run_dir, steps: int) -> tuple[GanTrainer, list[Event]]:
+    """The single trainer's own loop, recording its restarts and ends as a population does."""
+    trainer = GanTrainer(config, run_dir)
+    events: list[Event] = []
+    for net in NETS:
+        for method, kind in (
+            (trainer.drivers[net].on_restart, "restart"),
+            (trainer.drivers[net].on_end, "end"),
+        ):
+            method(
+                lambda step, phase, net=net, kind=kind: events.append(
+                    Event(int(step), net, kind, int(phase.cycle))
+                )
+            )
+    trainer.advance(steps)
+    return trainer, events
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[name] - b[name]).abs().max()) for name in a)
+
+
+def test_a_member_starts_as_its_single_run_starts(tmp_path, float64):
+    configs = [member_config(sets) for sets in MEMBERS]
+    population = Population(configs)
+    for k, config in enumerate(configs):
+        trainer = GanTrainer(config, tmp_path / str(k))
+        state = population.member_state(k)
+        for name, module in (("G", trainer.G), ("D", trainer.D), ("ema", trainer.ema.model)):
+            for key, value in module.state_dict().items():
+                assert torch.equal(state[name][key], value), (k, name, key)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The population of MEMBERS after STEPS steps in float64 (shared by the tests below)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        configs = [member_config(sets) for sets in MEMBERS]
+        population = Population(configs)
+        population.advance(STEPS)
+    finally:
+        torch.set_default_dtype(before)
+    return configs, population
+
+
+@pytest.mark.parametrize("k", range(len(MEMBERS)))
+def test_each_member_follows_its_single_run(tmp_path, float64, trained, k):
+    configs, population = trained
+    assert population.dtype == torch.float64
+    trainer, events = single_run(configs[k], tmp_path, STEPS)
+    member = population.members[k]
+    state = population.member_state(k)
+    for name, module in (("G", trainer.G), ("D", trainer.D), ("ema", trainer.ema.model)):
+        assert max_diff(state[name], module.state_dict()) < 1e-9, (k, name)
+    # Same clock: learning rates of the last step, restarts and ends at the same steps.
+    assert member.events == events
+    for net in NETS:
+        assert population.opts[net].lr[k] == trainer.opts[net].param_groups[0]["lr"]
+        assert member.drivers[net].state_dict() == trainer.drivers[net].state_dict()
+        # Adam's state too, restarts' resets included.
+        opt, stack = population.opts[net], population.nets[net].stack
+        lone = trainer.opts[net]
+        params = dict(trainer.nets[net].named_parameters())
+        for key in ("exp_avg", "exp_avg_sq"):
+            mine = stack.member_state_dict(k, opt.state[key][0])
+            theirs = {name: lone.state[p][key] for name, p in params.items()}
+            assert max_diff(mine, theirs) < 1e-9, (k, net, key)
+        assert opt.step_count[k] == lone.state[params["net.0.weight"]]["step"]
+    assert member.coupled == trainer.coupled
+
+
+def test_members_follow_their_own_clocks(trained):
+    _, population = trained
+    # The members did follow different clocks: restarts and ends where their schedules say.
+    kinds = [{(e.net, e.kind) for e in m.events} for m in population.members]
+    assert kinds[0] == {("G", "restart"), ("D", "restart")}
+    assert ("G", "end") in kinds[1] and ("D", "restart") in kinds[1]
+    assert kinds[2] == set()
+    assert Event(40, "G", "restart", 1) in population.members[0].events
+    assert Event(150, "G", "end", 1) in population.members[1].events
+    # They trained, and apart: each moved far from where it started, differently.
+    start = Population([member_config(sets) for sets in MEMBERS], dtype=torch.float64)
+    for k in range(len(MEMBERS)):
+        assert max_diff(population.member_state(k)["G"], start.member_state(k)["G"]) > 1e-2
+    assert max_diff(population.member_state(0)["G"], population.member_state(1)["G"]) > 1e-2
+
+
+def test_batched_mlps_compute_what_each_member_computes(float64):
+    from gancycle.batched_models import BatchedMLP
+    from gancycle.models import MLPDiscriminator, MLPGenerator
+
+    gens = [MLPGenerator(2, 2, 8, 3) for _ in range(3)]
+    discs = [MLPDiscriminator(2, 8, 3) for _ in range(3)]
+    G, D = BatchedMLP(gens), BatchedMLP(discs)
+    x = torch.randn(3, 5, 2)
+    for k in range(3):
+        torch.testing.assert_close(G(x)[k], gens[k](x[k]), rtol=0, atol=1e-14)
+    scores = D(x)
+    assert scores.shape == (3, 5)
+    scores.sum().backward()
+    for k, disc in enumerate(discs):
+        disc(x[k]).sum().backward()
+        for name, p in disc.named_parameters():
+            torch.testing.assert_close(D.stack.params[name].grad[k], p.grad, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="members of one MLP class"):
+        BatchedMLP([gens[0], discs[0]])
+
+
+def test_a_member_whose_loss_turns_nan_stops_alone(float64):
+    configs = [member_config(MEMBERS[0]), member_config(MEMBERS[2])]
+    population = Population(configs)
+    population.advance(5)
+    with torch.no_grad():
+        population.D.data[1, 0] = math.nan  # member 1's D now scores NaN: its loss_D is NaN
+    poisoned = population.member_state(1)
+    population.advance(20)
+    step, net, loss = population.members[1].diverged
+    assert (step, net) == (5, "D") and math.isnan(loss)
+    assert population.members[0].diverged is None
+    assert (population.member_steps(0), population.member_steps(1)) == (20, 5)
+    after = population.member_state(1)
+    for name in ("G", "D", "ema"):
+        for key, value in poisoned[name].items():
+            same = torch.allclose(after[name][key], value, rtol=0, atol=0, equal_nan=True)
+            assert same, (name, key)
+    # Member 0 went on as if alone.
+    alone = Population(configs[:1])
+    alone.advance(20)
+    assert max_diff(population.member_state(0)["G"], alone.member_state(0)["G"]) < 1e-12
+    assert max_diff(population.member_state(0)["D"], alone.member_state(0)["D"]) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["data.batch=32"], "member 1: data.batch = 32 differs from member 0's 48"),
+        (["model.hidden=8"], "member 1: model = "),
+        (["optim.beta2=0.99"], "member 1: optim.beta2 = 0.99 differs"),
+        (["on_nan=rollback"], "member 1: on_nan = 'rollback': a population stops"),
+        (["lr.G.max=-1"], "member 1: lr.G.max"),
+    ],
+)
+def test_members_that_cannot_share_a_population_are_named(sets, message):
+    configs = [member_config(MEMBERS[0]), member_config(MEMBERS[0], *sets)]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Population(configs)
+    with pytest.raises(ConfigError, match="population: no members"):
+        Population([])
