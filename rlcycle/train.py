@@ -355,7 +355,7 @@ def _train(
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
     writer = RunWriter(run_dir)
     if not checkpoint:
-        writer.layout(_charts(config))
+        writer.layout(_charts(config), "rlcycle", only_written=False)
 
     began = time.perf_counter()
     try:
@@ -411,13 +411,21 @@ def _restore_snapshots(snapshots: SnapshotEnsemble, cycle: int) -> None:
 
 
 def _charts(config: Mapping[str, Any]) -> dict[str, list[str]]:
-    grid = config["eval"]["difficulties"]
-    return {
-        "lr and difficulty": ["lr/policy", "curriculum/difficulty", "schedule/level"],
+    """Custom-scalar charts of the tags this run writes (regular expressions, see ``layout``).
+
+    Difficulty shares its 0..1 axis with the schedule's level (the normalised learning rate);
+    the raw rate, 1e-5 to 1e-3, has a chart of its own. The same charts for every run with the
+    same features, whatever its difficulty grid, so TensorBoard shows each chart once.
+    """
+    charts = {
+        "difficulty and lr level": ["curriculum/difficulty", "schedule/level$"],
+        "learning rate": ["lr/policy"],
         "training return by difficulty": [bucket_tag((k + 0.5) / BUCKETS) for k in range(BUCKETS)],
-        "eval return by difficulty": [f"eval/return/d={d:g}" for d in grid],
-        "ensemble return by difficulty": [f"eval/ensemble_return/d={d:g}" for d in grid],
+        "eval return by difficulty": ["eval/return/d="],
     }
+    if config["restart"]["snapshots"] and config["eval"]["ensemble"]:
+        charts["ensemble return by difficulty"] = ["eval/ensemble_return/d="]
+    return charts
 
 
 def _hparams(config: Mapping[str, Any]) -> dict[str, Any]:
