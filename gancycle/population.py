@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,20 +41,19 @@ import torch
 import torch.nn.functional as F
 
 from common.batched_optim import BatchedAdam, BatchedOptimizer, BatchedSGD
-from common.config import ConfigError
-from common.coupling import CallableTarget, coupled_from_spec
+from common.config import CheckedConfig, ConfigError, get
+from common.coupling import CallableTarget
 from common.runs import resolve_device
-from common.schedules import Schedule, from_spec
+from common.schedules import Schedule
 from common.torch_driver import ScheduleDriver, default_reset_keys
 from gancycle.batched_models import BatchedMLP
 from gancycle.data import Mixture2D, load_data
 from gancycle.models import build_models
-from gancycle.settings import RESETS, check_config, get
+from gancycle.settings import COUPLED, RESETS, check_config
 
 __all__ = ["Population", "Member", "Event", "SHARED", "NETS"]
 
 NETS = ("G", "D")
-COUPLED = ("instance_noise", "label_smoothing")
 
 SHARED = (
     "data.name",
@@ -108,7 +107,9 @@ class Member:
     diverged: tuple[int, str, float] | None = None
 
 
-def _check_members(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _check_members(
+    configs: Sequence[Mapping[str, Any] | CheckedConfig],
+) -> list[CheckedConfig]:
     """Each member's config checked alone, then what they must share and what is not here yet."""
     if not configs:
         raise ConfigError("population: no members")
@@ -118,15 +119,15 @@ def _check_members(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             checked.append(check_config(config))
         except ConfigError as e:
             raise ConfigError(f"member {k}: {e}") from None
-    first = checked[0]
-    for k, config in enumerate(checked[1:], start=1):
+    first = checked[0].config
+    for k, config in enumerate((c.config for c in checked[1:]), start=1):
         for key in SHARED:
             if get(config, key) != get(first, key):
                 raise ConfigError(
                     f"member {k}: {key} = {get(config, key)!r} differs from member 0's "
                     f"{get(first, key)!r}; the members of a population share {', '.join(SHARED)}"
                 )
-    for k, config in enumerate(checked):
+    for k, config in enumerate(c.config for c in checked):
         if config["model"]["arch"] != "mlp" or config["data"]["name"] not in ("ring8", "grid25"):
             raise ConfigError(
                 f"member {k}: a population trains model.arch = 'mlp' on ring8 or grid25 so far"
@@ -161,7 +162,8 @@ class Population:
     """N GAN runs of one architecture on one device (see the module docstring).
 
     Args:
-        configs: one gancycle config per member (each as ``gancycle-train`` would take it).
+        configs: one gancycle config per member (each as ``gancycle-train`` would take it:
+            whole, only the keys it changes, or checked).
         device: where to train (default: member 0's ``device``, ``auto`` picking CUDA if any).
         dtype: parameters' dtype (default: torch's default dtype, as a single run uses).
 
@@ -175,11 +177,12 @@ class Population:
 
     def __init__(
         self,
-        configs: Sequence[dict[str, Any]],
+        configs: Sequence[Mapping[str, Any] | CheckedConfig],
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.configs = _check_members(configs)
+        self.checked = _check_members(configs)
+        self.configs = [checked.config for checked in self.checked]
         first = self.configs[0]
         self.device = torch.device(device) if device else resolve_device(first["device"])
         self.dtype = dtype or torch.get_default_dtype()
@@ -200,7 +203,7 @@ class Population:
         decay = torch.tensor([c["ema"]["decay"] for c in self.configs], dtype=torch.float64)
         self._ema_weight = (1.0 - decay).to(self.device, self.dtype).unsqueeze(1)
         self._smoothing = torch.zeros(self.size, 1, dtype=self.dtype, device=self.device)
-        self.members = [self._member(k, c) for k, c in enumerate(self.configs)]
+        self.members = [self._member(k, c) for k, c in enumerate(self.checked)]
         self._reset_keys = {net: [self._keys(k, net) for k in range(self.size)] for net in NETS}
         self.stopped = torch.zeros(self.size, dtype=torch.bool, device=self.device)
         self.step = 0
@@ -227,9 +230,11 @@ class Population:
         opt.set(beta1=[c["optim"]["beta1"] for c in self.configs])
         return opt
 
-    def _member(self, k: int, config: dict[str, Any]) -> Member:
+    def _member(self, k: int, checked: CheckedConfig) -> Member:
+        """Member ``k``'s generator, and drivers of the schedules and couplings its check built."""
+        config = checked.config
         generator = torch.Generator(self.device).manual_seed(config["seed"])
-        schedules = {net: from_spec(config["lr"][net], name=f"lr.{net}") for net in NETS}
+        schedules = {net: checked.schedules[net] for net in NETS}
         member = Member(k, config, generator, schedules)
         for net in NETS:
             driver = ScheduleDriver(schedules[net])
@@ -237,11 +242,9 @@ class Population:
             driver.on_restart(_recorder(member, net, "restart"))
             driver.on_end(_recorder(member, net, "end"))
             member.drivers[net] = driver
-        for name in COUPLED:
-            if config[name]["enabled"]:
-                coupling = coupled_from_spec(config[name], schedules["D"], name=name)
-                target = CallableTarget(_setter(member.coupled, name), name)
-                member.drivers["D"].bind(name, coupling, target)
+        for name, coupling in checked.couplings.items():
+            target = CallableTarget(_setter(member.coupled, name), name)
+            member.drivers["D"].bind(name, coupling, target)
         return member
 
     def _keys(self, k: int, net: str) -> tuple[str, ...]:

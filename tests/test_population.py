@@ -8,8 +8,9 @@ import re
 import pytest
 import torch
 
-from common.config import ConfigError, apply_overrides, load_config
+from common.config import ConfigError
 from gancycle.population import Event, Population
+from gancycle.settings import SCHEMA
 from gancycle.trainer import NETS, GanTrainer
 
 STEPS = 200
@@ -27,13 +28,15 @@ SMALL = [
     "dynamics.every=1000000",
 ]
 
+CYCLES_40 = "{kind='cosine_restarts', max=1e-3, min=1e-5, period=40, offset=0.5}"
+
 MEMBERS = [
-    # Anti-phase restarts every 40 steps, G forgets all its Adam state, D its momentum; the
-    # regularisers on D's clock (instance noise is drawn only while it is above zero).
+    # Restarts every 40 steps, D's half a cycle after G's; G forgets all its Adam state, D its
+    # momentum; the regularisers on D's clock (instance noise is drawn only while above zero).
     [
         "seed=0",
         "lr.G.period=40",
-        "lr.D.period=40",
+        f"lr.D={CYCLES_40}",
         "reset.G=all",
         "reset.D=momentum",
         "instance_noise.enabled=true",
@@ -44,33 +47,20 @@ MEMBERS = [
     # own beta1 and EMA decay.
     [
         "seed=5",
-        "lr.G.kind=cosine",
-        "lr.G.period=150",
-        "lr.G.max=2e-3",
-        "lr.D.kind=triangular",
-        "lr.D.period=30",
-        "lr.D.offset=0.25",
+        "lr.G={kind='cosine', max=2e-3, min=1e-5, period=150}",
+        "lr.D={kind='triangular', max=1e-3, min=1e-5, period=30, offset=0.25}",
         "reset.D=all",
         "optim.beta1=0.7",
         "ema.decay=0.99",
     ],
-    # Constant rates, nothing reset: the plain GAN.
-    ["seed=11", "lr.G=constant", "lr.D=constant"],
+    # ring8's own rhythm, shorter: D mirrors G (follow, anti-phase); nothing reset.
+    ["seed=11", "lr.G.period=50"],
 ]
-CONSTANT = {
-    "lr.G=constant": {"kind": "constant", "max": 1e-3},
-    "lr.D=constant": {"kind": "constant", "max": 5e-4},
-}
 
 
 def member_config(sets: list[str], *more: str) -> dict:
-    """ring8 made small, with the member's overrides (``lr.<net>=constant`` replaces a table)."""
-    config = load_config("ring8", "gancycle")
-    for item in sets:
-        if item in CONSTANT:
-            config["lr"][item[3]] = dict(CONSTANT[item])
-    plain = [item for item in [*sets, *more] if item not in CONSTANT]
-    return apply_overrides(config, [*SMALL, *plain])
+    """ring8 made small, with the member's overrides."""
+    return SCHEMA.load("ring8", [*SMALL, *sets, *more])
 
 
 @pytest.fixture
@@ -161,7 +151,8 @@ def test_members_follow_their_own_clocks(trained):
     kinds = [{(e.net, e.kind) for e in m.events} for m in population.members]
     assert kinds[0] == {("G", "restart"), ("D", "restart")}
     assert ("G", "end") in kinds[1] and ("D", "restart") in kinds[1]
-    assert kinds[2] == set()
+    assert kinds[2] == {("G", "restart"), ("D", "restart")}
+    assert [e.step for e in population.members[2].events] == [50, 50, 100, 100, 150, 150]
     assert Event(40, "G", "restart", 1) in population.members[0].events
     assert Event(150, "G", "end", 1) in population.members[1].events
     # They trained, and apart: each moved far from where it started, differently.
