@@ -223,3 +223,28 @@ def test_members_that_cannot_share_a_population_are_named(sets, message):
         Population(configs)
     with pytest.raises(ConfigError, match="population: no members"):
         Population([])
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["loss.name=wgan", "loss.gp_weight=10.0", "label_smoothing.enabled=false"],
+        [
+            "loss.name=hinge",
+            "label_smoothing.enabled=false",
+            "optim.name=sgd",
+            "optim.beta1=0.9",
+            "reset.G=momentum",
+        ],
+    ],
+    ids=["wgan-gp", "hinge-sgd"],
+)
+def test_other_losses_and_sgd_follow_the_single_run(tmp_path, float64, sets):
+    configs = [member_config(MEMBERS[k], *sets) for k in (0, 2)]
+    population = Population(configs)
+    population.advance(60)
+    for k, config in enumerate(configs):
+        trainer, events = single_run(config, tmp_path / str(k), 60)
+        assert population.members[k].events == events
+        for name, module in (("G", trainer.G), ("D", trainer.D)):
+            assert max_diff(population.member_state(k)[name], module.state_dict()) < 1e-9
