@@ -248,3 +248,14 @@ def test_other_losses_and_sgd_follow_the_single_run(tmp_path, float64, sets):
         assert population.members[k].events == events
         for name, module in (("G", trainer.G), ("D", trainer.D)):
             assert max_diff(population.member_state(k)[name], module.state_dict()) < 1e-9
+
+
+def test_the_bench_times_both_arms_on_the_same_member_steps():
+    from gancycle.population_bench import member_configs, run_population_bench
+
+    config = SCHEMA.load("ring8", ["device=cpu", "model.hidden=8", "data.batch=16"])
+    assert [c["seed"] for c in member_configs(config, 3)] == [0, 1, 2]
+    result = run_population_bench(config, members=2, steps=4, chunk=2, warmup=1)
+    assert result["steps"] == 4 and result["members"] == 2 and result["threads"] == 1
+    assert result["population_member_steps_per_s"] > 0 and result["singles_member_steps_per_s"] > 0
+    assert result["ratio"] > 0
