@@ -9,13 +9,14 @@ every member with a few kernels on that buffer.
 
 Why hand-batched layers rather than ``torch.func.functional_call`` under ``vmap``: both give the
 same numbers, but on the CPU the hand-batched step was faster. One forward and backward of G and
-D (the ring8 sizes: hidden 128, 3 layers, batch 256) for 50 members on one thread took 0.98 s and
-1.01 s hand-batched against 1.13 s and 1.31 s with ``vmap`` (sequential single modules: 1.72 s
-and 1.27 s), measured twice on a 2-core machine shared with other jobs (load about 8), so the
-figures are rough; ``vmap`` was slower in both. Hand-batched layers also keep our own parameter
-layout (one buffer, leaf views) with no functorch wrapper between autograd and the optimizer. The
-price is generality: a new architecture needs its batched layers written out (the DCGAN pair:
-grouped convolutions and per-member BatchNorm), where ``vmap`` would take any module.
+D (non-saturating losses, the ring8 sizes: hidden 128, 3 layers, batch 256) for 50 members on
+one thread, the arms interleaved round by round on a 2-core machine shared with other jobs (load
+4 to 5), medians (minima) over 12 and then 20 rounds: hand-batched 462 (362) and 512 (428) ms,
+``vmap`` over ``stack_module_state`` 524 (482) and 609 (521) ms, the 50 single modules one after
+another 483 (401) and 617 (545) ms. Hand-batched layers also keep our own parameter layout (one
+buffer, leaf views) with no functorch wrapper between autograd and the optimizer. The price is
+generality: a new architecture needs its batched layers written out (the DCGAN pair: grouped
+convolutions and per-member BatchNorm), where ``vmap`` would take any module.
 """
 
 from __future__ import annotations
