@@ -92,6 +92,7 @@ class Member:
         lr: the learning rates its drivers wrote last, by network.
         coupled: instance noise std and label smoothing its D driver wrote last.
         events: restarts and ends, in order.
+        restarted: the networks whose cycle restarted at the step set last (their resets due).
         diverged: ``(step, net, loss)`` of the NaN/Inf loss that stopped it, or ``None``.
     """
 
