@@ -1,6 +1,8 @@
 """Command lines: ``rlcycle-train`` and ``rlcycle-eval``.
 
-A bad key, value or path ends the program with one line ``error: ...`` and exit code 2.
+A bad key, value or path ends the program with one line ``error: ...`` and exit code 2. torch,
+SB3 and TensorBoard are imported only once a run starts, so ``--help`` and argument errors are
+quick.
 """
 
 from __future__ import annotations
@@ -55,9 +57,12 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def _train(argv: Sequence[str] | None) -> int:
+    args = train_parser().parse_args(argv)
+    from rlcycle.settings import read_run_config
     from rlcycle.train import train
 
-    args = train_parser().parse_args(argv)
+    if args.resume is not None:
+        read_run_config(args.resume, "--resume")  # names another package's run
     config, run_dir, resume = resolve_run(args, "rlcycle")
     if resume and args.algo is not None and args.algo != config.get("algo"):
         raise ConfigError(f"--algo {args.algo}: a resumed run keeps its algo ({config['algo']})")
@@ -65,7 +70,7 @@ def _train(argv: Sequence[str] | None) -> int:
         if value is not None:
             config[key] = value
     if args.no_progress:
-        config["progress_bar"] = False
+        config["progress"] = False
     if not resume and (run_dir / "checkpoints" / "last.pt").exists():
         raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
     metrics = train(config, run_dir, resume=resume)
@@ -74,8 +79,9 @@ def _train(argv: Sequence[str] | None) -> int:
 
 
 def _summary(metrics: dict[str, Any]) -> str:
-    lines = [f"run: {metrics['run_dir']}  ({metrics['steps']} env steps)"]
-    for tag, value in metrics["eval"].items():
+    final = metrics["final"]
+    lines = [f"run: {metrics['run_dir']}  ({final['steps']} env steps)"]
+    for tag, value in final["eval"].items():
         if tag.startswith("eval/return/d=") or tag.startswith("eval/ensemble_return/d="):
             lines.append(f"  {tag:<30} {value:9.1f}")
     lines.append(f"view: tensorboard --logdir {metrics['run_dir']}")
@@ -120,9 +126,9 @@ def eval_parser() -> argparse.ArgumentParser:
 
 
 def _eval(argv: Sequence[str] | None) -> int:
+    args = eval_parser().parse_args(argv)
     from rlcycle.evaluate import evaluate_run
 
-    args = eval_parser().parse_args(argv)
     metrics = evaluate_run(args.run, args.difficulty, args.episodes, args.ensemble, args.seed)
     for tag, value in metrics.items():
         print(f"{tag:<32} {value:9.3f}")

@@ -41,7 +41,7 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
 def finished_run(tmp_path_factory):
     """A tiny finished CartPole run (256 env steps), no snapshots."""
     run = tmp_path_factory.mktemp("cli") / "run"
-    no_snapshots = ["--set", "restart.snapshots=false"]
+    no_snapshots = ["--set", "snapshots.max=0"]
     with pytest.raises(SystemExit) as exit_:
         train_main(["--out", str(run), "--steps", "256", *FAST, *no_snapshots])
     assert exit_.value.code == 0
@@ -75,9 +75,12 @@ def finished_run(tmp_path_factory):
         ),
         (["--set", "ppo.n_stepz=3"], ["--set ppo.n_stepz", "unknown key"]),
         (
-            ["--algo", "a2c", "--set", "restart.reset_optimizer=true"],
-            ["restart.reset_optimizer = true", "RMSprop", "a2c.use_rms_prop = false"],
+            ["--algo", "a2c", "--set", "reset.policy=momentum"],
+            ["reset.policy = 'momentum'", "RMSprop", "a2c.use_rms_prop = false"],
         ),
+        (["--set", "reset.policy=sometimes"], ["reset.policy = 'sometimes'", "none | momentum"]),
+        (["--set", "snapshots.max=-1"], ["snapshots.max = -1", ">= 0"]),
+        (["--set", "log.every=0"], ["log.every = 0", ">= 1"]),
         (["--resume", "."], ["--resume .", "no config.toml"]),
     ],
 )
@@ -94,6 +97,13 @@ def test_train_errors_are_one_line_naming_the_key(argv, needles, capsys, tmp_pat
         ("[ppo]\nclip = 0.1\n", ["ppo.clip", "not a PPO argument", "clip_range"]),
         ("[envs]\nid = 'x'\n", ["envs: unknown key"]),
         ("[eval\n", ["not valid TOML"]),
+        ("log_every = 5\n", ["log_every", "log.every"]),
+        ("checkpoint_every = 5\n", ["checkpoint_every", "checkpoint.every"]),
+        ("progress_bar = false\n", ["progress_bar", "progress"]),
+        ("[restart]\nmax_snapshots = 3\n", ["restart.max_snapshots", "snapshots.max"]),
+        ("[restart]\nsnapshots = false\n", ["restart.snapshots", "snapshots.max", "0 = none"]),
+        ("[restart]\nreset_optimizer = true\n", ["restart.reset_optimizer", "reset.policy"]),
+        ("[restart]\nreset_keys = ['exp_avg']\n", ["restart.reset_keys", "reset.policy"]),
     ],
 )
 def test_bad_config_files_name_the_key(table, needles, capsys, tmp_path):
@@ -118,7 +128,7 @@ def test_a_run_folder_is_never_overwritten_and_a_finished_run_needs_more_steps(
 
 def test_a_run_killed_during_its_final_evaluation_resumes_to_the_same_metrics(tmp_path):
     run = tmp_path / "run"
-    argv = ["--steps", "256", *FAST, "--set", "restart.snapshots=false"]
+    argv = ["--steps", "256", *FAST, "--set", "snapshots.max=0"]
     with pytest.raises(SystemExit) as exit_:
         train_main(["--out", str(run), *argv])
     assert exit_.value.code == 0
@@ -128,7 +138,9 @@ def test_a_run_killed_during_its_final_evaluation_resumes_to_the_same_metrics(tm
         train_main(["--resume", str(run), *argv])
     assert exit_.value.code == 0
     again = json.loads((run / "metrics.json").read_text())
-    assert again["eval"] == first["eval"] and again["steps"] == first["steps"] == 256
+    assert again["final"]["eval"] == first["final"]["eval"]
+    assert again["final"]["steps"] == first["final"]["steps"] == 256
+    assert again["final"]["resumes"] == 1
     assert [h["step"] for h in again["history"]] == [h["step"] for h in first["history"]]
     assert [h["step"] for h in again["history"]].count(256) == 1
 
@@ -182,12 +194,24 @@ def test_demo_prints_returns_at_three_difficulties(tmp_path, capsys):
 
     metrics = run_demo(tmp_path, steps=512)
     out = capsys.readouterr().out
+    final = metrics["final"]
     for d in ("0", "0.5", "1"):
-        assert f"eval/return/d={d}" in metrics["eval"]
+        assert f"eval/return/d={d}" in final["eval"]
     rows = [row for row in map(str.split, out.splitlines()) if len(row) == 3 and is_number(row[0])]
     assert [row[0] for row in rows] == ["0", "0.5", "1"]
     assert [float(row[1]) for row in rows] == [
-        pytest.approx(metrics["eval"][f"eval/return/d={d}"], abs=0.05) for d in ("0", "0.5", "1")
+        pytest.approx(final["eval"][f"eval/return/d={d}"], abs=0.05) for d in ("0", "0.5", "1")
     ]
     run = Path(metrics["run_dir"])
     assert run.parent == tmp_path / "cartpole" and f"logs: {run}" in out
+
+
+def test_a_gan_run_folder_is_named_as_such(tmp_path, capsys):
+    from common.config import load_config, save_config
+
+    run = tmp_path / "gan"
+    save_config(load_config("ring8", "gancycle"), run / "config.toml")
+    code, _, err = run_main(eval_main, ["--run", str(run)], capsys)
+    assert_one_line_error(code, err, f"--run {run}", "a gancycle run", "gancycle-eval")
+    code, _, err = run_main(train_main, ["--resume", str(run), "--no-progress"], capsys)
+    assert_one_line_error(code, err, f"--resume {run}", "a gancycle run")
