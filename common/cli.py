@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.config import ConfigError, apply_overrides, load_config, read_config
-from common.runs import default_run_dir
 
 __all__ = [
     "add_run_arguments",
@@ -104,6 +103,8 @@ def resolve_run(args: argparse.Namespace, package: str) -> tuple[dict[str, Any],
     it began) and the run folder is ``DIR``; otherwise it is ``--config``. Then ``--set``
     overrides apply, then ``--seed``, ``--steps`` and ``--device``.
     """
+    from common.runs import default_run_dir  # torch: imported only when a run starts
+
     if args.resume is not None:
         if not (args.resume / "config.toml").is_file():
             raise ConfigError(f"--resume {args.resume}: no config.toml there; not a run folder")

@@ -2,7 +2,8 @@
 
 Each cosine cycle ends at a low learning rate, near a minimum; a restart kicks the weights away to
 another. Keeping the weights at every cycle end gives an ensemble for the price of one training
-run. :meth:`SnapshotEnsemble.hook` plugs into a driver's restart hooks.
+run. :meth:`SnapshotEnsemble.hook` plugs into both events of a driver that end a cycle: its
+restarts and, for a schedule with a last cycle, its end (``driver.on_restart(h).on_end(h)``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ class SnapshotEnsemble:
                 self._path(dropped).unlink(missing_ok=True)
 
     def hook(self, model: nn.Module) -> Callable[[float, Phase], None]:
-        """A restart hook: at the start of cycle k, snapshot the end of cycle k-1."""
+        """A driver hook that snapshots ``model`` as the cycle just ended, ``cycle_<k>.pt``.
+
+        For both events: at a restart into cycle k, k is ``k - 1``; at the end of a schedule of
+        L cycles (``phase.cycle`` is then L), ``L - 1``.
+        """
 
         def take_snapshot(step: float, phase: Phase) -> None:
             self.take(model, phase.cycle - 1)

@@ -2,8 +2,13 @@
 
 The driver owns no curve: every value comes from a pure schedule at the step it is given, so
 ``set(t)`` twice changes nothing and a run resumed at step ``t`` sees the same values as an
-uninterrupted one. What the driver does keep is the last cycle it has seen, so that each restart
-fires its hooks once (reset optimizer state, take a snapshot, log a marker).
+uninterrupted one. What the driver does keep is the last cycle it has seen, so that each event of
+the clock fires its hooks once: a restart (reset optimizer state, take a snapshot, log a marker)
+and, for a schedule that ends, its end (snapshot the last cycle; nothing to reset).
+
+Values land on targets (:class:`~common.coupling.Target`): an optimizer param-group key
+(:class:`OptimizerKey`), an attribute of submodules (:class:`ModuleAttr`) or any function
+(:class:`~common.coupling.CallableTarget`).
 
 Typical loop::
 
@@ -15,29 +20,44 @@ Typical loop::
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from common.coupling import Coupled, OptimizerKey, Target
+from common.coupling import Coupled, Target
 from common.schedules import Phase, Schedule
 
 __all__ = [
-    "RestartHook",
+    "ClockHook",
     "ScheduleDriver",
+    "OptimizerKey",
+    "ModuleAttr",
     "drive_optimizer",
     "default_reset_keys",
     "reset_optimizer_state",
     "ResetOptimizerState",
 ]
 
-RestartHook = Callable[[float, Phase], None]
-"""Called as ``hook(step, phase)`` once each time the clock enters a new cycle."""
+ClockHook = Callable[[float, Phase], None]
+"""Called as ``hook(step, phase)`` once per event: a restart, or the end of the schedule."""
 
 
 class ScheduleDriver:
-    """Writes scheduled values to their targets and fires restart hooks.
+    """Writes scheduled values to their targets and fires the clock's hooks.
+
+    Two events, each firing its hooks once:
+
+    - a restart, when the clock enters a new cycle: :meth:`on_restart` hooks;
+    - the end of a schedule that has one (``clock.end_step`` finite: ``cosine``, ``one_cycle``,
+      a ``cycle_limit``), when its last cycle is over: :meth:`on_end` hooks. The end is no
+      restart: nothing starts again, so no optimizer state is reset.
+
+    Hooks run at the first step set at or past the event, once per :meth:`set` however many
+    cycles that step passed (a step past both the last restart and the end fires the end only).
 
     Args:
         clock: the schedule whose cycles are the restarts (usually the learning rate).
@@ -46,25 +66,42 @@ class ScheduleDriver:
     def __init__(self, clock: Schedule) -> None:
         self.clock = clock
         self.bindings: list[tuple[str, Schedule, Target]] = []
-        self.hooks: list[RestartHook] = []
-        self.step_count = 0
+        self.restart_hooks: list[ClockHook] = []
+        self.end_hooks: list[ClockHook] = []
+        self.step_count = 0  # the step that step() sets next
         self._cycle = 0
+        # The cycle index the clock holds for ever once it has ended, read well past end_step so
+        # that rounding at the boundary cannot pass the last restart off as the end or back.
+        end = clock.end_step
+        self._end_cycle = clock.cycle(2 * end + 1) if math.isfinite(end) else None
 
     def bind(self, name: str, schedule: Schedule, target: Target) -> ScheduleDriver:
         """Write ``schedule``'s value to ``target`` at every step; ``name`` labels it in logs."""
         self.bindings.append((name, schedule, target))
         return self
 
-    def on_restart(self, hook: RestartHook) -> ScheduleDriver:
-        self.hooks.append(hook)
+    def on_restart(self, hook: ClockHook) -> ScheduleDriver:
+        """Call ``hook(step, phase)`` at each restart; ``phase.cycle`` is the cycle begun."""
+        self.restart_hooks.append(hook)
         return self
+
+    def on_end(self, hook: ClockHook) -> ScheduleDriver:
+        """Call ``hook(step, phase)`` once when the schedule has ended; ``phase.cycle`` is then
+        the number of cycles (``cycle_limit``). Never called for a schedule without an end."""
+        self.end_hooks.append(hook)
+        return self
+
+    @property
+    def ended(self) -> bool:
+        """Whether the end hooks have fired (the clock is past its last cycle)."""
+        return self._cycle == self._end_cycle
 
     def values(self, step: float) -> dict[str, float]:
         """The value of every binding at ``step``, without writing anything."""
         return {name: schedule.value(step) for name, schedule, _ in self.bindings}
 
     def set(self, step: float) -> dict[str, float]:
-        """Write every value for ``step``; fire restart hooks if a new cycle began.
+        """Write every value for ``step``; fire the restart or end hooks if the clock got there.
 
         Returns the written values by binding name, for logging.
         """
@@ -73,26 +110,100 @@ class ScheduleDriver:
             value = schedule.value(step)
             target.set(value)
             out[name] = value
-        if self.clock.cycle(step) > self._cycle:
+        cycle = self.clock.cycle(step)
+        if cycle > self._cycle:
+            self._cycle = cycle
             phase = self.clock.phase(step)
-            self._cycle = phase.cycle
-            for hook in self.hooks:
+            for hook in self.end_hooks if self.ended else self.restart_hooks:
                 hook(step, phase)
-        self.step_count = step
+        self.step_count = step + 1
         return out
 
     def step(self) -> dict[str, float]:
-        """``set`` the next step: 0, 1, 2, ... counted by the driver."""
-        out = self.set(self.step_count)
-        self.step_count += 1
-        return out
+        """``set`` the step after the last one set (0 for a new driver)."""
+        return self.set(self.step_count)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step_count": self.step_count, "cycle": self._cycle}
+        """The next step, the last cycle seen and whether the end fired (plain types)."""
+        return {"step_count": self.step_count, "cycle": self._cycle, "ended": self.ended}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        # ``ended`` follows from ``cycle``; checkpoints written before it existed load the same.
         self.step_count = state["step_count"]
         self._cycle = int(state["cycle"])
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+class OptimizerKey:
+    """A param-group key of a torch optimizer, e.g. ``lr``, ``weight_decay``, ``betas[0]``.
+
+    Args:
+        optimizer: the optimizer whose param groups receive the value.
+        key: the param-group key; ``name[i]`` sets element ``i`` of a tuple (Adam's betas).
+        groups: indices of the param groups to set (default: all).
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, key: str, groups: Iterable[int] | None = None
+    ) -> None:
+        self.optimizer, self.key = optimizer, key
+        self.groups = list(range(len(optimizer.param_groups))) if groups is None else list(groups)
+        match = _INDEXED.match(key)
+        self._field, self._index = (match[1], int(match[2])) if match else (key, None)
+        for g in self.groups:
+            if g >= len(optimizer.param_groups):
+                raise ValueError(
+                    f"groups = {self.groups}: optimizer has {len(optimizer.param_groups)} groups"
+                )
+            group = optimizer.param_groups[g]
+            if self._field not in group:
+                raise ValueError(
+                    f"{key}: {type(optimizer).__name__} param groups have no {self._field!r}; "
+                    "allowed: " + ", ".join(k for k in group if k != "params")
+                )
+        self.name = key
+
+    def set(self, value: float) -> None:
+        for g in self.groups:
+            group = self.optimizer.param_groups[g]
+            if self._index is None and type(group[self._field]) is float:
+                group[self._field] = value  # the common case, kept cheap: it runs every step
+            elif self._index is None:
+                current = group[self._field]
+                if isinstance(current, torch.Tensor):  # tensor lr (capturable optimizers)
+                    current.fill_(value)
+                else:
+                    group[self._field] = value
+            else:
+                items = list(group[self._field])
+                items[self._index] = value
+                group[self._field] = tuple(items)
+
+
+class ModuleAttr:
+    """An attribute set on every submodule of the given types, e.g. dropout ``p``.
+
+    Args:
+        module: the root module to search.
+        attr: the attribute name (``p`` for dropout, ``momentum`` for BatchNorm).
+        types: submodule classes that receive it.
+    """
+
+    def __init__(self, module: nn.Module, attr: str, types: tuple[type, ...]) -> None:
+        self.attr = attr
+        self.modules = [m for m in module.modules() if isinstance(m, types)]
+        if not self.modules:
+            names = ", ".join(t.__name__ for t in types)
+            raise ValueError(f"{attr}: the model has no {names} submodule to set it on")
+        self.name = f"{types[0].__name__.lower()}.{attr}"
+
+    def set(self, value: float) -> None:
+        for m in self.modules:
+            setattr(m, self.attr, value)
 
 
 # -- optimizer state at restarts -------------------------------------------------------------

@@ -201,6 +201,7 @@ class GanTrainer:
             except ValueError as e:
                 raise ConfigError(f"reset.{net} = {cfg['reset'][net]!r}: {e}") from None
         self.drivers["G"].on_restart(self.snapshots.hook(self.G))
+        self.drivers["G"].on_end(self.snapshots.hook(self.G))
         self.drivers["G"].on_restart(self._checkpoint_after_step)
         # D's regularisers follow D's clock; the trainer reads the values from self.coupled.
         self.coupled = {"instance_noise": 0.0, "label_smoothing": 0.0}

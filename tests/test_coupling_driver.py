@@ -1,13 +1,22 @@
-"""Couplings and the torch driver: anti-phase values, targets, resume, restart hooks."""
+"""Couplings and the torch driver: anti-phase values, targets, resume, restart and end hooks."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from common.coupling import CallableTarget, Coupled, ModuleAttr, OptimizerKey, coupled_from_spec
+from common.coupling import CallableTarget, Coupled, coupled_from_spec
 from common.schedules import from_spec
-from common.torch_driver import ScheduleDriver, drive_optimizer
+from common.torch_driver import (
+    ModuleAttr,
+    OptimizerKey,
+    ResetOptimizerState,
+    ScheduleDriver,
+    drive_optimizer,
+)
 
 LR = {"kind": "cosine_restarts", "max": 0.1, "min": 0.0, "period": 20}
 
@@ -138,3 +147,104 @@ def test_default_reset_keys_name_what_they_cannot_reset():
         default_reset_keys(torch.optim.RMSprop(params))
     with pytest.raises(ValueError, match="Adagrad; name the keys"):
         default_reset_keys(torch.optim.Adagrad(params))
+
+
+# -- restarts, the end of a limited schedule, stepping ---------------------------------------
+
+LIMITED = {"kind": "cosine_restarts", "max": 1e-2, "period": 10, "cycle_limit": 2}
+
+
+def _recording(driver):
+    """Lists that the driver's restart and end hooks fill with (step, cycle)."""
+    restarts, ends = [], []
+    driver.on_restart(lambda step, phase: restarts.append((step, phase.cycle)))
+    driver.on_end(lambda step, phase: ends.append((step, phase.cycle)))
+    return restarts, ends
+
+
+def test_the_end_of_a_limited_schedule_is_no_restart_and_keeps_adam_moments():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    driver = drive_optimizer(opt, from_spec(LIMITED))
+    resets = ResetOptimizerState(opt)
+    driver.on_restart(resets)
+    _train_steps(model, opt, driver, 20)  # steps 0..19: the restart at 10
+    before = [s["exp_avg"].clone() for s in opt.state.values()]
+    driver.step()  # step 20: the last cycle is over, no restart
+    assert resets.resets == 1
+    assert all(
+        torch.equal(s["exp_avg"], b) for s, b in zip(opt.state.values(), before, strict=True)
+    )
+    _train_steps(model, opt, driver, 10)
+    assert resets.resets == 1
+
+
+@pytest.mark.parametrize("kind", ["cosine", "one_cycle"])
+def test_one_cycle_shapes_end_without_a_restart(kind):
+    driver = ScheduleDriver(from_spec({"kind": kind, "max": 0.1, "period": 10}))
+    restarts, ends = _recording(driver)
+    for _ in range(30):
+        driver.step()
+    assert restarts == [] and ends == [(10, 1)]
+
+
+@pytest.mark.parametrize(
+    "stride, restarts_seen, end_step",
+    [(1, [(10, 1)], 20), (4, [(12, 1)], 20), (7, [(14, 1)], 21), (12, [(12, 1)], 24)]
+    + [(20, [], 20), (25, [], 25)],  # past the last restart and the end at once: the end only
+)
+def test_hooks_fire_once_per_event_whatever_the_stride(stride, restarts_seen, end_step):
+    driver = ScheduleDriver(from_spec(LIMITED))
+    restarts, ends = _recording(driver)
+    for t in range(0, 60, stride):  # RL sets the step in strides of n_envs
+        driver.set(t)
+    assert restarts == restarts_seen and ends == [(end_step, 2)]
+
+
+def test_an_unlimited_schedule_never_ends():
+    driver = ScheduleDriver(from_spec({**LIMITED, "cycle_limit": 0}))
+    restarts, ends = _recording(driver)
+    for t in range(0, 10**6, 10**5):
+        driver.set(t)
+    assert len(restarts) == 9 and ends == []
+
+
+def test_a_resumed_driver_fires_the_end_once_old_checkpoints_too():
+    lr = from_spec(LIMITED)
+    first = ScheduleDriver(lr)
+    _, ends = _recording(first)
+    for _ in range(25):
+        first.step()
+    assert ends == [(20, 2)] and first.state_dict()["ended"] is True
+
+    def resume(state):
+        driver = ScheduleDriver(from_spec(LIMITED))
+        driver.load_state_dict(state)
+        restarts, ends = _recording(driver)
+        for _ in range(10):
+            driver.step()
+        return restarts, ends
+
+    assert resume(first.state_dict()) == ([], [])
+    # Checkpoints written before the driver knew of ends: no "ended" key.
+    assert resume({"step_count": 25, "cycle": 2}) == ([], [])
+    assert resume({"step_count": 15, "cycle": 1}) == ([], [(20, 2)])
+    assert resume({"step_count": 5, "cycle": 0}) == ([(10, 1)], [])
+
+
+def test_step_continues_after_the_last_step_set():
+    opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=1.0)
+    lr = from_spec(LR)
+    driver = drive_optimizer(opt, lr)
+    driver.set(41)
+    assert driver.step()["lr"] == lr.value(42) != lr.value(41)
+    assert opt.param_groups[0]["lr"] == lr.value(42)
+    assert driver.step()["lr"] == lr.value(43)
+
+
+def test_coupling_is_pure_python_without_torch():
+    code = "import sys, common.coupling; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

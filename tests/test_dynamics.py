@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
+from conftest import digits
 from torch import nn
 
 from common.dynamics import (
@@ -20,11 +20,6 @@ from common.dynamics import (
     suggest_max,
 )
 from common.schedules import from_spec
-
-
-def _digits():
-    x, y = load_digits(return_X_y=True)
-    return torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
 
 
 def test_kinetic_energy_is_the_squared_update_length():
@@ -50,7 +45,7 @@ def test_kinetic_energy_is_the_squared_update_length():
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_thermostat_holds_kinetic_energy_within_ten_percent(nesterov):
     torch.manual_seed(0)
-    x, y = _digits()
+    x, y = digits()
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     opt = torch.optim.SGD(
         model.parameters(), lr=0.05, momentum=0.9, nesterov=nesterov, weight_decay=1e-4
@@ -96,7 +91,7 @@ def test_hessian_top_eigenvalue_of_a_known_quadratic():
 
 def test_hessian_top_eigenvalue_matches_dense_hessian_of_a_real_model():
     torch.manual_seed(0)
-    x, y = _digits()
+    x, y = digits()
     x, y = x[:300], y[:300] % 3  # a 3-class softmax regression keeps the dense Hessian small
     w = (0.1 * torch.randn(64, 3)).requires_grad_()
     b = torch.zeros(3, requires_grad=True)

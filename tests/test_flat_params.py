@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
+from conftest import digits
 from torch import nn
 
 from common.dynamics import KineticEnergy, grad_norm
@@ -19,8 +19,7 @@ def _digits_net(seed: int) -> nn.Module:
 
 def _train(flatten: bool, steps: int = 30) -> tuple[nn.Module, list[tuple[float, float]]]:
     """Adam on the digits; returns the net and (|dtheta|^2, grad norm) of every step."""
-    x, y = load_digits(return_X_y=True)
-    x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
+    x, y = digits()
     net = _digits_net(0)
     flat = FlatParameters(net.parameters()) if flatten else None
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)

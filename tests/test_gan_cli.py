@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error as one_line_error
+from conftest import run_main as call
 
 from gancycle.cli import eval_main, sample_main, train_main
 
@@ -23,13 +25,6 @@ def sets(*items: str) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
-def call(main, argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(argv)
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
-
-
 def train_args(out, steps="25", *extra) -> list[str]:
     base = ["--out", str(out), "--steps", steps, "--device", "cpu", "--no-progress"]
     return [*base, *sets(*TINY), *extra]
@@ -43,15 +38,6 @@ def run(tmp_path_factory):
         train_main(train_args(out))
     assert done.value.code == 0
     return out
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 # -- happy paths -----------------------------------------------------------------------------

@@ -6,18 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_main
 
 from rlcycle.cli import eval_main, train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--device", "cpu", "--no-progress", "--set", "eval.episodes=1"]
-
-
-def run_main(main, argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exit_.value.code, out, err
 
 
 def is_number(text: str) -> bool:
@@ -26,15 +20,6 @@ def is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture(scope="module")

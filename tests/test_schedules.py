@@ -1,6 +1,7 @@
 """The schedule core: torch parity, closed form, phase, validation."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -201,3 +202,119 @@ def test_schedules_pickle(kind):
     again = pickle.loads(pickle.dumps(s))
     steps = np.arange(0, 3000, 13.0)
     np.testing.assert_array_equal(again.values(steps), s.values(steps))
+
+
+# -- defect 1: each restart flags exactly once ----------------------------------------------
+
+
+def _exact_restart_steps(period: float, mult: int, steps: int) -> list[int]:
+    """Integer steps t with a cycle start in (t-1, t], from exact rational cycle starts."""
+    p, out, k = Fraction(period), [], 1
+    while True:
+        start = p * k if mult == 1 else p * (mult**k - 1) / (mult - 1)
+        if start > steps:
+            return out
+        out.append(math.ceil(start))
+        k += 1
+
+
+@pytest.mark.parametrize(
+    "kind,period,mult,restarts",
+    [
+        ("cosine_restarts", 49, 1, 204),
+        ("triangular", 49, 1, 204),
+        ("cosine_restarts", 7.3, 1, 1369),
+        ("triangular", 7.3, 1, 1369),
+        ("cosine_restarts", 1, 3, 9),
+        ("cosine_restarts", 7, 3, 7),
+    ],
+)
+def test_each_restart_flags_exactly_once(kind, period, mult, restarts):
+    s = from_spec({"kind": kind, "max": 1.0, "period": period, "period_mult": mult})
+    flagged = [t for t in range(10_001) if s.phase(t).restart]
+    expected = _exact_restart_steps(period, mult, 10_000)
+    assert len(expected) == restarts
+    assert flagged == expected
+    # The flag and the cycle index agree: a flag exactly where the cycle index moves on.
+    moved = [t for t in range(1, 10_001) if s.cycle(t) > s.cycle(t - 1)]
+    assert moved == expected
+
+
+def test_restart_flags_once_with_warmup_and_offset():
+    s = from_spec(
+        {"kind": "cosine_restarts", "max": 1.0, "period": 49, "warmup": 13, "offset": 0.3}
+    )
+    flagged = [t for t in range(5_001) if s.phase(t).restart]
+    moved = [t for t in range(1, 5_001) if s.cycle(t) > s.cycle(t - 1)]
+    assert flagged == moved and len(flagged) == len(set(flagged)) == 102
+
+
+# -- defect 3: with period_mult = 1, positions stay in [0, 1) and values in [min, peak] ------
+
+
+@pytest.mark.parametrize(
+    "kind,period,offset",
+    [
+        ("triangular", 0.3, 0.0),
+        ("triangular", 3.7, 0.4),
+        ("triangular", 7.3, 0.0),
+        ("cosine_restarts", 0.7, 0.0),
+        ("cosine_restarts", 7.3, 0.0),
+    ],
+)
+def test_positions_in_unit_interval_and_values_in_range(kind, period, offset):
+    s = from_spec({"kind": kind, "max": 1.0, "min": 0.1, "period": period, "offset": offset})
+    steps = np.concatenate([np.arange(3001.0), np.arange(0, 10_000, 0.37), [2971.1]])
+    positions = np.array([s.phase(t).position for t in steps])
+    assert positions.min() >= 0.0 and positions.max() < 1.0
+    values = s.values(steps)
+    assert values.min() >= 0.1 and values.max() <= 1.0
+
+
+def test_triangular_at_the_reported_step_is_not_below_min():
+    s = from_spec({"kind": "triangular", "max": 1.0, "min": 0.1, "period": 7.3})
+    assert s.value(2971.1) >= 0.1
+
+
+@pytest.mark.parametrize("kind", ["cosine_restarts", "triangular"])
+def test_far_steps_are_exact(kind):
+    s = from_spec({"kind": kind, "max": 1.0, "min": 0.0, "period": 7.3})
+    t = 10**12
+    position = float((Fraction(t) % Fraction(7.3)) / Fraction(7.3))
+    expected = 0.5 * (1.0 + math.cos(math.pi * position))
+    if kind == "triangular":
+        expected = 2 * position if position <= 0.5 else 2 * (1 - position)
+    assert s.phase(t).position == pytest.approx(position, rel=1e-12, abs=0)
+    assert s.value(t) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+# -- defect 4: validation of huge numbers, odd kinds, numpy scalars --------------------------
+
+
+@pytest.mark.parametrize("key", ["period", "max", "warmup", "offset", "min"])
+def test_huge_integers_are_a_value_error_naming_the_key(key):
+    with pytest.raises(ValueError) as err:
+        from_spec({"kind": "cosine_restarts", key: 10**400}, name="lr.G")
+    assert f"lr.G.{key}" in str(err.value) and not isinstance(err.value, OverflowError)
+
+
+@pytest.mark.parametrize("kind", [["cosine"], {"name": "cosine"}, 3, None])
+def test_kind_of_the_wrong_type_is_a_value_error_naming_kind(kind):
+    with pytest.raises(ValueError, match=r"^lr\.G\.kind = .*must be one of"):
+        from_spec({"kind": kind}, name="lr.G")
+
+
+def test_numpy_scalars_are_numbers():
+    spec = {
+        "kind": "cosine_restarts",
+        "max": np.float32(0.5),
+        "min": np.float64(0.01),
+        "period": np.int64(10),
+        "period_mult": np.float64(2.0),
+        "cycle_limit": np.int64(3),
+        "warmup": np.int32(2),
+    }
+    s = from_spec(spec)
+    plain = from_spec({k: v.item() if hasattr(v, "item") else v for k, v in spec.items()})
+    np.testing.assert_array_equal(s.values(np.arange(100)), plain.values(np.arange(100)))
+    assert all(type(v) in (str, int, float) for v in s.spec().values())

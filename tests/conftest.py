@@ -1,0 +1,32 @@
+"""Helpers shared by several test files (plain functions: ``from conftest import digits``)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def digits():
+    """sklearn's 8x8 digits (1797, offline) as float inputs in [0, 1] and integer labels."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run a console script's ``main(argv)`` to its ``SystemExit``: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """Exit code 2 and one ``error: ...`` line on stderr holding every needle, no traceback."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
