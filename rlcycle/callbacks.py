@@ -101,7 +101,8 @@ class ClockCallback(BaseCallback):
         couplings: model attribute (``ent_coef``) -> coupled schedule, written every step.
         reset: optimizer state zeroed at each restart: None (nothing), True (the first moment,
             :func:`common.torch_driver.default_reset_keys`) or the state keys.
-        snapshots: where to keep the policy at each cycle end (None: no snapshots).
+        snapshots: where to keep the policy at each cycle end, ``cycle_<k>.pt`` for the 0-based
+            cycle k it ends (None: no snapshots).
     """
 
     def __init__(
@@ -127,8 +128,9 @@ class ClockCallback(BaseCallback):
             keys = None if self.reset is True else list(self.reset)
             for optimizer in algo_optimizers(self.model).values():
                 self.driver.on_restart(ResetOptimizerState(optimizer, keys))
-        if self.snapshots is not None:
+        if self.snapshots is not None:  # the policy at each cycle's end, the last one too
             self.driver.on_restart(self.snapshots.hook(self.model.policy))
+            self.driver.on_end(self.snapshots.hook(self.model.policy))
 
     def _setter(self, name: str) -> Callable[[float], None]:
         def set_value(value: float) -> None:

@@ -71,8 +71,6 @@ def _train(argv: Sequence[str] | None) -> int:
             config[key] = value
     if args.no_progress:
         config["progress"] = False
-    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
-        raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
     metrics = train(config, run_dir, resume=resume)
     print(_summary(metrics))
     return 0

@@ -1,6 +1,8 @@
 """Train an SB3 agent on a curriculum whose difficulty follows the learning-rate clock.
 
-One call, :func:`train`, does a whole run, top to bottom:
+One call, :func:`train`, does a whole run, top to bottom, holding the run folder for its whole
+life (:func:`common.runs.hold_run_folder`: one trainer per folder; a fresh run never writes
+into a folder that holds one):
 
 1. check the config (:func:`rlcycle.settings.check_config` builds the clock, the curriculum
    and the couplings) and write it to ``<run>/config.toml``;
@@ -47,6 +49,7 @@ from common.config import ConfigError, save_config
 from common.runs import (
     atomic_write,
     atomic_write_json,
+    hold_run_folder,
     resolve_device,
     rng_state,
     seed_everything,
@@ -103,7 +106,7 @@ class _Run:
 
 
 def train(
-    config: Mapping[str, Any],
+    config: Mapping[str, Any] | CheckedConfig,
     run_dir: str | Path,
     resume: bool = False,
     callbacks: list[BaseCallback] | None = None,
@@ -111,7 +114,8 @@ def train(
     """Run (or continue) one training run in ``run_dir``; returns what ``metrics.json`` holds.
 
     Args:
-        config: a config as :func:`rlcycle.settings.check_config` accepts (defaults filled in).
+        config: a config as :func:`rlcycle.settings.check_config` accepts (a whole one, or
+            only the keys that differ from the defaults), or what it returned.
         run_dir: the run folder (created if needed).
         resume: continue from ``run_dir/checkpoints/last.pt`` up to ``config["steps"]``.
         callbacks: your own SB3 callbacks, called after the run's at every event.
@@ -123,9 +127,8 @@ def train(
     """
     checked = check_config(config)
     run_dir = Path(run_dir)
-    with torch_threads(checked.config["threads"]):
+    with hold_run_folder(run_dir, resume), torch_threads(checked.config["threads"]):
         checkpoint = _checkpoint_to_resume(checked.config, run_dir) if resume else None
-        run_dir.mkdir(parents=True, exist_ok=True)
         save_config(checked.config, run_dir / "config.toml")
         run = _open_run(checked, run_dir, checkpoint)
         writer = RunWriter(run_dir)
@@ -345,10 +348,10 @@ def _evaluator(config: Mapping[str, Any], snapshots: SnapshotEnsemble | None):
 
 def _finish(run: _Run, wall: float) -> dict[str, Any]:
     """The end: last snapshot, final model, held-out evaluation, checkpoint, metrics.json."""
-    model, snapshots = run.model, run.snapshots
+    model, snapshots, clock = run.model, run.snapshots, run.checked.schedules["policy"]
     end = int(model.num_timesteps)
-    if snapshots is not None:
-        cycle = run.checked.schedules["policy"].phase(end).cycle
+    if snapshots is not None and end < clock.end_step:  # a cycle ends with the run
+        cycle = clock.phase(end).cycle
         if cycle not in snapshots.cycles:
             snapshots.take(model.policy, cycle)
     atomic_write(run.run_dir / "model.zip", model.save)

@@ -1,6 +1,7 @@
 """rlcycle-train / rlcycle-eval: every bad input is one line naming it, exit code 2."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ def finished_run(tmp_path_factory):
             ["--config", "pendulum", "--set", "couplings.ent_coef.enabled=true"],
             ["couplings.ent_coef", "'sac' has no ent_coef"],
         ),
-        (["--set", "ppo.n_stepz=3"], ["--set ppo.n_stepz", "unknown key"]),
+        (["--set", "ppo.n_stepz=3"], ["ppo.n_stepz"]),
         (
             ["--algo", "a2c", "--set", "reset.policy=momentum"],
             ["reset.policy = 'momentum'", "RMSprop", "a2c.use_rms_prop = false"],
@@ -200,3 +201,39 @@ def test_a_gan_run_folder_is_named_as_such(tmp_path, capsys):
     assert_one_line_error(code, err, f"--run {run}", "a gancycle run", "gancycle-eval")
     code, _, err = run_main(train_main, ["--resume", str(run), "--no-progress"], capsys)
     assert_one_line_error(code, err, f"--resume {run}", "a gancycle run")
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    code, _, err = run_main(train_main, ["--out", str(path), *FAST], capsys)
+    assert_one_line_error(code, err, str(path), "is a file")
+    assert path.read_text() == "mine"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_checkpoint_on_resume_is_one_line(finished_run, damage, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    last = run / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00garbage" * 64)
+    code, _, err = run_main(train_main, ["--resume", str(run), "--steps", "512", *FAST], capsys)
+    assert_one_line_error(code, err, str(last))
+    code, _, err = run_main(eval_main, ["--run", str(run)], capsys)
+    assert_one_line_error(code, err, str(last))
+
+
+def test_a_run_folder_in_use_is_refused(finished_run, capsys):
+    from common.runs import hold_run_folder
+
+    with hold_run_folder(finished_run, resume=True):  # another trainer, as the lock sees it
+        code, _, err = run_main(train_main, ["--resume", str(finished_run), *FAST], capsys)
+    assert_one_line_error(code, err, str(finished_run), "in use by another trainer", "pid")
+
+
+def test_the_command_line_imports_no_torch_until_a_run_starts():
+    heavy = "{'torch', 'stable_baselines3', 'tensorboard'}"
+    code = f"import sys, rlcycle.cli; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stderr

@@ -220,3 +220,16 @@ def test_entropy_coupling_and_curvature_probe(tmp_path):
     assert all(math.isfinite(m) and m != 0.0 for _, m in margins)
     assert len({m for _, m in margins}) >= 3
     assert np.isfinite(np.array([v for _, v in read_scalars(tmp_path, "train/loss")])).all()
+
+
+def test_a_schedule_that_ends_snapshots_its_last_cycle_once(tmp_path):
+    config = tiny("cartpole", 1024, 512)
+    config["lr"] = {"kind": "cosine", "max": 1e-3, "min": 1e-5, "period": 512}
+    config["snapshots"]["max"] = 5
+    config["reset"]["policy"] = "momentum"
+    watch = Watch(config)
+    metrics = train(config, tmp_path, callbacks=[watch])
+    assert metrics["final"]["snapshot_cycles"] == [0]  # at its end (512), not again at 1024
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == ["cycle_0.pt"]
+    # The end (step 512) is no restart: Adam's moments survive it.
+    assert len(watch.restarts) == 1 and all(v > 0.0 for v in watch.restarts[0].values())
