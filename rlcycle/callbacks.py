@@ -53,6 +53,7 @@ __all__ = [
     "BUCKETS",
     "bucket_tag",
     "Evaluations",
+    "ResumeCallback",
     "UpdateCallback",
     "ClockCallback",
     "ProbeCallback",
@@ -89,6 +90,28 @@ class Evaluations:
         """Record an evaluation at ``step``; it replaces an earlier one at the same step."""
         self.history = [h for h in self.history if h["step"] != step]
         self.history.append({"step": int(step), "metrics": dict(metrics)})
+
+
+class ResumeCallback(BaseCallback):
+    """Calls ``restore()`` once, as the resumed run's first rollout begins.
+
+    SB3 draws gSDE's exploration noise (from torch's generator) as each rollout begins, before
+    any callback runs; the checkpoint was taken just after that draw. Restoring the random
+    generators and the noise here, rather than before ``learn``, makes the first rollout of a
+    resumed run the one the stopped run would have collected.
+    """
+
+    def __init__(self, restore: Callable[[], None]) -> None:
+        super().__init__()
+        self.restore: Callable[[], None] | None = restore
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.restore is not None:
+            self.restore()
+            self.restore = None
 
 
 class ClockCallback(BaseCallback):

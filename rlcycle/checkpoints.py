@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.distributions import StateDependentNoiseDistribution
 from stable_baselines3.common.logger import Logger
 
 from common.config import ConfigError
@@ -33,6 +34,9 @@ __all__ = [
     "FORMAT",
     "model_state",
     "load_model_state",
+    "policy_weights",
+    "noise_state",
+    "load_noise_state",
     "logger_state",
     "load_logger_state",
     "save_checkpoint",
@@ -93,6 +97,32 @@ def load_model_state(model: BaseAlgorithm, state: Mapping[str, Any]) -> None:
 def policy_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The policy's state dict in a checkpoint read by :func:`read_checkpoint`."""
     return checkpoint["model"]["params"]["policy"]
+
+
+def _noise_distributions(model: BaseAlgorithm) -> list[StateDependentNoiseDistribution]:
+    holders = (model.policy, getattr(model.policy, "actor", None))  # PPO/A2C, SAC
+    dists = [getattr(holder, "action_dist", None) for holder in holders]
+    return [d for d in dists if isinstance(d, StateDependentNoiseDistribution)]
+
+
+def noise_state(model: BaseAlgorithm) -> list[dict[str, torch.Tensor] | None]:
+    """gSDE's exploration matrices as drawn for the rollout under way (empty without gSDE)."""
+    return [
+        {
+            "mat": d.exploration_mat.detach().clone(),
+            "matrices": d.exploration_matrices.detach().clone(),
+        }
+        if hasattr(d, "exploration_mat")
+        else None
+        for d in _noise_distributions(model)
+    ]
+
+
+def load_noise_state(model: BaseAlgorithm, state: list[Mapping[str, torch.Tensor] | None]) -> None:
+    for dist, saved in zip(_noise_distributions(model), state, strict=True):
+        if saved is not None:
+            dist.exploration_mat = saved["mat"].to(model.device)
+            dist.exploration_matrices = saved["matrices"].to(model.device)
 
 
 def logger_state(logger: Logger) -> dict[str, Any]:

@@ -67,13 +67,16 @@ from rlcycle.callbacks import (
     Evaluations,
     LogCallback,
     ProbeCallback,
+    ResumeCallback,
     bucket_tag,
 )
 from rlcycle.checkpoints import (
     load_logger_state,
     load_model_state,
+    load_noise_state,
     load_replay,
     logger_state,
+    noise_state,
     read_checkpoint,
     save_checkpoint,
 )
@@ -271,7 +274,13 @@ def _restore(run: _Run, checkpoint: Mapping[str, Any]) -> None:
         model._last_episode_starts = envs["episode_starts"].numpy()
     else:  # fresh episodes: SB3 resets the environments when learning starts
         model._last_obs = None
-    set_rng_state(checkpoint["rng"])
+
+    def restore_random_state() -> None:
+        set_rng_state(checkpoint["rng"])
+        load_noise_state(model, checkpoint["noise"])
+
+    restore_random_state()  # and again once learning has begun (see ResumeCallback)
+    run.callbacks = {"resume": ResumeCallback(restore_random_state), **run.callbacks}
 
 
 def _restore_snapshots(snapshots: SnapshotEnsemble, cycle: int) -> None:
@@ -306,6 +315,7 @@ def _save(run: _Run) -> None:
         },
         "history": run.evaluations.history,
         "rng": rng_state(),
+        "noise": noise_state(model),
         "envs": envs,
         "logger": logger_state(model.logger),
         "resumes": run.resumes,

@@ -125,6 +125,49 @@ class Crash(BaseCallback):
         return True
 
 
+def small(name: str, steps: int, **top) -> dict:
+    config = load_config(name, "rlcycle")
+    config.update(steps=steps, device="cpu", progress=False, **top)
+    config["log"]["every"] = 64
+    config["checkpoint"]["every"] = steps // 4
+    config["lr"]["period"] = steps // 3
+    config["snapshots"]["max"] = 2
+    config["eval"].update(difficulties=[0.5], episodes=1)
+    return config
+
+
+EXACT = {  # the algorithms whose extra state a checkpoint carries, on small budgets
+    "ppo-gsde": lambda: {
+        **small("pendulum", 512, algo="ppo", n_envs=2),
+        "ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 2, "use_sde": True},
+    },
+    "sac-replay": lambda: {
+        **small("pendulum", 400),
+        "sac": {"learning_starts": 100, "buffer_size": 1000, "batch_size": 32},
+    },
+    "dqn-replay": lambda: {
+        **small("cartpole", 800, algo="dqn", n_envs=1),
+        "dqn": {"learning_starts": 100, "train_freq": 16, "gradient_steps": 2, "batch_size": 32},
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(EXACT))
+def test_a_resumed_run_equals_one_never_stopped(case, tmp_path):
+    """gSDE's exploration noise, replay buffers, DQN's exploration and target counters."""
+    config = EXACT[case]()
+    whole = train(config, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "stopped", callbacks=[Crash(config["steps"] // 2 + 10)])
+    resumed = train(config, tmp_path / "stopped", resume=True)
+    assert resumed["final"]["resumes"] == 1
+    assert resumed["final"]["eval"] == whole["final"]["eval"]
+    mine, theirs = policy_weights(tmp_path / "stopped"), policy_weights(tmp_path / "whole")
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    for tag in ("train/learning_rate", "curriculum/difficulty"):
+        assert assert_one_curve(tmp_path / "stopped", tag) == read_scalars(tmp_path / "whole", tag)
+
+
 def test_lunarlander_resumes_with_fresh_episodes_on_the_same_clock(tmp_path):
     """A Box2D world cannot be captured: the resumed run starts new episodes (documented), and
     its learning rate and difficulty still follow the clock, each tag one curve."""
