@@ -1,10 +1,12 @@
-# cyclelab: two commands for a new user, `make demo` and `make test`.
+# cyclelab: two commands for a new user, `make demo` and `make test`; `make tensorboard` to look.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNS ?= runs
+PORT ?= 6006
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean tensorboard
 
 venv: $(STAMP)
 
@@ -16,6 +18,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# TensorBoard over every run in $(RUNS), on this machine only (loopback); Ctrl-C stops it.
+tensorboard: $(STAMP)
+	@mkdir -p $(RUNS)
+	@echo "TensorBoard over $(RUNS)/ at http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
+	@$(BIN)/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

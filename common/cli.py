@@ -1,8 +1,12 @@
 """The one CLI convention shared by ``rlcycle-train`` and ``gancycle-train``.
 
-``--config NAME|PATH``, ``--out DIR``, ``--seed``, ``--steps``, ``--device auto|cpu|cuda``,
-``--resume DIR`` and ``--set key=value`` (repeatable, dotted keys). A bad key or value ends the
-program with one line on stderr naming it and what is allowed, and exit code 2.
+``--config NAME|PATH`` (a shipped config, or a file holding only the keys it changes),
+``--out DIR``, ``--seed``, ``--steps``, ``--device auto|cpu|cuda``, ``--resume DIR``,
+``--set key=value`` (repeatable, dotted keys), ``--no-progress`` (``progress = false``) and
+``--check`` (check the resolved config, print one line, train nothing). A bad key or value ends
+the program with one line on stderr naming it and what is allowed, and exit code 2.
+
+Nothing here imports torch: ``--help`` and the study's dry run stay fast.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from common.config import ConfigError, apply_overrides, load_config, read_config
+from common.config import (
+    CheckedConfig,
+    ConfigError,
+    Schema,
+    apply_overrides,
+    load_config,
+    read_config,
+)
 
 __all__ = [
     "add_run_arguments",
@@ -22,6 +33,7 @@ __all__ = [
     "HelpFormatter",
     "CliParser",
     "add_set_argument",
+    "check_line",
 ]
 
 
@@ -40,6 +52,8 @@ class CliParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        # a trainer that still adds its own --no-progress replaces the shared one
+        kwargs.setdefault("conflict_handler", "resolve")
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -48,9 +62,13 @@ class CliParser(argparse.ArgumentParser):
 
 
 def add_run_arguments(
-    parser: argparse.ArgumentParser, default_config: str, choices: list[str]
+    parser: argparse.ArgumentParser,
+    default_config: str,
+    choices: list[str],
+    set_example: str = "seed=1",
 ) -> None:
-    """Add the shared run options to ``parser``."""
+    """Add the shared run options to ``parser``; ``set_example`` is a ``--set`` item that
+    this trainer accepts, shown in the help."""
     parser.add_argument(
         "--config",
         default=default_config,
@@ -81,7 +99,15 @@ def add_run_arguments(
         metavar="DIR",
         help="continue the run in DIR from its last checkpoint",
     )
-    add_set_argument(parser, "override any config key, e.g. --set lr.max=3e-4")
+    add_set_argument(parser, f"override any config key, e.g. --set {set_example}")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (sets progress = false)"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the resolved config, print one line and exit; trains nothing",
+    )
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -96,24 +122,36 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
     )
 
 
-def resolve_run(args: argparse.Namespace, package: str) -> tuple[dict[str, Any], Path, bool]:
+def resolve_run(
+    args: argparse.Namespace, schema: Schema | str
+) -> tuple[dict[str, Any], Path, bool]:
     """The resolved config, the run folder and whether this run resumes.
 
     With ``--resume DIR`` the config is ``DIR/config.toml`` (the run's own, so it continues as
-    it began) and the run folder is ``DIR``; otherwise it is ``--config``. Then ``--set``
-    overrides apply, then ``--seed``, ``--steps`` and ``--device``.
+    it began) and the run folder is ``DIR``; otherwise it is ``--config`` in its layers (see
+    :mod:`common.config`). Then ``--set`` overrides apply, then ``--seed``, ``--steps`` and
+    ``--device``. With a :class:`Schema` the result is checked and full (defaults filled in);
+    with a package name it is the config as its file gives it.
     """
     from common.runs import default_run_dir  # torch: imported only when a run starts
 
+    layered = isinstance(schema, Schema)
     if args.resume is not None:
         if not (args.resume / "config.toml").is_file():
             raise ConfigError(f"--resume {args.resume}: no config.toml there; not a run folder")
         config = read_config(args.resume / "config.toml")
+        if layered:
+            config = schema.check(config, f"{args.resume / 'config.toml'}: ")
         run_dir, resuming = args.resume, True
     else:
-        config = load_config(args.config, package)
+        if layered:
+            config = schema.defaults()
+            for source, table in schema.read_layers(args.config):
+                schema.merge(config, table, f"{source}: ")
+        else:
+            config = load_config(args.config, schema)
         run_dir, resuming = args.out or default_run_dir(args.config), False
-    apply_overrides(config, args.sets)
+    apply_overrides(config, args.sets, schema if layered else None)
     for key in ("seed", "steps", "device"):
         value = getattr(args, key)
         if value is not None:
@@ -122,7 +160,28 @@ def resolve_run(args: argparse.Namespace, package: str) -> tuple[dict[str, Any],
             config[key] = value
     if isinstance(config.get("steps"), int) and config["steps"] <= 0:
         raise ConfigError(f"steps = {config['steps']}: must be > 0")
+    if not layered:
+        return config, Path(run_dir), resuming
+    if getattr(args, "no_progress", False):
+        config["progress"] = False
+    config = schema.check(config)
+    checking = getattr(args, "check", False)
+    if not resuming and not checking and (Path(run_dir) / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
     return config, Path(run_dir), resuming
+
+
+def check_line(checked: CheckedConfig, source: str) -> str:
+    """The one line ``--check`` prints for a config that passed every check."""
+
+    def kind(schedule: Any) -> str:
+        spec = schedule.spec()
+        return str(spec.get("kind") or ("follow " + str(spec.get("follow", "")))).strip()
+
+    schedules = ", ".join(f"{name} ({kind(s)})" for name, s in checked.schedules.items())
+    couplings = ", ".join(checked.couplings) or "none"
+    steps = checked.config.get("steps")
+    return f"ok: {source}: {steps} steps; schedules {schedules}; couplings {couplings}"
 
 
 def run_cli(main: Callable[[], int | None]) -> NoReturn:

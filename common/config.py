@@ -19,10 +19,12 @@ A config is read in layers, each on the one below::
 
 Every layer is checked the same way: an unknown key is refused with the keys allowed at that
 level, and an old key (the package's table of renames) with the name that replaced it. A
-schedule table a file gives with ``kind`` or ``follow`` replaces the one below whole (it is
-another schedule); otherwise, and always in ``--set``, its keys change the one below. After the
-last layer every value is checked against its key, and the result is the full config (what a
-run's ``config.toml`` holds). A package's ``check_config`` then builds it: a
+schedule table's keys change the one below, like any table's; a layer that gives ``kind`` or
+``follow`` switches the schedule's form and keeps only the keys below that the new form accepts
+(``--set lr.G.kind=constant`` drops the cosine's ``period``; ``kind`` on a ``follow`` table
+drops ``follow`` and ``mode`` and keeps ``max`` and ``min``). After the last layer every
+value is checked against its key, and the result is the full config (what a run's
+``config.toml`` holds). A package's ``check_config`` then builds it: a
 :class:`CheckedConfig` hands back the schedules (and couplings) it built, so nothing builds a
 spec twice.
 
@@ -312,18 +314,17 @@ class Schema:
         config: dict[str, Any],
         layer: Mapping[str, Any],
         source: str = "",
-        replace_schedules: bool = True,
     ) -> dict[str, Any]:
         """Lay ``layer`` (a partial config) on ``config`` in place and return ``config``.
 
         ``source`` starts every message (``"my.toml: "``, ``"--set "``). A schedule table that
-        gives ``kind`` or ``follow`` replaces the one below when ``replace_schedules``.
+        gives ``kind`` or ``follow`` keeps only the keys below that its new form accepts.
 
         Raises:
             ConfigError: an unknown or renamed key, a value where a table belongs or the other
                 way round; one line naming the key.
         """
-        self._merge(config, layer, self.tree, (), source, replace_schedules)
+        self._merge(config, layer, self.tree, (), source)
         return config
 
     def _merge(
@@ -333,7 +334,6 @@ class Schema:
         level: dict[str, Any],
         where: tuple[str, ...],
         source: str,
-        replace: bool,
     ) -> None:
         for key, value in layer.items():
             path = (*where, key)
@@ -349,9 +349,9 @@ class Schema:
                     raise ConfigError(
                         f"{source}{dotted}: is a table; set one of its keys: {', '.join(node)}"
                     )
-                self._merge(config.setdefault(key, {}), value, node, path, source, replace)
+                self._merge(config.setdefault(key, {}), value, node, path, source)
             elif isinstance(node, ScheduleTable):
-                self._merge_schedule(config, key, value, dotted, source, replace)
+                self._merge_schedule(config, key, value, dotted, source)
             elif isinstance(node, Table):
                 if not isinstance(value, Mapping):
                     raise ConfigError(
@@ -386,7 +386,6 @@ class Schema:
         value: Any,
         dotted: str,
         source: str,
-        replace: bool,
     ) -> None:
         below = config.get(key, {})
         if not isinstance(value, Mapping):
@@ -400,10 +399,9 @@ class Schema:
                     f"{source}{dotted}.{inner}: {dotted} is a schedule table, not a table of "
                     f"schedules; its keys: {_schedule_keys(below)} (e.g. {dotted}.max=...)"
                 )
-        if replace and ("kind" in value or "follow" in value):
-            config[key] = copy.deepcopy(dict(value))
-        else:
-            config[key] = {**below, **copy.deepcopy(dict(value))}
+        accepted = _form_keys(value)
+        kept = {k: v for k, v in below.items() if accepted is None or k in accepted}
+        config[key] = {**kept, **copy.deepcopy(dict(value))}
 
     def set(self, config: dict[str, Any], sets: Iterable[str]) -> dict[str, Any]:
         """Apply ``--set dotted.key=value`` items in place and return ``config``."""
@@ -413,7 +411,7 @@ class Schema:
             layer: dict[str, Any] = {last: value}
             for part in reversed(parents):
                 layer = {part: layer}
-            self.merge(config, layer, "--set ", replace_schedules=False)
+            self.merge(config, layer, "--set ")
         return config
 
     # -- files ----------------------------------------------------------------------------
@@ -494,15 +492,24 @@ class Schema:
 
 
 def _build_specs(specs: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, Schedule]:
-    from common.schedules import from_spec
+    from common.schedules import build_schedules
 
     try:
-        return {
-            name: from_spec(spec, name=f"{where}.{name}" if where else name)
-            for name, spec in specs.items()
-        }
+        return build_schedules(specs, where)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _form_keys(layer: Mapping[str, Any]) -> frozenset[str] | None:
+    """The keys a schedule table's new form accepts, when ``layer`` gives ``kind`` or
+    ``follow``; ``None`` when it keeps its form (or names a kind that does not exist, which
+    :func:`common.schedules.from_spec` reports)."""
+    from common.schedules import FOLLOW_KEYS, KINDS
+
+    if "follow" in layer:
+        return FOLLOW_KEYS
+    kind = layer.get("kind")
+    return KINDS[kind] if isinstance(kind, str) and kind in KINDS else None
 
 
 def _check_rates(spec: Any, where: str) -> None:

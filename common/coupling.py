@@ -6,7 +6,9 @@ and maps it onto ``[lo, hi]``:
 - ``mode="in"``:   ``lo + (hi - lo) * level``        (high while the learning rate is high)
 - ``mode="anti"``: ``lo + (hi - lo) * (1 - level)``  (high while the learning rate is low)
 
-It is itself a :class:`~common.schedules.Schedule`, so it plots, logs and composes like one.
+It is the follow form of :mod:`common.schedules` (``{follow = "G", mode, max, min}``) in a
+coupling's words, so it plots, logs and composes like any schedule; its phase is the clock's,
+with its own level.
 Where the value lands is a *target*: anything with ``set(value)``, such as a function
 (:class:`CallableTarget`) or, in :mod:`common.torch_driver`, an optimizer param-group key or an
 attribute of submodules. This module needs no torch.
@@ -18,7 +20,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from common.schedules import Phase, Schedule
+from common.schedule_forms import FOLLOW_MODES, Follow
+from common.schedules import Schedule
 
 __all__ = [
     "Coupled",
@@ -27,11 +30,10 @@ __all__ = [
     "CallableTarget",
 ]
 
-MODES = ("in", "anti")
 
-
-class Coupled(Schedule):
-    """A value that follows ``clock``'s level between ``lo`` and ``hi``.
+class Coupled(Follow):
+    """A hyperparameter on ``clock``'s clock between ``lo`` and ``hi``: the follow form
+    (:class:`~common.schedules.Follow`) in a coupling's words, ``lo``/``hi`` for ``min``/``max``.
 
     Args:
         clock: the schedule whose phase this value follows.
@@ -43,18 +45,15 @@ class Coupled(Schedule):
     kind = "coupled"
 
     def __init__(self, clock: Schedule, lo: float, hi: float, mode: str = "anti") -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode = {mode!r}: must be one of {' | '.join(MODES)}")
-        self.clock, self.lo, self.hi, self.mode = clock, float(lo), float(hi), mode
+        super().__init__(clock, clock.kind, mode=mode, max=float(hi), min=float(lo))
 
-    def value(self, step: float) -> float:
-        level = self.clock.phase(step).level
-        if self.mode == "anti":
-            level = 1.0 - level
-        return self.lo + (self.hi - self.lo) * level
+    @property
+    def lo(self) -> float:
+        return self.min
 
-    def phase(self, step: float) -> Phase:
-        return self.clock.phase(step)
+    @property
+    def hi(self) -> float:
+        return self.max
 
     def spec(self) -> dict[str, Any]:
         return {"mode": self.mode, "lo": self.lo, "hi": self.hi}
@@ -67,8 +66,8 @@ def coupled_from_spec(spec: Mapping[str, Any], clock: Schedule, name: str = "") 
     """
     where = f"{name}." if name else ""
     mode = spec.get("mode", "anti")
-    if mode not in MODES:
-        raise ValueError(f"{where}mode = {mode!r}: must be one of {' | '.join(MODES)}")
+    if mode not in FOLLOW_MODES:
+        raise ValueError(f"{where}mode = {mode!r}: must be one of {' | '.join(FOLLOW_MODES)}")
     bounds = []
     for key in ("lo", "hi"):
         raw = spec.get(key)

@@ -34,7 +34,8 @@ def schedule_demo(example: Path, runs_root: Path = Path("runs"), steps: int = 80
                 "learning rates": [f"lr/{name}" for name in schedules],
                 "learning rate and coupled values": [f"lr/{first}"]
                 + [f"hparam/{name}" for name in couplings],
-            }
+            },
+            "schedules",
         )
         for t in range(0, steps, 10):
             values = {f"lr/{name}": s.value(t) for name, s in schedules.items()}

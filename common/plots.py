@@ -14,9 +14,15 @@ import numpy as np  # noqa: E402
 
 from common.coupling import coupled_from_spec  # noqa: E402
 from common.double_well import DoubleWell, deep_fraction, descend  # noqa: E402
-from common.schedules import Schedule, from_spec  # noqa: E402
+from common.schedules import Schedule, build_schedules  # noqa: E402
 
-__all__ = ["plot_schedules", "plot_config", "plot_double_well"]
+__all__ = [
+    "config_table",
+    "plot_schedules",
+    "plot_config",
+    "plot_shift_vs_mirror",
+    "plot_double_well",
+]
 
 
 def plot_schedules(
@@ -25,17 +31,20 @@ def plot_schedules(
     steps: int = 10_000,
     path: str | Path | None = None,
     title: str = "",
+    where: str = "",
 ) -> plt.Figure:
     """Plot named schedules over ``steps``; couplings on a second panel.
 
     Args:
-        specs: name -> schedule spec (or schedule), e.g. ``{"G": {...}, "D": {...}}``.
+        specs: name -> schedule spec (or schedule), e.g. ``{"G": {...}, "D": {...}}``; a
+            follow spec (``{"follow": "G", ...}``) names another schedule of ``specs``.
         couplings: name -> ``{"mode", "lo", "hi", "clock": <a name in specs>}``; each is drawn
             against its clock (the first schedule when ``clock`` is left out).
         steps: the horizontal range, in steps.
         path: where to save a PNG (optional).
+        where: the table's dotted path, for error messages (``"lr"``).
     """
-    schedules = {name: from_spec(spec, name=name) for name, spec in specs.items()}
+    schedules = build_schedules(specs, where=where)
     t = np.linspace(0, steps, min(steps + 1, 4001))
     rows = 2 if couplings else 1
     fig, axes = plt.subplots(rows, 1, figsize=(9, 3.2 * rows), sharex=True, squeeze=False)
@@ -68,6 +77,19 @@ def plot_schedules(
     return fig
 
 
+def config_table(config: Mapping[str, Any], table: str) -> Mapping[str, Any]:
+    """The table at dotted path ``table`` (``"lr.G"``) of a config."""
+    node: Any = config
+    parts = table.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, Mapping) or not isinstance(node.get(part), Mapping):
+            inside = ".".join(parts[:depth]) or "the config"
+            tables = [k for k, v in node.items() if isinstance(v, Mapping)]
+            raise ValueError(f"{table}: no such table; {inside} has: {', '.join(tables) or '-'}")
+        node = node[part]
+    return node
+
+
 def plot_config(
     config: Mapping[str, Any],
     table: str = "lr",
@@ -80,18 +102,72 @@ def plot_config(
     sub-table is one. Couplings are read from ``couplings_table`` when present: each entry with
     ``mode``, ``lo`` and ``hi`` (others, e.g. without ``lo``, are skipped).
     """
-    node: Any = config
-    for part in table.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise ValueError(f"{table}: no such table; tables: {', '.join(config)}")
-        node = node[part]
-    specs = {table.split(".")[-1]: node} if "kind" in node else dict(node)
+    node = config_table(config, table)
+    *parent, last = table.split(".")
+    one = "kind" in node or "follow" in node
+    specs, where = ({last: node}, ".".join(parent)) if one else (dict(node), table)
     couplings = {
         name: spec
         for name, spec in config.get(couplings_table, {}).items()
         if isinstance(spec, Mapping) and {"mode", "lo", "hi"} <= set(spec)
     }
-    return plot_schedules(specs, couplings or None, **kwargs)
+    return plot_schedules(specs, couplings or None, where=where, **kwargs)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def plot_shift_vs_mirror(
+    clock: Mapping[str, Any] | Schedule,
+    cycles: int = 3,
+    path: str | Path | None = None,
+    name: str = "G",
+) -> tuple[plt.Figure, dict[str, float]]:
+    """A cyclic schedule beside its half-cycle shift and beside its mirror, one panel each.
+
+    (a) D with ``offset`` moved on by half a cycle: the same curve, shifted. (b) D as
+    ``{follow = name, mode = "anti"}`` with the clock's range: high exactly while the clock is
+    low. Each panel's title gives the correlation of the pair over ``cycles`` cycles.
+
+    Returns:
+        The figure and the correlations ``{"shift": ..., "mirror": ...}``.
+    """
+    spec = dict(clock.spec() if isinstance(clock, Schedule) else clock)
+    shift = {**spec, "offset": (spec.get("offset", 0.0) + 0.5) % 1.0}
+    mirror = {"follow": name, "mode": "anti", "max": spec["max"], "min": spec.get("min", 0.0)}
+    table = build_schedules({name: spec, "shift": shift, "mirror": mirror}, where="")
+    g = table[name]
+    if not hasattr(g, "cycle_start"):
+        raise ValueError(f"{name}: kind {g.kind!r} has no cycles to shift or mirror")
+    end = g.warmup + g.cycle_start(cycles) - g.offset * g.period
+    t = np.linspace(0, end, min(int(end), 4000), endpoint=False)
+    restarts = [g.warmup + g.cycle_start(k) - g.offset * g.period for k in range(1, cycles)]
+    fig, axes = plt.subplots(2, 1, figsize=(9, 5.8), sharex=True)
+    correlations = {}
+    panels = (
+        ("shift", "(a) shift", f"D: offset = {shift['offset']:g}"),
+        ("mirror", "(b) mirror", f'D: follow = "{name}", mode = "anti"'),
+    )
+    for ax, (key, letter, label) in zip(axes, panels, strict=True):
+        ours, theirs = g.values(t), table[key].values(t)
+        correlations[key] = _correlation(ours, theirs)
+        ax.plot(t, ours, color="tab:blue", label=name)
+        ax.plot(t, theirs, color="tab:orange", label=label)
+        for step in restarts:
+            ax.axvline(step, color="grey", ls=":", lw=0.8)
+        ax.set_title(f"{letter}: {label}   correlation with {name} = {correlations[key]:+.2f}")
+        ax.set_ylabel("learning rate")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # room for the legend above the curves
+        ax.legend(loc="upper center", ncol=2, fontsize=9, frameon=False)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel(f"step  (dotted: {name}'s restarts)")
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig, correlations
 
 
 def plot_double_well(

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from bisect import bisect_right
 from collections.abc import Sequence as Seq
@@ -69,7 +70,9 @@ class Follow(Schedule):
 
     def scaled(self, factor: float) -> Follow:
         factor = check_factor(factor)
-        return Follow(self.clock, self.clock_name, self.mode, self.max * factor, self.min * factor)
+        out = copy.copy(self)  # a subclass (a coupling) stays what it is
+        out.max, out.min = self.max * factor, self.min * factor
+        return out
 
     def spec(self) -> dict[str, Any]:
         return {"follow": self.clock_name, "mode": self.mode, "max": self.max, "min": self.min}

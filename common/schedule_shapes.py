@@ -290,8 +290,12 @@ class Cyclic(Schedule):
         self._wave = self._make_wave()
         self._memo_step: float = -1.0
         self._memo: tuple[int, float, float] = (0, 0.0, 0.0)
-        # A prefix warmup rises to where the (possibly shifted) first cycle begins.
-        self._start_level = self._wave(self._locate(self._shift)[1])
+        # A prefix warmup rises to where the (possibly shifted) first cycle begins; an overlaid
+        # one (timm's) rises to max.
+        k, position = self._locate(self._shift)
+        self._start_level = self._wave(position)
+        first = self.min + self._amplitude(k, self._shift) * self._start_level
+        self._warmup_top = first if warmup_prefix else self.max
 
     def _make_wave(self) -> Callable[[float], float]:
         # partials, not lambdas, so that a schedule pickles (SB3 saves its lr_schedule).
@@ -385,8 +389,7 @@ class Cyclic(Schedule):
 
     def value(self, step: float) -> float:
         if step < self.warmup:
-            top = self._start_level if self.warmup_prefix else 1.0
-            return self.min + (self.max - self.min) * top * self._ramp(step)
+            return self.min + (self._warmup_top - self.min) * self._ramp(step)
         k, position, u = self._clock(step)
         if self._ended(k):
             return self.min
@@ -399,8 +402,9 @@ class Cyclic(Schedule):
         if self._ended(k):
             return Phase(self.cycle_limit, 0.0, 0.0, False)
         # A restart: cycle k began within the last unit step, (t-1, t], i.e. t-1 is in an
-        # earlier cycle. Comparing cycle indices, not position * length < 1, flags it once.
-        restart = k > 0 and self._cycle_at(step - 1.0) < k
+        # earlier cycle. Comparing cycle indices, not position * length < 1, flags it once;
+        # the generous bound on position * length only spares the check later in a cycle.
+        restart = k > 0 and position * self.cycle_length(k) < 2.0 and self._cycle_at(step - 1.0) < k
         if step < self.warmup:  # timm's overlaid warmup: the ramp, relative to max
             level = self._ramp(step)
         elif self._amplitude(k, u) <= 0.0:  # the peak has decayed onto the floor

@@ -35,21 +35,26 @@ one_cycle          half-cosine up from ``start`` to ``max`` over ``pct_start * p
 sequence           ``parts`` back to back, part ``i`` starting at ``milestones[i-1]``
 =================  ==========================================================================
 
-Keys (numbers may be ints, floats or numpy scalars):
+Keys (numbers may be ints, floats or numpy scalars; an unknown key is refused, naming the
+allowed ones):
 
 - every shape: ``max`` (peak, > 0; default 1e-3), ``min`` (floor, in [0, max]; default 0),
   ``warmup`` (steps of linear rise from ``min``, >= 0; default 0).
-- cyclic shapes: ``period`` (steps in the first cycle, > 0, may be fractional; default 1000),
-  ``offset`` (a shift by a fraction of the first cycle, in [0, 1): the value at ``t`` is the
-  unshifted one at ``t + offset * period``), ``warmup_prefix`` (true, the default: the
-  warmup comes before the first cycle; false: timm's default, the first cycle's clock starts
-  at step 0 and the warmup's ramp from ``min`` to ``max`` overlays its first ``warmup`` steps).
-- ``period_mult`` (cycle length multiplier, >= 1, any float; default 1), ``peak_decay`` (in
-  (0, 1], default 1), ``cycle_limit`` (an integer, 0 = unlimited; afterwards ``min``; cosine
-  and one_cycle have 1), ``pct_up`` (triangles' rising fraction, in (0, 1); default 0.5),
-  ``pct_start`` (in (0, 1), default 0.3) and ``start`` (default ``max / 25``) for one_cycle,
-  ``gamma`` (in (0, 1]; default 1) for exponential and exp_range, ``tau`` (> 0) for
-  inverse_time.
+- every cyclic shape (cosine to one_cycle above): ``period`` (steps in the first cycle, > 0,
+  may be fractional; default 1000), ``offset`` (a shift by a fraction of the first cycle, in
+  [0, 1): the value at ``t`` is the unshifted one at ``t + offset * period``),
+  ``warmup_prefix`` (true, the default: the warmup comes first and the first cycle's clock
+  starts when it ends; false, timm's default: the clock starts at step 0 and the warmup's
+  ramp from ``min`` to ``max`` overlays the first ``warmup`` steps).
+- ``period_mult`` (triangular, cosine_restarts): cycle length multiplier, >= 1, any float;
+  default 1. ``peak_decay`` (triangular, cosine_restarts): in (0, 1], default 1.
+- ``cycle_limit`` (triangular, triangular2, exp_range, cosine_restarts): cycles to run, an
+  integer, 0 = unlimited (the default); afterwards the value holds ``min``. cosine and
+  one_cycle run one cycle.
+- ``pct_up`` (the triangles): the rising fraction of each cycle, in (0, 1); default 0.5.
+- ``pct_start`` (one_cycle): the rising fraction, in (0, 1), default 0.3; ``start``
+  (one_cycle): the value at step 0, in [min, max], default ``max / 25``.
+- ``gamma`` (exponential, exp_range): in (0, 1], default 1. ``tau`` (inverse_time): > 0.
 
 Peak or amplitude: ``peak_decay`` scales ``max`` (peaks ``max * peak_decay**k``, held at
 ``min`` once they reach it; timm's ``cycle_decay``), while ``triangular2`` and ``exp_range``
@@ -79,33 +84,58 @@ warmup_prefix)``                                ``cycle_limit``, ``warmup``, ``w
 Sequence: ``{kind = "sequence", parts = [spec, ...], milestones = [t1, ...]}`` runs part ``i``
 from ``milestones[i-1]`` (part 0 from 0) on its own clock, which starts at 0 there: for
 example long exploratory cycles, then short cautious ones. ``len(milestones) = len(parts) - 1``,
-strictly increasing. The phase goes on across parts: cycle indices count on, and each new part
-is a restart. A sequence ends when its last part does.
+strictly increasing. The phase goes on across parts: cycle indices count on (a part that has
+run its course before its milestone holds its last value and cycle index until then), and each
+new part is a restart. A sequence ends when its last part does. A part cannot be a follow
+(it runs on its own clock), but a whole sequence can be followed.
 
-Follow: ``{follow = "G", mode = "anti" | "in", max = ..., min = ...}`` (no ``kind``) runs on
-schedule G's clock with its own range: ``min + (max - min) * (1 - level_G)`` in anti-phase
-(the default) or ``min + (max - min) * level_G`` in phase, where ``level_G`` is G's level
-(1 at G's peak, 0 at its floor). Its phase is G's (same cycles, same restarts), so an
-anti-phase follower rises exactly as G falls, drops at G's restarts, and its values correlate
--1 with G's. It needs G built first: :func:`build_schedules` builds a table such as ``[lr]``
-in dependency order.
+Follow: ``{follow = "G", mode = "anti" | "in", max = ..., min = ...}`` (no ``kind``; ``mode``
+defaults to anti, ``max`` to 1e-3, ``min`` to 0) runs on schedule G's clock with its own
+range: ``min + (max - min) * (1 - level_G)`` in anti-phase or ``min + (max - min) * level_G``
+in phase, where ``level_G`` is G's level (1 at G's peak, 0 at its floor). Its phase is G's
+(same cycles, same restarts) with its own level. An anti-phase follower rises exactly as G
+falls and drops at G's restarts; while G's peaks do not decay, its values correlate -1 with
+G's. G must be built first: :func:`build_schedules` builds a table such as ``[lr]`` in
+dependency order (a follower may follow a follower; a cycle of follows is refused).
 
 Shift or mirror: ``offset = 0.5`` on a sawtooth like ``cosine_restarts`` is a shift, not
 anti-phase: the shifted schedule starts mid-descent and restarts half a cycle after G (on
-cosine_restarts the two correlate about -0.64, not -1). For a partner that is high while G is
-low, use ``follow = "G", mode = "anti"``.
+cosine_restarts the two correlate -2/pi, about -0.64, not -1). For a partner that is high
+while G is low, use ``follow = "G", mode = "anti"`` (``docs/shift_vs_mirror.png``).
+
+Example (TOML)::
+
+    [lr.G]
+    kind = "cosine_restarts"
+    max = 1e-3
+    min = 1e-5
+    period = 2000
+
+    [lr.D]              # the mirror of G: high while G is low, restarts with G
+    follow = "G"
+    mode = "anti"
+    max = 1e-3
+    min = 1e-5
+
+    [lr.policy]         # explore with long cycles, then fine-tune with short, low ones
+    kind = "sequence"
+    milestones = [40000]
+    parts = [
+        {kind = "cosine_restarts", max = 3e-4, min = 1e-5, period = 10000},
+        {kind = "cosine_restarts", max = 5e-5, min = 1e-6, period = 2000},
+    ]
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from common.schedule_forms import FOLLOW_MODES, Follow, Sequence, cycles_run
+from common.schedule_forms import FOLLOW_MODES, Follow, Sequence
 from common.schedule_shapes import (
     Cyclic,
     Decay,
@@ -131,7 +161,6 @@ __all__ = [
     "cosine_wave",
     "triangular_wave",
     "one_cycle_wave",
-    "cycles_run",
 ]
 
 _COMMON = {"kind", "max", "min", "warmup"}
@@ -264,7 +293,7 @@ def from_spec(
     )
     _unknown_keys(spec, KINDS[kind], f"kind {kind!r}", where)
     if kind == "sequence":
-        return _sequence(spec, where, schedules)
+        return _sequence(spec, where)
 
     hi, lo = _range(spec, where)
     warmup = _number(spec, "warmup", 0.0, where)
@@ -341,9 +370,7 @@ def _follow(spec: Mapping[str, Any], where: str, schedules: Mapping[str, Schedul
     return Follow(schedules[clock], clock, mode=mode, max=hi, min=lo)
 
 
-def _sequence(
-    spec: Mapping[str, Any], where: str, schedules: Mapping[str, Schedule] | None
-) -> Sequence:
+def _sequence(spec: Mapping[str, Any], where: str) -> Sequence:
     parts, milestones = spec.get("parts"), spec.get("milestones", [])
     _check(
         isinstance(parts, (list, tuple)) and len(parts) > 0,
@@ -359,7 +386,10 @@ def _sequence(
         milestones,
         f"a list of {len(parts) - 1} steps, one where each part after the first begins",
     )
-    steps = [_number({"milestones": m}, "milestones", 0, where) for m in milestones]
+    steps = [
+        _number({f"milestones[{i}]": m}, f"milestones[{i}]", 0, where)
+        for i, m in enumerate(milestones)
+    ]
     _check(
         all(s > 0 for s in steps) and all(a < b for a, b in zip(steps, steps[1:], strict=False)),
         where,
@@ -367,35 +397,27 @@ def _sequence(
         milestones,
         "strictly increasing steps > 0",
     )
-    built = [
-        from_spec(part, name=f"{where}parts[{i}]", schedules=schedules)
-        for i, part in enumerate(parts)
-    ]
-    return Sequence(built, steps)
+    for i, part in enumerate(parts):
+        if isinstance(part, Follow) or (isinstance(part, Mapping) and "follow" in part):
+            raise ValueError(
+                f"{where}parts[{i}].follow: a part runs on its own clock from its milestone, "
+                "so it cannot follow another schedule's; let the whole sequence be followed"
+            )
+    return Sequence(
+        [from_spec(part, name=f"{where}parts[{i}]") for i, part in enumerate(parts)], steps
+    )
 
 
 def with_offset(schedule: Schedule, offset: float) -> Schedule:
     """The same cyclic schedule shifted by ``offset`` (a fraction of its first cycle)."""
     spec = schedule.spec()
     if "offset" not in spec:
-        raise ValueError(f"offset: kind {spec.get('kind')!r} has no cycle to shift")
+        raise ValueError(f"offset: {schedule!r} has no cycle of its own to shift")
     spec["offset"] = offset
     return from_spec(spec)
 
 
 # -- a table of named schedules --------------------------------------------------------------
-
-
-def _follows(spec: Any, key: str) -> Iterator[tuple[str, Any]]:
-    """(key, clock name) for every follow inside ``spec`` (a sequence's parts included)."""
-    if not isinstance(spec, Mapping):
-        return
-    if "follow" in spec:
-        yield f"{key}.follow", spec["follow"]
-    parts = spec.get("parts")
-    if isinstance(parts, (list, tuple)):
-        for i, part in enumerate(parts):
-            yield from _follows(part, f"{key}.parts[{i}]")
 
 
 def build_schedules(
@@ -421,7 +443,9 @@ def build_schedules(
     def build(name: str, path: tuple[str, ...]) -> None:
         if name in built:
             return
-        for key, clock in _follows(specs[name], f"{prefix}{name}"):
+        spec = specs[name]
+        if isinstance(spec, Mapping) and "follow" in spec:
+            key, clock = f"{prefix}{name}.follow", spec["follow"]
             if not isinstance(clock, str) or clock not in specs:
                 others = ", ".join(str(n) for n in specs if n != name) or "none"
                 raise ValueError(

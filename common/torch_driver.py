@@ -70,8 +70,8 @@ class ScheduleDriver:
         self.end_hooks: list[ClockHook] = []
         self.step_count = 0  # the step that step() sets next
         self._cycle = 0
-        # The cycle index the clock holds for ever once it has ended, read well past end_step so
-        # that rounding at the boundary cannot pass the last restart off as the end or back.
+        # The cycle index the clock holds for ever once it has ended. Reaching it is the end;
+        # read well past end_step, it does not hang on rounding at the boundary.
         end = clock.end_step
         self._end_cycle = clock.cycle(2 * end + 1) if math.isfinite(end) else None
 

@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from common.cli import CliParser, add_run_arguments, resolve_run, run_cli
-from common.config import ConfigError, read_config, shipped_configs
+from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
+from common.config import read_config, shipped_configs
 
 __all__ = ["train_main", "sample_main", "eval_main"]
 
@@ -23,16 +23,20 @@ TRAIN_HELP = """\
 Train a GAN whose generator and discriminator learning rates run cosine cycles out of phase.
 
 examples:
-  gancycle-train                                   # ring8, anti-phase cycles
-  gancycle-train --config grid25 --set lr.D.offset=0.0       # in phase
+  gancycle-train                                   # ring8: D's rate mirrors G's
+  gancycle-train --config grid25 --set lr.D.mode=in          # in phase
   gancycle-train --config digits --set reset.G=all --set reset.D=all
+  gancycle-train --config mine.toml --check        # check a config, train nothing
   gancycle-train --resume runs/ring8/20250101-120000         # continue a killed run
+
+A --config file may hold only the keys it changes: on base = "grid25" (a shipped config, or a
+path relative to the file), or without base on the defaults (ring8's values).
 """
 
 
 def _train_parser() -> argparse.ArgumentParser:
     parser = CliParser(prog="gancycle-train", description=TRAIN_HELP)
-    add_run_arguments(parser, "ring8", shipped_configs("gancycle"))
+    add_run_arguments(parser, "ring8", shipped_configs("gancycle"), set_example="lr.G.max=3e-4")
     parser.add_argument(
         "--on-nan",
         choices=["stop", "rollback"],
@@ -52,15 +56,14 @@ def _train_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="local torchvision inception_v3 state dict: adds FID to image metrics",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _train(argv: Sequence[str] | None) -> int:
-    from gancycle.trainer import train
+    args = _train_parser().parse_args(argv)  # --help stops here, before torch is imported
+    from gancycle.settings import SCHEMA, check_config
 
-    args = _train_parser().parse_args(argv)
-    config, run_dir, resume = resolve_run(args, "gancycle")
+    config, run_dir, resume = resolve_run(args, SCHEMA)
     if args.on_nan is not None:
         config["on_nan"] = args.on_nan
     if args.data_root is not None:
@@ -70,9 +73,13 @@ def _train(argv: Sequence[str] | None) -> int:
     if args.inception_weights is not None:
         _check_file(args.inception_weights, "--inception-weights")
         config["eval"]["inception_weights"] = args.inception_weights
-    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
-        raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
-    metrics = train(config, run_dir, resume=resume, progress=not args.no_progress)
+    checked = check_config(config)
+    if args.check:
+        print(check_line(checked, str(args.resume or args.config)))
+        return 0
+    from gancycle.trainer import train
+
+    metrics = train(checked, run_dir, resume=resume)
     print(_summary(metrics, run_dir))
     if "diverged" in metrics:
         d = metrics["diverged"]

@@ -1,157 +1,139 @@
-"""The keys of a gancycle config, what each allows, and the check that names a bad one.
+"""The keys of a gancycle config, what each allows, and the check that builds it.
 
-A config is the TOML table a run starts from (``gancycle/configs/<name>.toml``, or any file with
-the same keys). :func:`check_config` runs before anything is built, so a wrong value stops the
-run at once with one line naming the key and what is allowed.
+A config is the TOML table a run starts from: a shipped ``gancycle/configs/<name>.toml``, or a
+user file holding only the keys it changes, on ``base = "<shipped name or path>"`` or on the
+defaults below (which are the default config, ring8). :data:`SCHEMA` declares every key;
+:func:`check_config` runs before anything is trained, so a wrong value stops the run at once
+with one line naming the key and what is allowed, and hands back the schedules and couplings it
+built for the trainer.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-from common.config import ConfigError
+from common.config import (
+    RESETS,
+    CheckedConfig,
+    ConfigError,
+    ScheduleTable,
+    Schema,
+    boolean,
+    choice,
+    get,
+    integer,
+    number,
+    shared_keys,
+    string,
+)
 from common.coupling import coupled_from_spec
-from common.schedules import from_spec
+from common.schedule_forms import FOLLOW_MODES
 from gancycle.data import DATASETS
 from gancycle.losses import LOSSES
 from gancycle.models import ARCHS
 
-__all__ = ["RESETS", "OPTIMIZERS", "ON_NAN", "check_config", "get"]
+__all__ = ["NETS", "RESETS", "OPTIMIZERS", "ON_NAN", "COUPLED", "SCHEMA", "check_config", "get"]
 
-RESETS: dict[str, Any] = {
-    "none": None,
-    "momentum": True,
-    "all": ("exp_avg", "exp_avg_sq", "step", "momentum_buffer"),
-}
-"""``reset.G`` / ``reset.D``: optimizer state zeroed at each of that network's restarts, as
-:func:`common.torch_driver.drive_optimizer`'s ``reset``. ``momentum`` forgets the first moment
-(Adam's ``exp_avg``, SGD's momentum buffer); ``all`` also Adam's second moment and step count,
-so the next update is a fresh Adam start."""
+NETS = ("G", "D")
 OPTIMIZERS = ("adam", "sgd")
 ON_NAN = ("stop", "rollback")
-DEVICES = ("auto", "cpu", "cuda")
-
-Check = Callable[[Any], bool]
-
-
-def _int(lo: int) -> tuple[Check, str]:
-    return (
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo,
-        f"an integer >= {lo}",
-    )
+COUPLED = {"instance_noise": 0.02, "label_smoothing": 0.1}
+"""D's regularisers that follow D's clock, with their default ``hi``."""
 
 
-def _float(lo: float, hi: float, hi_open: bool = False) -> tuple[Check, str]:
-    def ok(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        return lo <= v < hi if hi_open else lo <= v <= hi
-
-    return ok, f"a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
-
-
-def _choice(options: tuple[str, ...] | dict) -> tuple[Check, str]:
-    return lambda v: v in options, "one of " + " | ".join(options)
+def _coupling_keys(name: str, hi: float, top: float | None) -> dict[str, Any]:
+    bound = (lambda d: number(d, 0, top, hi_open=True)) if top else (lambda d: number(d, 0))
+    return {
+        f"{name}.enabled": boolean(False),
+        f"{name}.mode": choice("anti", FOLLOW_MODES),
+        f"{name}.lo": bound(0.0),
+        f"{name}.hi": bound(hi),
+    }
 
 
-_BOOL: tuple[Check, str] = (lambda v: isinstance(v, bool), "true or false")
-_STR: tuple[Check, str] = (lambda v: isinstance(v, str), "a string")
-_INF = math.inf
-
-SCHEMA: dict[str, tuple[Check, str]] = {
-    "seed": _int(0),
-    "steps": _int(1),
-    "device": _choice(DEVICES),
-    "on_nan": _choice(ON_NAN),
-    "amp": _BOOL,
-    "threads": _int(0),
-    "data.name": _choice(DATASETS),
-    "data.root": _STR,
-    "data.download": _BOOL,
-    "data.batch": _int(1),
-    "model.arch": _choice(ARCHS),
-    "model.z_dim": _int(1),
-    "loss.name": _choice(LOSSES),
-    "loss.gp_weight": _float(0, _INF),
-    "loss.d_steps": _int(1),
-    "optim.name": _choice(OPTIMIZERS),
-    "optim.beta1": _float(0, 1, hi_open=True),
-    "optim.beta2": _float(0, 1, hi_open=True),
-    "reset.G": _choice(RESETS),
-    "reset.D": _choice(RESETS),
-    "instance_noise.enabled": _BOOL,
-    "label_smoothing.enabled": _BOOL,
-    "ema.decay": _float(0, 1, hi_open=True),
-    "snapshots.max": _int(1),
-    "dynamics.every": _int(1),
-    "thermostat.G": _float(0, _INF),
-    "thermostat.D": _float(0, _INF),
-    "rollback.factor": _float(0, 1, hi_open=True),
-    "rollback.max": _int(0),
-    "log.every": _int(1),
-    "eval.every": _int(0),
-    "eval.samples": _int(10),
-    "eval.classifier_steps": _int(1),
-    "eval.inception_weights": _STR,
-    "checkpoint.every": _int(1),
-}
-"""Every key a config must have, with its check and what it allows."""
-
-BY_ARCH = {
-    "mlp": {"model.hidden": _int(1), "model.layers": _int(1)},
-    "dcgan": {"model.width": _int(1)},
-}
-FAKE = {"data.fake_size": _int(10), "data.channels": _int(1), "data.image_size": _int(4)}
+SCHEMA = Schema(
+    "gancycle",
+    {
+        **shared_keys(
+            nets=NETS, steps=12000, log_every=50, checkpoint_every=1000, snapshots=5, threads=1
+        ),
+        "on_nan": choice("stop", ON_NAN),
+        "amp": boolean(False),
+        "data.name": choice("ring8", DATASETS),
+        "data.root": string("data"),
+        "data.download": boolean(False),
+        "data.batch": integer(256, 1),
+        "data.fake_size": integer(256, 10),
+        "data.channels": integer(1, 1),
+        "data.image_size": integer(8, 4),
+        "model.arch": choice("mlp", ARCHS),
+        "model.z_dim": integer(2, 1),
+        "model.hidden": integer(128, 1),
+        "model.layers": integer(3, 1),
+        "model.width": integer(64, 1),
+        "loss.name": choice("ns", LOSSES),
+        "loss.gp_weight": number(0.0, 0),
+        "loss.d_steps": integer(1, 1),
+        "optim.name": choice("adam", OPTIMIZERS),
+        "optim.beta1": number(0.5, 0, 1, hi_open=True),
+        "optim.beta2": number(0.999, 0, 1, hi_open=True),
+        "lr.G": ScheduleTable(
+            {"kind": "cosine_restarts", "max": 1e-3, "min": 1e-5, "period": 2000}
+        ),
+        "lr.D": ScheduleTable({"follow": "G", "mode": "anti", "max": 1e-3, "min": 1e-5}),
+        **_coupling_keys("instance_noise", COUPLED["instance_noise"], None),
+        **_coupling_keys("label_smoothing", COUPLED["label_smoothing"], 1.0),
+        "ema.decay": number(0.999, 0, 1, hi_open=True),
+        "dynamics.every": integer(1, 1),
+        "thermostat.G": number(0.0, 0),
+        "thermostat.D": number(0.0, 0),
+        "rollback.factor": number(0.5, 0, 1, hi_open=True),
+        "rollback.max": integer(3, 0),
+        "eval.every": integer(2000, 0, "0 = only at the end"),
+        "eval.samples": integer(2500, 10),
+        "eval.classifier_steps": integer(600, 1),
+        "eval.inception_weights": string(""),
+    },
+)
+"""Every key of a gancycle config, with its default (ring8's value) and what it allows."""
 
 
-def get(config: dict[str, Any], dotted: str) -> Any:
-    """``config["a"]["b"]`` for ``"a.b"``; a missing key is a :class:`ConfigError`."""
-    node: Any = config
-    for depth, part in enumerate(dotted.split(".")):
-        if not isinstance(node, dict) or part not in node:
-            where = ".".join(dotted.split(".")[:depth]) or "the top level"
-            raise ConfigError(f"{dotted}: missing from the config (no {part!r} in {where})")
-        node = node[part]
-    return node
+def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
+    """Check a gancycle config (whole, or only the keys it changes) and build it.
 
-
-def check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Check every key of a gancycle config; return it unchanged.
+    Returns:
+        The full config with defaults filled in, the schedules ``G`` and ``D``, and the enabled
+        couplings of D's clock (``instance_noise``, ``label_smoothing``). A
+        :class:`CheckedConfig` is returned as it is.
 
     Raises:
-        ConfigError: a missing key or a value that is not allowed; the message names the key
+        ConfigError: an unknown key, or a value that is not allowed; the message names the key
             and what it allows.
     """
-    schema = dict(SCHEMA)
-    schema.update(BY_ARCH.get(get(config, "model.arch"), {}))
-    if get(config, "data.name") == "fake":
-        schema.update(FAKE)
-    for key, (ok, allowed) in schema.items():
-        value = get(config, key)
-        if not ok(value):
-            raise ConfigError(f"{key} = {value!r}: must be {allowed}")
-    try:
-        for net in ("G", "D"):
-            clock = from_spec(get(config, f"lr.{net}"), name=f"lr.{net}")
-        for name, top in (("instance_noise", _INF), ("label_smoothing", 1.0)):
-            coupled = coupled_from_spec(config[name], clock, name=name)
-            for bound in ("lo", "hi"):
-                value = getattr(coupled, bound)
-                if not 0 <= value < top:
-                    raise ConfigError(f"{name}.{bound} = {value!r}: must be in [0, {top:g})")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if config["label_smoothing"]["enabled"] and config["loss"]["name"] != "ns":
+    if isinstance(config, CheckedConfig):
+        return config
+    checked = SCHEMA.checked(config)
+    cfg = checked.config
+    if cfg["label_smoothing"]["enabled"] and cfg["loss"]["name"] != "ns":
         raise ConfigError(
             f"label_smoothing.enabled = true: only with loss.name = 'ns' "
-            f"(got {config['loss']['name']!r})"
+            f"(got {cfg['loss']['name']!r})"
         )
-    for net in ("G", "D"):
-        if config["thermostat"][net] > 0 and config["optim"]["name"] != "sgd":
+    for net in NETS:
+        if cfg["thermostat"][net] > 0 and cfg["optim"]["name"] != "sgd":
             raise ConfigError(
-                f"thermostat.{net} = {config['thermostat'][net]!r}: needs optim.name = 'sgd' "
+                f"thermostat.{net} = {cfg['thermostat'][net]!r}: needs optim.name = 'sgd' "
                 "(Adam rescales the noise; the thermostat's closed form is for SGD)"
             )
-    return config
+    clock = checked.schedules["D"]
+    try:
+        couplings = {
+            name: coupled_from_spec(cfg[name], clock, name=name)
+            for name in COUPLED
+            if cfg[name]["enabled"]
+        }
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return dataclasses.replace(checked, couplings=couplings)

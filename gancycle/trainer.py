@@ -1,8 +1,10 @@
 """The GAN trainer: generator and discriminator on one clock, their cycles out of phase.
 
 One global step ``t`` drives everything. Each network's learning rate is a schedule from the
-core (``[lr.G]``, ``[lr.D]``); an ``offset`` on one of them shifts its cycles (0.5 = half a
-cycle: when G takes large steps, D is cautious, and the other way round). D's schedule is also
+core (``[lr.G]``, ``[lr.D]``), built once by :func:`gancycle.settings.check_config`. In the
+2D configs D follows G's clock in anti-phase (``follow = "G", mode = "anti"``): when G takes
+large steps, D is cautious, and the other way round; an ``offset`` on a schedule of its own
+would instead shift D's cycles. D's schedule is also
 the clock of two optional regularisers that rise while D's learning rate is low (anti-phase):
 instance noise on D's inputs and one-sided label smoothing. At each restart a network may forget
 its Adam state, and G's weights at the end of each of its cycles join a snapshot ensemble.
@@ -29,8 +31,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from common.config import ConfigError, read_config, save_config
-from common.coupling import CallableTarget, coupled_from_spec
+from common.config import CheckedConfig, ConfigError, flatten, read_config, save_config
+from common.coupling import CallableTarget
 from common.dynamics import KineticEnergy, Thermostat
 from common.flat_params import FlatParameters
 from common.runs import (
@@ -42,7 +44,6 @@ from common.runs import (
     seed_everything,
     set_rng_state,
 )
-from common.schedules import Schedule, from_spec
 from common.snapshots import SnapshotEnsemble
 from common.tb import RunWriter
 from common.torch_driver import ScheduleDriver, drive_optimizer
@@ -55,7 +56,7 @@ from gancycle.metrics import evaluate
 from gancycle.models import build_models
 from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
-from gancycle.settings import RESETS, check_config
+from gancycle.settings import COUPLED, RESETS, check_config
 
 __all__ = ["GanTrainer", "Divergence", "train", "NETS", "WHICH"]
 
@@ -70,8 +71,9 @@ CHARTS = {
     "D outputs": ["D/real", "D/fake"],
     "kinetic energy": ["dynamics/kinetic_energy/G", "dynamics/kinetic_energy/D"],
     "gradient norms": ["dynamics/grad_norm/G", "dynamics/grad_norm/D"],
-    "D regularisers (anti-phase)": ["hparam/instance_noise", "hparam/label_smoothing", "lr/D"],
+    "D regularisers": ["hparam/instance_noise", "hparam/label_smoothing"],  # when enabled
 }
+"""Custom-scalar charts (``RunWriter.layout``): each shows once the run writes one of its tags."""
 
 
 class Divergence(RuntimeError):
@@ -106,22 +108,12 @@ class RunningMeans:
         self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
 
 
-def _scaled(spec: dict[str, Any], scale: float, name: str) -> Schedule:
-    """The schedule of ``spec`` with its peak and floor multiplied by ``scale``."""
-    spec = dict(spec)
-    for key in ("max", "min", "start"):
-        if key in spec:
-            spec[key] = spec[key] * scale
-    if scale != 1.0 and "max" not in spec:
-        spec["max"] = 1e-3 * scale  # from_spec's default peak
-    return from_spec(spec, name=name)
-
-
 class GanTrainer:
     """Trains one GAN run in ``run_dir`` from a checked config (see ``gancycle/configs``).
 
     Args:
-        config: the run's config (:func:`gancycle.settings.check_config` is applied).
+        config: the run's config, whole or only the keys it changes, or a checked config
+            (:func:`gancycle.settings.check_config` is applied).
         run_dir: the run folder: ``config.toml``, events, ``metrics.json``, ``checkpoints/``,
             ``snapshots/``, ``data/`` (the cached classifier of image metrics).
         device: overrides ``config["device"]``.
@@ -129,11 +121,12 @@ class GanTrainer:
 
     def __init__(
         self,
-        config: dict[str, Any],
+        config: dict[str, Any] | CheckedConfig,
         run_dir: str | Path,
         device: torch.device | str | None = None,
     ) -> None:
-        self.config = check_config(config)
+        self.checked = check_config(config)
+        self.config = config = self.checked.config
         self.run_dir = Path(run_dir)
         self.device = torch.device(device) if device else resolve_device(config["device"])
         self.amp = bool(config["amp"]) and self.device.type == "cuda"
@@ -160,7 +153,9 @@ class GanTrainer:
             for net in NETS
             if config["thermostat"][net] > 0
         }
-        self.snapshots = SnapshotEnsemble(config["snapshots"]["max"], self.run_dir / "snapshots")
+        # snapshots.max = 0: no snapshots (the ensemble stays empty; it keeps at least one)
+        keep = config["snapshots"]["max"]
+        self.snapshots = SnapshotEnsemble(max(keep, 1), self.run_dir / "snapshots")
 
         self.step = 0  # updates done
         self.lr_scale = 1.0  # lowered by each NaN rollback
@@ -188,9 +183,12 @@ class GanTrainer:
         return torch.optim.Adam(net.parameters(), lr=0.0, betas=(cfg["beta1"], cfg["beta2"]))
 
     def _build_rhythm(self) -> None:
-        """Schedules, couplings and drivers (rebuilt when a rollback lowers the peaks)."""
+        """Drivers of the checked schedules and couplings (rebuilt when a rollback lowers the
+        rates)."""
         cfg = self.config
-        self.schedules = {net: _scaled(cfg["lr"][net], self.lr_scale, f"lr.{net}") for net in NETS}
+        self.schedules = {net: self.checked.schedules[net] for net in NETS}
+        if self.lr_scale != 1.0:  # after a NaN rollback: every rate lower, the clock as it was
+            self.schedules = {net: s.scaled(self.lr_scale) for net, s in self.schedules.items()}
         self.drivers: dict[str, ScheduleDriver] = {}
         for net in NETS:
             reset = RESETS[cfg["reset"][net]]
@@ -200,18 +198,16 @@ class GanTrainer:
                 )
             except ValueError as e:
                 raise ConfigError(f"reset.{net} = {cfg['reset'][net]!r}: {e}") from None
-        self.drivers["G"].on_restart(self.snapshots.hook(self.G))
-        self.drivers["G"].on_end(self.snapshots.hook(self.G))
+        if cfg["snapshots"]["max"] > 0:
+            self.drivers["G"].on_restart(self.snapshots.hook(self.G))
+            self.drivers["G"].on_end(self.snapshots.hook(self.G))
         self.drivers["G"].on_restart(self._checkpoint_after_step)
-        # D's regularisers follow D's clock; the trainer reads the values from self.coupled.
-        self.coupled = {"instance_noise": 0.0, "label_smoothing": 0.0}
-        for name in self.coupled:
-            if cfg[name]["enabled"]:
-                coupling = coupled_from_spec(cfg[name], self.schedules["D"], name=name)
-                target = CallableTarget(
-                    lambda v, name=name: self.coupled.__setitem__(name, v), name
-                )
-                self.drivers["D"].bind(name, coupling, target)
+        # D's regularisers follow D's clock (its level: a rollback leaves it as it is); the
+        # trainer reads the values from self.coupled.
+        self.coupled = dict.fromkeys(COUPLED, 0.0)
+        for name, coupling in self.checked.couplings.items():
+            target = CallableTarget(lambda v, name=name: self.coupled.__setitem__(name, v), name)
+            self.drivers["D"].bind(name, coupling, target)
         self._checkpoint_due = False
 
     def _checkpoint_after_step(self, step: float, phase: Any) -> None:
@@ -302,10 +298,16 @@ class GanTrainer:
             ``diverged``.
         """
         steps = self.config["steps"] if steps is None else steps
-        self.writer.layout(CHARTS)
+        self.writer.layout(CHARTS, "gancycle")
         if self.step == 0 and not self.checkpoint_path.exists():
             self.save_checkpoint()  # a rollback target before the first update
-        bar = tqdm(total=steps, initial=self.step, disable=not progress, desc=self.run_dir.name)
+        # disable=None: no bar when stderr is not a terminal
+        bar = tqdm(
+            total=steps,
+            initial=self.step,
+            disable=None if progress else True,
+            desc=self.run_dir.name,
+        )
         start_step, start_time = self.step, time.perf_counter()
         diverged = self.advance(steps, bar)
         bar.close()
@@ -329,7 +331,7 @@ class GanTrainer:
                 "loss": str(diverged.loss),
             }
         self._write_metrics(final)
-        self.writer.hparams(_flatten(self.config), final["G"])
+        self.writer.hparams(flatten(self.config), final["G"])
         self.writer.close()
         self._writer = None
         return final
@@ -365,7 +367,7 @@ class GanTrainer:
                     self._log(t, bar)
                 if eval_every and self.step % eval_every == 0 and self.step < until:
                     self.evaluate_and_log()
-                if self._checkpoint_due or self.step % ckpt_every == 0:
+                if self._checkpoint_due or (ckpt_every and self.step % ckpt_every == 0):
                     self.save_checkpoint()
             if bar is not None:
                 bar.update(self.step - bar.n)
@@ -555,29 +557,19 @@ class GanTrainer:
         return trainer
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def train(
-    config: dict[str, Any],
+    config: dict[str, Any] | CheckedConfig,
     run_dir: str | Path,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train a GAN run; the function behind ``gancycle-train``.
 
     Args:
-        config: the resolved config (a shipped TOML after ``--set`` overrides).
-        run_dir: the run folder; its ``config.toml`` is (re)written from ``config``.
+        config: the resolved config (whole, or only the keys it changes), or a checked one.
+        run_dir: the run folder; its ``config.toml`` is (re)written with the full config.
         resume: continue from ``run_dir/checkpoints/last.pt``.
-        progress: show a progress bar.
+        progress: show a progress bar (default: the config's ``progress``).
 
     Returns:
         The final metrics (see :meth:`GanTrainer.train`).
@@ -585,5 +577,5 @@ def train(
     trainer = GanTrainer(config, run_dir)
     if resume:
         trainer.load_checkpoint()
-    save_config(config, Path(run_dir) / "config.toml")
-    return trainer.train(progress=progress)
+    save_config(trainer.config, Path(run_dir) / "config.toml")
+    return trainer.train(progress=trainer.config["progress"] if progress is None else progress)

@@ -99,6 +99,7 @@ class _Run:
     resumes: int  # how many times this run was resumed, this time included
     env: VecEnv
     model: BaseAlgorithm
+    writer: RunWriter  # SB3's logger writes through it too: one event file per session
     snapshots: SnapshotEnsemble | None
     evaluations: Evaluations
     callbacks: dict[str, BaseCallback]  # the run's own, in the order SB3 calls them
@@ -134,17 +135,16 @@ def train(
         checkpoint = _checkpoint_to_resume(checked.config, run_dir) if resume else None
         save_config(checked.config, run_dir / "config.toml")
         run = _open_run(checked, run_dir, checkpoint)
-        writer = RunWriter(run_dir)
         try:
             if not checkpoint:
-                writer.layout(_charts(run.config))
+                run.writer.layout(_charts(run.config), "rlcycle", only_written=False)
             wall = _learn(run, callbacks or [])
             metrics = _finish(run, wall)
             final = metrics["final"]["eval"]
-            writer.hparams(_hparams(run.config), {k: v for k, v in final.items() if "/d=" not in k})
+            scalars = {k: v for k, v in final.items() if "/d=" not in k}
+            run.writer.hparams(_hparams(run.config), scalars)
         finally:
-            writer.close()
-            run.model.logger.close()
+            run.writer.close()
             run.env.close()
     return {**metrics, "run_dir": str(run_dir)}
 
@@ -175,13 +175,15 @@ def _open_run(checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, An
         clock_callback.target_difficulty(start),
         config["vec"],
     )
+    # A resumed run's events replace what the stopped one wrote after its checkpoint; those at
+    # the checkpoint's own step were written before it, and stay.
+    writer = RunWriter(run_dir, purge_step=start + 1 if checkpoint else None)
     try:
         lr = StepSchedule(checked.schedules["policy"], config["steps"])
         hyper = config.get(config["algo"], {})
         device = resolve_device(config["device"])
         model = build_model(config["algo"], env, hyper, lr, config["seed"], device)
-        # Events at the checkpoint's own step were written before it: they stay.
-        model.set_logger(_logger(run_dir, start + 1 if checkpoint else None))
+        model.set_logger(Logger(str(run_dir), [_TensorBoard(writer.writer)]))
         run = _Run(
             checked,
             run_dir,
@@ -189,6 +191,7 @@ def _open_run(checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, An
             int(checkpoint["resumes"]) + 1 if checkpoint else 0,
             env,
             model,
+            writer,
             clock_callback.snapshots,
             Evaluations(list(checkpoint["history"]) if checkpoint else []),
             {},
@@ -197,6 +200,7 @@ def _open_run(checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, An
         if checkpoint:
             _restore(run, checkpoint)
     except BaseException:
+        writer.close()
         env.close()
         raise
     return run
@@ -225,19 +229,15 @@ def _clock_callback(
 
 
 class _TensorBoard(TensorBoardOutputFormat):
-    """SB3's TensorBoard output, whose writer drops earlier events from ``purge_step`` on.
+    """SB3's TensorBoard output on the run's own writer.
 
-    SB3's own builds its ``SummaryWriter`` without ``purge_step``: a resumed run's events would
-    repeat the steps the killed run logged after its checkpoint.
+    SB3's builds a ``SummaryWriter`` of its own, without ``purge_step``: a resumed run's events
+    would repeat the steps the stopped run logged after its checkpoint.
     """
 
-    def __init__(self, folder: Path, purge_step: int | None) -> None:
-        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+    def __init__(self, writer: SummaryWriter) -> None:
+        self.writer = writer
         self._is_closed = False
-
-
-def _logger(run_dir: Path, purge_step: int | None) -> Logger:
-    return Logger(str(run_dir), [_TensorBoard(run_dir, purge_step)])
 
 
 def _callbacks(run: _Run, clock: ClockCallback) -> dict[str, BaseCallback]:
@@ -390,13 +390,21 @@ def _finish(run: _Run, wall: float) -> dict[str, Any]:
 
 
 def _charts(config: Mapping[str, Any]) -> dict[str, list[str]]:
-    grid = config["eval"]["difficulties"]
-    return {
-        "lr and difficulty": ["lr/policy", "curriculum/difficulty", "schedule/level"],
+    """Custom-scalar charts of the tags this run writes (regular expressions, see ``layout``).
+
+    Difficulty shares its 0..1 axis with the schedule's level (the normalised learning rate);
+    the raw rate, 1e-5 to 1e-3, has a chart of its own. The same charts for every run with the
+    same features, whatever its difficulty grid, so TensorBoard shows each chart once.
+    """
+    charts = {
+        "difficulty and lr level": ["curriculum/difficulty", "schedule/level$"],
+        "learning rate": ["lr/policy"],
         "training return by difficulty": [bucket_tag((k + 0.5) / BUCKETS) for k in range(BUCKETS)],
-        "eval return by difficulty": [f"eval/return/d={d:g}" for d in grid],
-        "ensemble return by difficulty": [f"eval/ensemble_return/d={d:g}" for d in grid],
+        "eval return by difficulty": ["eval/return/d="],
     }
+    if config["snapshots"]["max"] > 0 and config["eval"]["ensemble"]:
+        charts["ensemble return by difficulty"] = ["eval/ensemble_return/d="]
+    return charts
 
 
 def _hparams(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,12 @@ def main() -> int:
         help="run only this base config's runs this time, e.g. ring8 (repeatable); "
         "the report covers all",
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the commands and check every arm's overrides (exit 2 if one is bad); "
+        "run nothing",
+    )
     args = parser.parse_args()
 
     study = find_study(args.study)
@@ -68,7 +73,9 @@ def main() -> int:
     if args.dry_run:
         print("\n".join(outcome.commands()))
         print(f"# {len(outcome.todo)} of {len(outcome.runs)} runs to do", file=sys.stderr)
-        return 0
+        for line in outcome.bad_arms:
+            print(f"bad arm: {line}", file=sys.stderr)
+        return 2 if outcome.bad_arms else 0
     print(f"{outcome.folder}/results.md, summary.json, figures/")
     if outcome.failed:
         print(f"{len(outcome.failed)} run(s) failed; see results.md", file=sys.stderr)

@@ -114,6 +114,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--check", action="store_true", help="check the config, train nothing")
     args = parser.parse_args()
     if (args.out is None) == (args.resume is None):
         print("error: give --out DIR or --resume DIR", file=sys.stderr)
@@ -127,6 +128,9 @@ def main() -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.check:
+        print(f"ok: {args.config}")
+        return 0
     args.out = args.out or args.resume
     if args.resume is None and (args.out / "checkpoints" / "last.pt").exists():
         print(

@@ -156,3 +156,43 @@ def test_parser_errors_are_one_line_and_help_hides_none_defaults(capsys):
     assert err.count("\n") == 1 and "--device" in err and "see demo-train --help" in err
     text = " ".join(parser.format_help().split())
     assert "(default: ring8)" in text and "(default: None)" not in text
+
+
+# -- the shared pieces on a schema -----------------------------------------------------------
+
+
+def _schema():
+    from common.config import ScheduleTable, Schema, shared_keys
+
+    keys = shared_keys(nets=("policy",), steps=100, log_every=10, checkpoint_every=0, snapshots=5)
+    return Schema("common", {**keys, "lr": ScheduleTable(dict(BASE["lr"]), name="policy")})
+
+
+def test_resolve_run_on_a_schema_layers_sets_and_no_progress(tmp_path):
+    (tmp_path / "mine.toml").write_text("seed = 4\n")
+    argv = ["--config", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "run")]
+    args = _parser().parse_args([*argv, "--no-progress", "--set", "lr.max=1e-2"])
+    config, run_dir, resuming = resolve_run(args, _schema())
+    assert config == {
+        **_schema().defaults(),
+        "seed": 4,
+        "progress": False,
+        "lr": {**BASE["lr"], "max": 1e-2},
+    }
+    assert (run_dir, resuming) == (tmp_path / "run", False)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
+        resolve_run(_parser().parse_args(argv), _schema())
+    assert resolve_run(_parser().parse_args([*argv, "--check"]), _schema())[0]["seed"] == 4
+
+
+def test_rlcycle_set_into_its_schedule_says_lr_is_a_schedule_table(capsys):
+    """rlcycle-train --set lr.G.max=1 said "no table 'lr.G'; tables here: none"."""
+    from rlcycle.cli import train_main
+
+    with pytest.raises(SystemExit) as done:
+        train_main(["--set", "lr.G.max=1", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1
+    assert "lr is a schedule table" in err and "kind, max, min, period" in err

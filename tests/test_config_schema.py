@@ -1,8 +1,10 @@
 """The schema mechanism both trainers declare their configs with: keys, layers, renames, builds."""
 
+import copy
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from common.config import (
@@ -128,6 +130,22 @@ def test_set_checks_keys_like_a_file():
     assert apply_overrides(TOY.defaults(), ["seed=3"], TOY)["seed"] == 3
 
 
+def test_kind_or_follow_switches_a_schedules_form_keeping_what_it_accepts():
+    config = TOY.set(TOY.defaults(), ["lr.G.kind=constant"])
+    assert config["lr"]["G"] == {"kind": "constant", "max": 1e-3, "min": 1e-5}  # no period
+    mirror = TOY.set(TOY.defaults(), ['lr.D.follow="G"', "lr.D.mode=anti"])
+    assert mirror["lr"]["D"] == {"follow": "G", "mode": "anti", "max": 1e-3, "min": 1e-5}
+    inline = TOY.set(TOY.defaults(), ['lr.D={follow = "G", mode = "anti"}'])
+    assert inline == mirror
+    shift = TOY.set(
+        copy.deepcopy(mirror), ["lr.D.kind=cosine_restarts", "lr.D.period=100", "lr.D.offset=0.5"]
+    )
+    assert shift == TOY.defaults()  # back to the shift, max and min kept
+    schedules = TOY.checked(mirror).schedules
+    G, D = (schedules[n].values(range(300)) for n in "GD")
+    assert np.corrcoef(G, D)[0, 1] == pytest.approx(-1.0)  # the follow form: a true mirror
+
+
 def test_set_into_a_single_schedule_says_it_is_a_schedule_table():
     """rlcycle-train --set lr.G.max=1 said "no table 'lr.G'; tables here: none"."""
     schema = Schema("common", {"lr": ScheduleTable(SPEC, name="policy")})
@@ -166,8 +184,8 @@ def test_layers_follow_base_relative_to_the_file(tmp_path):
     )
     config = TOY.load(str(tmp_path / "run.toml"))
     assert (config["steps"], config["seed"]) == (50, 2)
-    # a layer naming kind replaces the schedule below; one without changes its keys
-    assert config["lr"]["D"] == {"kind": "constant", "max": 2e-4}
+    # a layer naming kind switches the form: the keys constant does not accept are gone
+    assert config["lr"]["D"] == {"kind": "constant", "max": 2e-4, "min": 1e-5}
     assert config["ppo"] == {"n_steps": 16, "gamma": 0.9}  # tables merge key by key
     assert TOY.checked(config).schedules["D"].value(7) == 2e-4
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from common.coupling import CallableTarget, Coupled, coupled_from_spec
-from common.schedules import from_spec
+from common.schedules import Follow, from_spec
 from common.torch_driver import (
     ModuleAttr,
     OptimizerKey,
@@ -33,6 +33,18 @@ def test_anti_phase_coupling_mirrors_the_learning_rate():
     assert np.corrcoef(wd.values(t), lr.values(t))[0, 1] < -0.999
     with pytest.raises(ValueError, match="couple.wd.mode"):
         coupled_from_spec({"mode": "sideways", "lo": 0, "hi": 1}, lr, name="couple.wd")
+
+
+def test_a_coupling_is_the_follow_form_in_a_couplings_words():
+    lr = from_spec(LR)
+    wd = Coupled(lr, lo=1e-4, hi=1e-3, mode="anti")
+    follow = from_spec(
+        {"follow": "lr", "mode": "anti", "max": 1e-3, "min": 1e-4}, schedules={"lr": lr}
+    )
+    t = np.arange(0, 200, 0.5)
+    assert isinstance(wd, Follow) and np.array_equal(wd.values(t), follow.values(t))
+    assert wd.phase(5) == follow.phase(5) and wd.phase(5).level == 1 - lr.phase(5).level
+    assert (wd.lo, wd.hi) == (1e-4, 1e-3) and wd.spec() == {"mode": "anti", "lo": 1e-4, "hi": 1e-3}
 
 
 def test_targets_reach_optimizer_keys_adam_beta_dropout_batchnorm_and_callables():

@@ -1,6 +1,10 @@
 """gancycle-train, gancycle-sample, gancycle-eval: real runs and every error path."""
 
 import json
+import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +19,6 @@ TINY = [
     "model.layers=2",
     "data.batch=32",
     "lr.G.period=10",
-    "lr.D.period=10",
     "eval.every=0",
     "eval.samples=200",
 ]
@@ -96,6 +99,36 @@ def test_help_lists_every_option_with_its_default(capsys):
     assert "default: ring8" in out
 
 
+def test_help_is_fast_and_imports_no_torch():
+    code = "import gancycle.cli, sys; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    start = time.perf_counter()
+    script = "from gancycle.cli import train_main; train_main(['--help'])"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and "--check" in done.stdout
+    assert time.perf_counter() - start < 2.0  # about 0.5 s: torch is not imported
+
+
+def test_the_help_example_is_one_gancycle_accepts(capsys, tmp_path):
+    code, out, _ = call(train_main, ["--help"], capsys)
+    example = re.search(r"e\.g\. --set (\S+)", " ".join(out.split())).group(1)
+    assert example == "lr.G.max=3e-4"
+    code, out, err = call(train_main, ["--check", *sets(example)], capsys)
+    assert code == 0, err
+    assert out.count("\n") == 1 and out.startswith("ok: ring8: 12000 steps; schedules G")
+
+
+def test_check_trains_nothing_and_refuses_a_bad_key(tmp_path, capsys):
+    out_dir = tmp_path / "r"
+    code, out, _ = call(train_main, ["--check", "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0 and out.startswith("ok: ring8") and not out_dir.exists()
+    code, _, err = call(train_main, ["--check", *sets("lr.G.ofset=0.5")], capsys)
+    one_line_error(code, err, "lr.G.ofset", "offset")
+    code, _, err = call(train_main, ["--check", *sets("nonsense.key=1")], capsys)
+    one_line_error(code, err, "nonsense", "unknown key", "allowed here: seed")
+
+
 def test_image_run_samples_are_images_in_zero_one(tmp_path, capsys):
     out = tmp_path / "digits"
     args = [
@@ -141,7 +174,8 @@ def test_divergence_exits_1_and_says_where(tmp_path, capsys):
         (sets("model.hiden=3"), ["model.hiden", "hidden"]),
         (sets("data.batch=many"), ["data.batch", "int"]),
         (sets("lr.G.maxx=1"), ["lr.G.maxx", "max"]),
-        (sets("lr.D.offset=1.5"), ["lr.D.offset", "[0, 1)"]),
+        (sets("lr.G.offset=1.5"), ["lr.G.offset", "[0, 1)"]),
+        (sets("lr.D.period=10"), ["lr.D.period", "unknown key", "follow"]),
         (sets("lr.G.kind=zigzag"), ["lr.G.kind", "cosine_restarts"]),
         (sets("loss.name=lsgan"), ["loss.name", "ns | hinge | wgan"]),
         (sets("reset.G=moments"), ["reset.G", "none | momentum | all"]),

@@ -13,6 +13,7 @@ from common.tb import read_scalars
 from gancycle.cli import train_main
 from gancycle.models import build_models
 from gancycle.sampling import generate
+from gancycle.settings import SCHEMA
 from gancycle.trainer import GanTrainer, train
 
 # ring8 made tiny: 10-step cycles, 16-unit nets, every step logged.
@@ -23,7 +24,6 @@ TINY = [
     "model.layers=2",
     "data.batch=32",
     "lr.G.period=10",
-    "lr.D.period=10",
     "log.every=1",
     "eval.every=0",
     "eval.samples=200",
@@ -31,7 +31,7 @@ TINY = [
 
 
 def tiny_config(*sets: str) -> dict:
-    return apply_overrides(load_config("ring8", "gancycle"), [*TINY, *sets])
+    return SCHEMA.load("ring8", [*TINY, *sets])
 
 
 def series(run_dir, tag) -> np.ndarray:
@@ -47,9 +47,10 @@ def test_anti_phase_learning_rates_and_coupled_noise_in_the_event_files(tmp_path
     lr_G, lr_D = series(tmp_path, "lr/G"), series(tmp_path, "lr/D")
     expected = from_spec(config["lr"]["G"]).values(np.arange(40))
     np.testing.assert_allclose(lr_G, expected, rtol=1e-6)
-    # D is G half a cycle (5 steps) later: D's peak meets G's middle, D's trough G's middle.
-    np.testing.assert_allclose(lr_D[:35], lr_G[5:], rtol=1e-6)
-    assert np.corrcoef(lr_G, lr_D)[0, 1] < -0.5
+    # D mirrors G (follow = "G", mode = "anti", same range): it rises exactly as G falls and
+    # drops at G's restarts, so the two rates always add up to max + min.
+    np.testing.assert_allclose(lr_G + lr_D, np.full(40, 1e-3 + 1e-5), rtol=1e-6)
+    assert np.corrcoef(lr_G, lr_D)[0, 1] == pytest.approx(-1.0)
     # Instance noise follows D's clock in anti-phase: loudest exactly where D's lr is lowest.
     noise = series(tmp_path, "hparam/instance_noise")
     level_D = series(tmp_path, "schedule/level/D")
@@ -86,7 +87,9 @@ def test_anti_phase_learning_rates_and_coupled_noise_in_the_event_files(tmp_path
 
 
 def test_restarts_reset_each_networks_adam_state_as_configured(tmp_path):
-    trainer = GanTrainer(tiny_config("reset.G=all", "reset.D=momentum"), tmp_path)
+    # D on a clock of its own, shifted half a cycle: its restarts fall between G's.
+    shift = ["lr.D.kind=cosine_restarts", "lr.D.period=10", "lr.D.offset=0.5"]
+    trainer = GanTrainer(tiny_config("reset.G=all", "reset.D=momentum", *shift), tmp_path)
     trainer.train(steps=13, progress=False)
     state_G = next(iter(trainer.opts["G"].state.values()))
     state_D = next(iter(trainer.opts["D"].state.values()))

@@ -39,7 +39,7 @@ def finished_run(tmp_path_factory):
     [
         (["--config", "nosuch"], ["--config 'nosuch'", "cartpole, lunarlander, pendulum"]),
         (["--set", "nosuch=1"], ["--set nosuch", "unknown key", "allowed here"]),
-        (["--set", "steps=many"], ["--set steps=many", "expected int"]),
+        (["--set", "steps=many"], ["steps = 'many'", "an integer"]),
         (["--steps", "0"], ["steps = 0", "> 0"]),
         (["--set", "env.id=CartPole-v1"], ["env.id = 'CartPole-v1'", "rlcycle/CartPole-v1"]),
         (["--config", "pendulum", "--algo", "dqn"], ["algo = 'dqn'", "discrete", "Pendulum"]),
@@ -237,3 +237,21 @@ def test_the_command_line_imports_no_torch_until_a_run_starts():
     code = f"import sys, rlcycle.cli; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_layered_config_and_check(tmp_path, capsys):
+    """A user file holds only what it changes, on a shipped base; --check trains nothing."""
+    mine = tmp_path / "mine.toml"
+    mine.write_text('base = "lunarlander"\nsteps = 4096\n[curriculum]\nmode = "in"\n')
+    run = tmp_path / "run"
+    code, out, err = run_main(
+        train_main, ["--config", str(mine), "--out", str(run), "--check"], capsys
+    )
+    assert code == 0, err
+    assert out.startswith(f"ok: {mine}: 4096 steps; schedules policy (cosine_restarts)")
+    assert not run.exists()
+    from rlcycle.settings import SCHEMA, check_config
+
+    config = SCHEMA.load(str(mine))
+    assert config["env"]["id"] == "rlcycle/LunarLander-v3" and config["n_envs"] == 16
+    assert check_config(config).extras["curriculum"].mode == "in"

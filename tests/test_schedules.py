@@ -1,68 +1,16 @@
-"""The schedule core: torch parity, closed form, phase, validation."""
+"""The schedule core: closed form, phase, validation (torch parity: test_schedules_torch)."""
 
 import math
+import textwrap
 from fractions import Fraction
 
 import numpy as np
 import pytest
-import torch
+import tomllib
 
-from common.schedules import Phase, from_spec, with_offset
-
-
-def _torch_lrs(make_scheduler, steps, lr=0.1):
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=lr, momentum=0.9)
-    sched = make_scheduler(opt)
-    out = []
-    for _ in range(steps):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return np.array(out)
-
-
-@pytest.mark.parametrize("period,mult", [(10, 1), (10, 2), (7, 3), (1, 2)])
-def test_cosine_restarts_equals_torch_step_for_step(period, mult):
-    torch_lrs = _torch_lrs(
-        lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            o, T_0=period, T_mult=mult, eta_min=1e-3
-        ),
-        3000,
-    )
-    ours = from_spec(
-        {"kind": "cosine_restarts", "max": 0.1, "min": 1e-3, "period": period, "period_mult": mult}
-    )
-    np.testing.assert_allclose(ours.values(np.arange(3000)), torch_lrs, rtol=0, atol=1e-12)
-
-
-def test_cosine_equals_torch_within_its_period():
-    torch_lrs = _torch_lrs(
-        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=100, eta_min=1e-3), 101
-    )
-    ours = from_spec({"kind": "cosine", "max": 0.1, "min": 1e-3, "period": 100})
-    np.testing.assert_allclose(ours.values(np.arange(101)), torch_lrs, rtol=0, atol=1e-12)
-    assert ours.value(5000) == 1e-3  # holds the floor after its one cycle
-
-
-@pytest.mark.parametrize("up,down", [(20, 20), (20, 30)])
-def test_triangular_equals_torch_cyclic_lr(up, down):
-    torch_lrs = _torch_lrs(
-        lambda o: torch.optim.lr_scheduler.CyclicLR(
-            o, base_lr=1e-3, max_lr=0.1, step_size_up=up, step_size_down=down, mode="triangular"
-        ),
-        1000,
-    )
-    ours = from_spec(
-        {
-            "kind": "triangular",
-            "max": 0.1,
-            "min": 1e-3,
-            "period": up + down,
-            "pct_up": up / (up + down),
-        }
-    )
-    np.testing.assert_allclose(ours.values(np.arange(1000)), torch_lrs, rtol=0, atol=1e-12)
+import common.schedules
+from common.coupling import Coupled
+from common.schedules import Phase, Schedule, build_schedules, from_spec, with_offset
 
 
 def test_closed_form_at_huge_and_fractional_steps():
@@ -318,3 +266,366 @@ def test_numpy_scalars_are_numbers():
     plain = from_spec({k: v.item() if hasattr(v, "item") else v for k, v in spec.items()})
     np.testing.assert_array_equal(s.values(np.arange(100)), plain.values(np.arange(100)))
     assert all(type(v) in (str, int, float) for v in s.spec().values())
+
+
+# -- follow: a schedule on another schedule's clock -----------------------------------------
+
+RING8_G = {"kind": "cosine_restarts", "max": 1e-3, "min": 1e-5, "period": 2000}
+
+
+def _pair(mode: str, **g_keys) -> dict[str, Schedule]:
+    return build_schedules(
+        {
+            "G": {**RING8_G, **g_keys},
+            "D": {"follow": "G", "mode": mode, "max": 4e-4, "min": 2e-6},
+        }
+    )
+
+
+@pytest.mark.parametrize("mode,correlation", [("anti", -1.0), ("in", 1.0)])
+def test_follow_correlates_exactly_with_its_clock(mode, correlation):
+    pair = _pair(mode, warmup=300)
+    t = np.arange(0, 3 * 2000 + 300, 1.0)
+    g, d = pair["G"].values(t), pair["D"].values(t)
+    assert np.corrcoef(g, d)[0, 1] == pytest.approx(correlation, abs=1e-9)
+    level = pair["G"].levels(t)
+    expected = 2e-6 + (4e-4 - 2e-6) * (1 - level if mode == "anti" else level)
+    np.testing.assert_allclose(d, expected, rtol=1e-15)
+
+
+def test_follow_restarts_where_its_clock_does():
+    pair = _pair("anti", period_mult=1.5, offset=0.2)
+    steps = range(12_000)
+    g_phases = [pair["G"].phase(t) for t in steps]
+    d_phases = [pair["D"].phase(t) for t in steps]
+    assert [p.restart for p in g_phases] == [p.restart for p in d_phases]
+    assert [p.cycle for p in g_phases] == [p.cycle for p in d_phases]
+    assert [t for t in steps if d_phases[t].restart] == [1600, 4600, 9100]
+    # At G's restart G jumps to its peak and D drops to its floor.
+    first = next(t for t in steps if d_phases[t].restart)
+    assert pair["D"].value(first) == 2e-6 and pair["D"].value(first - 1) > 3.9e-4
+
+
+def test_a_half_cycle_offset_is_a_shift_not_a_mirror():
+    pair = build_schedules({"G": RING8_G, "D": {**RING8_G, "offset": 0.5}})
+    t = np.arange(6000.0)
+    g, d = pair["G"].values(t), pair["D"].values(t)
+    assert np.corrcoef(g, d)[0, 1] == pytest.approx(-2 / math.pi, abs=1e-3)  # about -0.64
+    np.testing.assert_allclose(d, pair["G"].values(t + 1000), rtol=1e-15)
+
+
+def test_follow_resumes_and_round_trips():
+    pair = _pair("anti", period_mult=2.0, peak_decay=0.8)
+    assert pair["D"].spec() == {"follow": "G", "mode": "anti", "max": 4e-4, "min": 2e-6}
+    again = build_schedules({"D": pair["D"].spec(), "G": pair["G"].spec()})  # order is free
+    # Resuming: a fresh table asked in any order gives what the first gave in order.
+    steps = np.arange(0, 20_000, 3.5)
+    in_order = pair["D"].values(steps)
+    shuffled = np.random.default_rng(1).permutation(len(steps))
+    np.testing.assert_array_equal(again["D"].values(steps[shuffled]), in_order[shuffled])
+    assert list(again) == ["D", "G"]
+
+
+def test_follow_chains_follow_levels():
+    table = build_schedules(
+        {
+            "E": {"follow": "D", "mode": "anti", "max": 1.0, "min": 0.0},  # anti of anti
+            "D": {"follow": "G", "mode": "anti", "max": 1.0, "min": 0.0},
+            "G": RING8_G,
+        }
+    )
+    t = np.arange(0, 6000, 7.0)
+    np.testing.assert_allclose(table["E"].values(t), table["G"].levels(t), atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "specs,message",
+    [
+        ({"D": {"follow": "X"}, "G": RING8_G}, r"^lr\.D\.follow = 'X': .*available: G$"),
+        (
+            {"G": {"follow": "D"}, "D": {"follow": "G"}},
+            r"^lr\.D\.follow = 'G': a cycle of follows \(G -> D -> G\)",
+        ),
+        ({"G": {"follow": "G"}}, r"^lr\.G\.follow = 'G': a cycle of follows \(G -> G\)"),
+        ({"G": RING8_G, "D": {"follow": "G", "mode": "mirror"}}, r"^lr\.D\.mode = 'mirror'"),
+        ({"G": RING8_G, "D": {"follow": "G", "kind": "cosine"}}, r"^lr\.D\.kind: unknown key"),
+        ({"G": RING8_G, "D": {"follow": "G", "max": 1e-3, "min": 1}}, r"^lr\.D\.min = 1"),
+        ({"G": RING8_G, "D": {"follow": ["G"]}}, r"^lr\.D\.follow = \['G'\]"),
+    ],
+)
+def test_bad_follow_tables_name_the_key(specs, message):
+    with pytest.raises(ValueError, match=message):
+        build_schedules(specs)
+
+
+def test_a_follow_without_its_table_names_the_clocks_available():
+    g = from_spec(RING8_G)
+    with pytest.raises(ValueError, match=r"^lr\.D\.follow = 'G': .*available: none"):
+        from_spec({"follow": "G"}, name="lr.D")
+    with pytest.raises(ValueError, match=r"^lr\.D\.follow = 'H': .*available: G, P$"):
+        from_spec({"follow": "H"}, name="lr.D", schedules={"G": g, "P": g})
+    assert from_spec({"follow": "G"}, schedules={"G": g}).spec()["mode"] == "anti"
+
+
+# -- sequence: schedules back to back ------------------------------------------------------
+
+EXPLORE_THEN_FINE_TUNE = {
+    "kind": "sequence",
+    "parts": [
+        {"kind": "cosine_restarts", "max": 1e-2, "min": 1e-4, "period": 100},
+        {"kind": "triangular", "max": 1e-3, "min": 1e-5, "period": 20, "cycle_limit": 3},
+    ],
+    "milestones": [250],
+}
+
+
+def test_a_sequence_runs_each_part_on_its_own_clock():
+    s = from_spec(EXPLORE_THEN_FINE_TUNE)
+    first = from_spec(EXPLORE_THEN_FINE_TUNE["parts"][0])
+    second = from_spec(EXPLORE_THEN_FINE_TUNE["parts"][1])
+    for t in (0, 99, 100, 249, 249.5):
+        assert s.value(t) == first.value(t)
+    for t in (250, 260, 270.25, 300, 10**9):
+        assert s.value(t) == second.value(t - 250)
+    assert s.value(250) == 1e-5 and s.value(260) == 1e-3  # the triangle starts at its floor
+    # The clock counts on: part 0 began cycles 0, 1, 2; part 1's cycles are 3, 4, 5.
+    cycles = {t: s.phase(t).cycle for t in (0, 100, 200, 249, 250, 269, 270, 290, 309, 310)}
+    assert cycles == {0: 0, 100: 1, 200: 2, 249: 2, 250: 3, 269: 3, 270: 4, 290: 5, 309: 5, 310: 6}
+    assert [t for t in range(400) if s.phase(t).restart] == [100, 200, 250, 270, 290]
+    assert s.end_step == 310 and s.phase(310).restart is False
+
+
+def test_a_sequence_counts_a_finished_part_once():
+    s = from_spec(
+        {
+            "kind": "sequence",
+            "parts": [
+                {"kind": "cosine", "max": 1.0, "period": 50},  # over at 50, floor until 80
+                {"kind": "cosine_restarts", "max": 1.0, "period": 10},
+            ],
+            "milestones": [80],
+        }
+    )
+    assert [s.phase(t).cycle for t in (49, 50, 79, 80, 90)] == [0, 1, 1, 1, 2]
+    assert [t for t in range(100) if s.phase(t).restart] == [80, 90]
+    assert s.end_step == math.inf
+
+
+def test_a_sequence_is_o1_round_trips_and_resumes():
+    parts = [{"kind": "cosine_restarts", "max": 1.0, "period": 7.3}] * 2000
+    spec = {"kind": "sequence", "parts": parts, "milestones": [100.0 * i for i in range(1, 2000)]}
+    s = from_spec(spec)
+    assert s.spec() == {**spec, "parts": [from_spec(parts[0]).spec()] * 2000}
+    assert from_spec(s.spec()) == s
+    steps = np.random.default_rng(2).permutation(np.arange(0, 250_000, 37.5))
+    again = from_spec(s.spec())
+    np.testing.assert_array_equal(again.values(steps), s.values(steps))
+    # Part 1999 starts at 199,900 after 1999 parts of 14 cycles each (100 / 7.3 = 13.7).
+    assert s.phase(199_900).cycle == 1999 * 14 and s.phase(199_900).restart
+
+
+@pytest.mark.parametrize(
+    "spec,key",
+    [
+        ({"parts": [{"kind": "cosine"}], "milestones": [10]}, "milestones"),
+        ({"parts": [{"kind": "cosine"}] * 3, "milestones": [10, 10]}, "milestones"),
+        ({"parts": [{"kind": "cosine"}] * 2, "milestones": [-5]}, "milestones"),
+        ({"parts": [{"kind": "cosine"}] * 2, "milestones": ["10"]}, "milestones"),
+        ({"parts": [], "milestones": []}, "parts"),
+        ({"parts": {"kind": "cosine"}}, "parts"),
+        (
+            {"parts": [{"kind": "cosine"}, {"kind": "cosine", "period": 0}], "milestones": [5]},
+            "parts[1].period",
+        ),
+        ({"parts": [{"kind": "cosine"}], "milestones": [], "period": 3}, "period"),
+        ({"parts": [{"kind": "cosine"}, {"follow": "G"}], "milestones": [5]}, "parts[1].follow"),
+    ],
+)
+def test_bad_sequences_name_the_key(spec, key):
+    with pytest.raises(ValueError) as err:
+        from_spec({"kind": "sequence", **spec}, name="lr")
+    assert str(err.value).startswith(f"lr.{key}") and "\n" not in str(err.value)
+
+
+# -- scaled and end_step for every kind ------------------------------------------------------
+
+EVERY_KIND = {
+    "constant": {"kind": "constant", "max": 3e-4},
+    "exponential": {"kind": "exponential", "max": 1e-3, "min": 1e-5, "gamma": 0.99, "warmup": 5},
+    "inverse_time": {"kind": "inverse_time", "max": 1e-3, "tau": 30},
+    "cosine": {
+        "kind": "cosine",
+        "max": 1e-3,
+        "min": 1e-5,
+        "period": 100,
+        "warmup": 10,
+        "offset": 0.3,
+    },
+    "triangular": {
+        "kind": "triangular",
+        "max": 1e-3,
+        "min": 1e-5,
+        "period": 40,
+        "pct_up": 0.3,
+        "peak_decay": 0.8,
+        "cycle_limit": 4,
+    },
+    "triangular2": {
+        "kind": "triangular2",
+        "max": 1e-3,
+        "min": 1e-4,
+        "period": 30,
+        "cycle_limit": 5,
+        "warmup": 7,
+    },
+    "exp_range": {"kind": "exp_range", "max": 1e-3, "min": 1e-4, "period": 30, "gamma": 0.99},
+    "cosine_restarts": {
+        "kind": "cosine_restarts",
+        "max": 1e-3,
+        "min": 1e-5,
+        "period": 10,
+        "period_mult": 2,
+        "cycle_limit": 3,
+        "warmup": 5,
+        "offset": 0.5,
+    },
+    "overlaid_warmup": {
+        "kind": "cosine_restarts",
+        "max": 1e-3,
+        "period": 50,
+        "warmup": 20,
+        "cycle_limit": 2,
+        "warmup_prefix": False,
+    },
+    "one_cycle": {"kind": "one_cycle", "max": 1e-3, "period": 100, "offset": 0.1},
+    "sequence": EXPLORE_THEN_FINE_TUNE,
+}
+
+
+def _every_schedule() -> dict[str, Schedule]:
+    table = build_schedules(
+        {
+            **EVERY_KIND,
+            "follow": {"follow": "cosine_restarts", "mode": "anti", "max": 5e-4, "min": 1e-6},
+            "follow_sequence": {"follow": "sequence", "mode": "in", "max": 1.0},
+        },
+        where="",
+    )
+    return table
+
+
+def _rates(spec: dict) -> list[float]:
+    """Every rate in a spec (a sequence's parts included)."""
+    own = [spec[key] for key in ("max", "min", "start") if key in spec]
+    return own + [r for part in spec.get("parts", []) for r in _rates(part)]
+
+
+def test_scaled_scales_every_value_and_keeps_the_clock():
+    steps = np.arange(0, 400, 0.5)
+    for name, s in _every_schedule().items():
+        half = s.scaled(0.5)
+        np.testing.assert_allclose(
+            half.values(steps), 0.5 * s.values(steps), rtol=1e-12, err_msg=name
+        )
+        assert [half.phase(t)[:2] + half.phase(t)[3:] for t in steps] == [
+            s.phase(t)[:2] + s.phase(t)[3:] for t in steps
+        ], name
+        assert half.end_step == s.end_step, name
+        assert type(half) is type(s), name
+        assert _rates(half.spec()) == pytest.approx([0.5 * r for r in _rates(s.spec())]), name
+    with pytest.raises(ValueError, match="factor"):
+        from_spec(RING8_G).scaled(0.0)
+    coupling = Coupled(from_spec(RING8_G), lo=0.0, hi=5e-4)  # a follow in a coupling's words
+    assert type(coupling.scaled(2.0)) is Coupled and coupling.scaled(2.0).spec()["hi"] == 1e-3
+
+
+@pytest.mark.parametrize(
+    "name,end",
+    [
+        ("constant", math.inf),
+        ("exponential", math.inf),
+        ("exp_range", math.inf),
+        ("cosine", 10 + 100 - 30),  # warmup + period - offset * period
+        ("triangular", 160),
+        ("triangular2", 7 + 150),
+        ("cosine_restarts", 5 + 70 - 5),
+        ("overlaid_warmup", 100),  # timm's overlay: the warmup does not delay the clock
+        ("one_cycle", 90),
+        ("sequence", 310),
+        ("follow", 70),
+    ],
+)
+def test_end_step_is_where_the_schedule_has_run_its_course(name, end):
+    s = _every_schedule()[name]
+    assert s.end_step == end
+    if math.isinf(end):
+        return
+    last = s.value(end)
+    assert [s.value(t) for t in (end + 0.5, end + 1000, 10**9)] == [last] * 3
+    assert s.cycle(math.nextafter(end, 0)) == s.cycle(end) - 1
+    assert not s.phase(end).restart
+
+
+def test_every_kind_round_trips_through_its_spec():
+    table = _every_schedule()
+    again = build_schedules({name: s.spec() for name, s in table.items()}, where="")
+    steps = np.arange(0, 500, 0.75)
+    for name, s in table.items():
+        assert again[name] == s, name
+        np.testing.assert_array_equal(again[name].values(steps), s.values(steps), err_msg=name)
+
+
+def test_follow_and_sequence_pickle():
+    import pickle
+
+    for name, s in _every_schedule().items():
+        again = pickle.loads(pickle.dumps(s))
+        steps = np.arange(0, 500, 3.0)
+        np.testing.assert_array_equal(again.values(steps), s.values(steps), err_msg=name)
+
+
+def test_the_shift_vs_mirror_figure_and_a_follow_table_plot(tmp_path):
+    from common.plots import plot_config, plot_shift_vs_mirror
+
+    _, correlations = plot_shift_vs_mirror(RING8_G, cycles=3, path=tmp_path / "f.png")
+    assert correlations["shift"] == pytest.approx(-2 / math.pi, abs=2e-3)
+    assert correlations["mirror"] == pytest.approx(-1.0, abs=1e-9)
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    config = {"lr": {"D": {"follow": "G", "max": 2e-4}, "G": RING8_G}}
+    fig = plot_config(config, steps=4000, path=tmp_path / "lr.png")
+    d = fig.axes[0].lines[0]  # D comes first in the table
+    np.testing.assert_allclose(d.get_ydata(), 2e-4 * (1 - from_spec(RING8_G).levels(d.get_xdata())))
+    with pytest.raises(ValueError, match=r"^lr\.D\.follow = 'H': .*available: G$"):
+        plot_config({"lr": {"D": {"follow": "H"}, "G": RING8_G}})
+
+
+def test_torch_and_timm_names_point_to_ours():
+    with pytest.raises(ValueError, match=r"^lr\.base_lr: .*torch/timm's base_lr is min here"):
+        from_spec({"kind": "triangular2", "base_lr": 1e-3, "max_lr": 0.1}, name="lr")
+    with pytest.raises(ValueError, match=r"^lr\.T_0: .*is period here\); allowed: .*period_mult"):
+        from_spec({"kind": "cosine_restarts", "T_0": 10}, name="lr")
+
+
+def test_the_docstring_example_builds():
+    doc = common.schedules.__doc__
+    example = textwrap.dedent(doc[doc.index("Example (TOML)::") + len("Example (TOML)::") :])
+    table = build_schedules(tomllib.loads(example)["lr"])
+    assert table["D"].value(0) == 1e-5 and table["D"].value(1000) == pytest.approx(5.05e-4)
+    assert table["policy"].value(40_000) == 5e-5 and table["policy"].phase(40_000).restart
+
+
+@pytest.mark.parametrize(
+    "kind,keys",
+    [
+        ("exp_range", {"gamma": 0.9}),
+        ("triangular2", {}),
+        ("cosine_restarts", {"peak_decay": 0.5}),
+        ("one_cycle", {}),
+    ],
+)
+def test_a_prefix_warmup_ends_where_the_shifted_first_cycle_begins(kind, keys):
+    s = from_spec(
+        {"kind": kind, "max": 1.0, "min": 0.1, "period": 20, "warmup": 10, "offset": 0.3, **keys}
+    )
+    assert s.value(math.nextafter(10, 0)) == pytest.approx(s.value(10), rel=1e-12)
+    assert s.value(0) == 0.1

@@ -2,7 +2,10 @@
 the digits): run layout, overrides, statistics, failure isolation, resuming, the CLI and Ray."""
 
 import json
+import os
 import runpy
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +18,7 @@ from common.schedules import from_spec
 from common.stats import iqm, mean_se, probability_of_improvement
 from common.study import StudyError, find_study, load_study, plan_runs, run_study
 from common.study.backends import run_local
+from common.study.report import results_markdown, summarize
 from common.study.run import get_path
 from common.study.spec import Arm, overrides, parse_study
 
@@ -263,6 +267,33 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(
     assert not list(root.glob("*/*.replaced-*"))
 
 
+def test_resumed_runs_are_counted_and_marked_in_the_summary_and_table(tmp_path):
+    study = load_study(write_study(tmp_path))
+    runs = plan_runs(study, tmp_path / "runs")
+    run_study(study, runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
+    root = tmp_path / "runs" / "digits_lr"
+    for run, resumes in (("fast/seed1", 2), ("slow/seed0", 1)):  # as both trainers record it
+        metrics = read_metrics(root / run)
+        metrics["final"]["resumes"] = resumes
+        (root / run / "metrics.json").write_text(json.dumps(metrics))
+    # the other runs' metrics.json have no "resumes" (an older trainer): never resumed
+
+    summary = summarize(study, runs, REPO)
+    arms = summary["configs"]["digits"]["arms"]
+    assert arms["fast"]["resumes"] == [0, 2] and arms["fast"]["resumed"] == 1
+    assert arms["slow"]["resumes"] == [1, 0] and arms["slow"]["resumed"] == 1
+    assert sorted((r["arm"], r["seed"], r["resumes"]) for r in summary["resumed"]) == [
+        ("fast", 1, 2),
+        ("slow", 0, 1),
+    ]
+    text = results_markdown(summary)
+    assert "4 of 4 runs done (2 resumed from a checkpoint)" in text
+    assert "| fast (1 resumed) | 2 |" in text and "| slow (baseline; 1 resumed) | 2 |" in text
+    assert "## Resumed runs (2)" in text
+    assert f"- `{root / 'fast/seed1'}`: seed 1, resumed 2 times" in text
+    assert f"- `{root / 'slow/seed0'}`: seed 0, resumed once" in text
+
+
 def test_only_runs_the_named_configs_and_reports_all(tmp_path, executed):
     (tmp_path / "l2.toml").write_text(
         "seed = 0\nsteps = 20\nlr = 0.5\nl2 = 0.01\neval_every = 10\ntest_fraction = 0.3\n"
@@ -301,6 +332,60 @@ def test_stopping_the_local_backend_stops_its_runs_and_starts_no_more(tmp_path):
     for seed in started_runs[1:]:
         record = json.loads((tmp_path / f"runs/s/a/{seed}/study_run.json").read_text())
         assert record["returncode"] < 0 and not record["ok"]  # terminated
+
+
+def _children(pid: int, needle: str) -> list[int]:
+    """Live processes whose parent is ``pid`` and whose command line holds ``needle`` (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[1]) == pid and needle in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has ended; it waits only for a parent to collect its exit status)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_trainers_end_with_a_study_that_is_sigkilled(tmp_path):
+    path = write_study(tmp_path)  # trainers of 10^7 steps: they would run for an hour
+    study = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(path), "--runs-root", str(tmp_path / "runs")]
+        + ["--workers", "2", "--steps", str(10**7)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    trainers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(trainers) < 2:
+            assert time.monotonic() < deadline and study.poll() is None, "no trainers started"
+            time.sleep(0.2)
+            trainers = _children(study.pid, "study_fixture_train.py")
+        study.send_signal(signal.SIGKILL)  # no handler, no cleanup: only the kernel acts
+        study.wait()
+        deadline = time.monotonic() + 5
+        while any(map(_alive, trainers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, trainers)), "trainers outlived their study"
+    finally:
+        study.kill()
+        study.wait()
+        for pid in trainers:  # if the test failed, do not leave them running
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 # -- the command line -------------------------------------------------------------------------
@@ -491,28 +576,39 @@ def resolved(run, package: str) -> dict:
 
 
 def test_gan_study_arms_share_budget_seeds_and_mean_learning_rate():
-    from gancycle.settings import check_config
+    from gancycle.settings import SCHEMA, check_config
 
     study = find_study("gan_rhythm")
     runs = plan_runs(study)
     assert len(runs) == 2 * 5 * 10 and study.views["anti_ensemble"].arm == "anti_phase"
-    for label in ("ring8", "grid25"):
+    for label, period in (("ring8", 2000), ("grid25", 5000)):
         first = {
-            run.arm: check_config(resolved(run, "gancycle"))
+            run.arm: check_config(SCHEMA.load(run.config, _sets(run)))
             for run in runs
             if run.label == label and run.seed == 0
         }
-        assert len({config["steps"] for config in first.values()}) == 1
-        for arm, config in first.items():
-            steps = np.arange(config["steps"])
-            rates = {net: from_spec(config["lr"][net]).values(steps).mean() for net in "GD"}
+        assert len({checked.config["steps"] for checked in first.values()}) == 1
+        for arm, checked in first.items():
+            steps = np.arange(checked.config["steps"])
+            rates = {net: checked.schedules[net].values(steps).mean() for net in "GD"}
             assert (rates["G"] + rates["D"]) / 2 == pytest.approx(5.05e-4, rel=5e-4), arm
-        assert first["constant"]["lr"]["G"]["min"] == first["constant"]["lr"]["G"]["max"]
-        ttur = first["ttur"]["lr"]
-        assert ttur["D"]["max"] == 3 * ttur["G"]["max"] and ttur["G"]["min"] == ttur["G"]["max"]
-        assert first["in_phase"]["lr"]["D"]["offset"] == 0.0
-        assert first["anti_phase"]["lr"]["D"]["offset"] == 0.5
-        assert first["anti_reset"]["reset"] == {"G": "all", "D": "all"}
+        lr = {arm: checked.config["lr"] for arm, checked in first.items()}
+        assert lr["constant"]["G"]["min"] == lr["constant"]["G"]["max"]
+        assert lr["ttur"]["D"]["max"] == 3 * lr["ttur"]["G"]["max"]
+        assert lr["ttur"]["G"]["min"] == lr["ttur"]["G"]["max"]
+        assert lr["in_phase"]["D"] == {"follow": "G", "mode": "in", "max": 1e-3, "min": 1e-5}
+        in_phase = first["in_phase"].schedules
+        np.testing.assert_allclose(in_phase["D"].values(steps), in_phase["G"].values(steps))
+        # the rhythm the study was run with: D a cosine of its own, shifted half a cycle
+        shifted = {**lr["in_phase"]["G"], "offset": 0.5}
+        assert lr["anti_phase"]["D"] == lr["anti_reset"]["D"] == shifted
+        assert shifted["period"] == period
+        assert first["anti_reset"].config["reset"] == {"G": "all", "D": "all"}
+        assert first["anti_phase"].config["reset"] == {"G": "none", "D": "none"}
+
+
+def _sets(run) -> list[str]:
+    return [run.argv[i + 1] for i, arg in enumerate(run.argv) if arg == "--set"]
 
 
 def test_rl_study_arms_share_budget_and_the_baseline_follows_rl_zoo():

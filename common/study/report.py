@@ -9,6 +9,10 @@ For a lower-is-better metric, improvement means a lower score.
 
 Only finite numbers count as scores; a run that failed, or wrote ``null`` or NaN for a metric,
 is left out of that metric's statistics, and ``n`` says how many scores remain.
+
+A run resumed from a checkpoint (``final.resumes`` in its ``metrics.json``: how many times) may
+not end exactly as an uninterrupted run of its seed would, so the summary counts resumed runs
+per arm and lists them, and ``results.md`` marks them, for matched-seed comparisons.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ __all__ = [
     "series",
     "metric_value",
     "read_scores",
+    "resume_count",
+    "read_resumes",
     "read_curves",
     "summarize",
     "results_markdown",
@@ -137,6 +143,26 @@ def _view_value(study: Study, metrics: Any, spec: str | Reach) -> float | None:
         return None
 
 
+def resume_count(metrics: Any) -> int:
+    """How many times a run was resumed: ``final.resumes`` in its metrics (missing: 0)."""
+    try:
+        value = get_path(metrics, "final.resumes")
+    except KeyError:
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def read_resumes(runs: Sequence[RunSpec], cwd: str | Path = ".") -> dict[tuple[str, str, int], int]:
+    """How many times each done run was resumed: ``{(config label, arm, seed): count}``."""
+    return {
+        (run.label, run.arm, run.seed): resume_count(
+            read_json(Path(cwd) / run.dir / "metrics.json")
+        )
+        for run in runs
+        if is_done(run, cwd)
+    }
+
+
 def read_curves(
     curve: Curve, runs: Sequence[RunSpec], cwd: str | Path = "."
 ) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
@@ -216,11 +242,15 @@ def summarize(
     Returns:
         ``{"study", "description", "command", "baseline", "seeds", "metrics", "views", "bootstrap",
         "runs", "done", "configs": {label: {"config", "arms": {arm: {["view_of",] "runs",
-        "done", "metrics": {metric: {"seeds", "scores", "n", "mean", "se", "iqm", "iqm_ci"
-        [, "poi", "poi_ci"]}}}}}}, "failed": [...]}``; views are listed among the arms, with
-        ``view_of`` naming their arm; ``poi`` is absent for the baseline.
+        "done", "resumes", "resumed", "metrics": {metric: {"seeds", "scores", "n", "mean", "se",
+        "iqm", "iqm_ci" [, "poi", "poi_ci"]}}}}}}, "failed": [...], "pending": [...],
+        "resumed": [...]}``; views are listed among the arms, with ``view_of`` naming their
+        arm; ``poi`` is absent for the baseline. ``resumes`` is each seed's resume count (0 for
+        a run not done), ``resumed`` how many of the arm's runs were resumed; the top-level
+        ``resumed`` lists those runs (``{"config", "arm", "seed", "dir", "resumes"}``).
     """
     scores, failed, pending = read_scores(study, runs, cwd)
+    resumes = read_resumes(runs, cwd)
     bootstrap = {"reps": reps, "level": level, "seed": seed}
     seeds = sorted({run.seed for run in runs})
     configs: dict[str, Any] = {}
@@ -230,7 +260,15 @@ def summarize(
         rows = [*study.arms, *study.views]
         for arm in [study.baseline, *(a for a in rows if a != study.baseline)]:
             done = [s for s in seeds if (label, arm, s) in scores]
-            entry: dict[str, Any] = {"runs": len(seeds), "done": len(done), "metrics": {}}
+            runs_of = study.views[arm].arm if arm in study.views else arm
+            counts = [resumes.get((label, runs_of, s), 0) for s in seeds]
+            entry: dict[str, Any] = {
+                "runs": len(seeds),
+                "done": len(done),
+                "resumes": counts,
+                "resumed": sum(1 for n in counts if n),
+                "metrics": {},
+            }
             if arm in study.views:
                 entry = {"view_of": study.views[arm].arm, **entry}
             for metric in study.metrics:
@@ -265,6 +303,17 @@ def summarize(
             "configs": configs,
             "failed": failed,
             "pending": pending,
+            "resumed": [
+                {
+                    "config": run.label,
+                    "arm": run.arm,
+                    "seed": run.seed,
+                    "dir": run.dir,
+                    "resumes": resumes[run.label, run.arm, run.seed],
+                }
+                for run in runs
+                if resumes.get((run.label, run.arm, run.seed))
+            ],
         }
     )
 
@@ -294,6 +343,18 @@ def _seeds(seeds: list[int]) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
 
 
+def _row_name(arm: str, entry: dict[str, Any], baseline: str) -> str:
+    """``fast``, ``slow (baseline)``, ``early (fast's runs)``; with ``N resumed`` if any."""
+    notes = []
+    if arm == baseline:
+        notes.append("baseline")
+    if "view_of" in entry:
+        notes.append(f"{entry['view_of']}'s runs")
+    if entry.get("resumed"):
+        notes.append(f"{entry['resumed']} resumed")
+    return f"{arm} ({'; '.join(notes)})" if notes else arm
+
+
 def results_markdown(summary: dict[str, Any]) -> str:
     """``results.md``: per base config, one table per metric, then the failed runs."""
     baseline = summary["baseline"]
@@ -301,8 +362,11 @@ def results_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Study `{summary['study']}`", ""]
     if summary["description"]:
         lines += [summary["description"], ""]
+    resumed = summary.get("resumed", [])
+    also = f" ({len(resumed)} resumed from a checkpoint)" if resumed else ""
     lines += [
-        f"{summary['done']} of {summary['runs']} runs done, {_seeds(summary['seeds'])} per arm. "
+        f"{summary['done']} of {summary['runs']} runs done{also}, "
+        f"{_seeds(summary['seeds'])} per arm. "
         "IQM: interquartile mean; "
         f"{level}% CIs from {summary['bootstrap']['reps']} stratified-bootstrap replicates. "
         f"P(improve): how often a run of the arm beats a run of the baseline `{baseline}` "
@@ -330,9 +394,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
                 s = entry["metrics"][metric]
                 mean = f"{_fmt(s['mean'])} ± {_fmt(s['se'])}" if s["n"] else "—"
                 poi = "—" if arm == baseline else _probability(s["poi"], s["poi_ci"])
-                name = f"{arm} (baseline)" if arm == baseline else arm
-                if "view_of" in entry:
-                    name = f"{arm} ({entry['view_of']}'s runs)"
+                name = _row_name(arm, entry, baseline)
                 lines.append(
                     f"| {name} | {s['n']} | {mean} | {_fmt(s['iqm'])}{_ci(s['iqm_ci'])} | {poi} |"
                 )
@@ -341,6 +403,18 @@ def results_markdown(summary: dict[str, Any]) -> str:
         by_config = Counter(run["config"] for run in summary["pending"])
         counts = ", ".join(f"{n} of {config}" for config, n in by_config.items())
         lines += [f"## Not run yet ({len(summary['pending'])})", "", f"{counts}.", ""]
+    if resumed:
+        lines += [
+            f"## Resumed runs ({len(resumed)})",
+            "",
+            "Resumed from a checkpoint after an interruption; such a run may not end exactly "
+            "as an uninterrupted run of its seed would.",
+            "",
+        ]
+        for r in resumed:
+            times = "once" if r["resumes"] == 1 else f"{r['resumes']} times"
+            lines.append(f"- `{r['dir']}`: seed {r['seed']}, resumed {times}")
+        lines.append("")
     if summary["failed"]:
         lines += [f"## Failed runs ({len(summary['failed'])})", ""]
         for f in summary["failed"]:

@@ -16,14 +16,19 @@ A run that was cut off (its folder holds ``checkpoints/last.pt`` but no complete
 ``metrics.json``) continues from its checkpoint: the same command line with ``--resume <dir>``
 in place of ``--out <dir>``, the project's CLI convention. A folder holding a run of another
 command line (the arm changed) is renamed to ``<dir>.replaced-<time>`` and the run starts afresh.
+
+On Linux a run ends with the study's process, even when that is SIGKILLed: the kernel sends the
+run SIGTERM, so a restarted study never finds a run of the old one still writing its folder.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -253,6 +258,34 @@ def resolve_command(argv: tuple[str, ...] | list[str]) -> list[str]:
     return argv
 
 
+PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process gets when the thread that started it ends."""
+
+
+def _ends_with_this_process() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGTERM a run when this process dies, even by SIGKILL.
+
+    So a killed study leaves no trainer running beside the ones a restarted study starts. On
+    Linux only (elsewhere ``None``: runs end at a normal stop, as the backends stop them). The
+    signal follows the starting *thread*, which waits for the run anyway. ``prctl`` is looked
+    up before the fork: the child only calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the study died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
+
+
 def _continue_or_set_aside(run: RunSpec, folder: Path) -> list[str]:
     """The command line that runs ``run`` in ``folder``, given what the folder already holds.
 
@@ -322,7 +355,12 @@ def execute_run(
     try:
         with open(folder / "stdout.log", "wb") as out, open(folder / "stderr.log", "wb") as err:
             process = subprocess.Popen(
-                resolve_command(argv), cwd=cwd, stdout=out, stderr=err, env=env
+                resolve_command(argv),
+                cwd=cwd,
+                stdout=out,
+                stderr=err,
+                env=env,
+                preexec_fn=_ends_with_this_process(),
             )
             if on_start is not None:
                 on_start(process)

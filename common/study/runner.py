@@ -13,9 +13,12 @@ reported with its error and does not stop the others.
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from common.study.report import read_curves, results_markdown, summarize
 from common.study.run import RunResult, RunSpec, is_done, plan_runs, resolve_command, study_folder
 from common.study.spec import Study, StudyError
 
-__all__ = ["StudyOutcome", "run_study", "write_report"]
+__all__ = ["StudyOutcome", "run_study", "write_report", "check_arms"]
 
 
 @dataclass
@@ -42,6 +45,8 @@ class StudyOutcome:
         todo: the runs that were not done when the study started.
         results: the result of each run executed now, in the order they ended.
         summary: the content of ``summary.json`` (``None`` after a dry run).
+        bad_arms: after a dry run, one line per (config, arm) whose config the command refused
+            (see :func:`check_arms`).
     """
 
     folder: Path
@@ -49,6 +54,7 @@ class StudyOutcome:
     todo: list[RunSpec]
     results: list[RunResult] = field(default_factory=list)
     summary: dict[str, Any] | None = None
+    bad_arms: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[RunResult]:
@@ -67,6 +73,37 @@ def _check_program(study: Study) -> None:
             f"command = {study.command!r}: {program!r} is neither on PATH nor beside "
             f"{Path(sys.executable).name}; install cyclelab (pip install -e .) or fix the study"
         )
+
+
+def check_arms(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[str]:
+    """Check each (config, arm)'s overrides against the trainer's schema; the bad ones.
+
+    The first run of each arm on each config runs with ``--check`` added (the trainer resolves
+    and checks its config, prints one line and trains nothing), several at a time. ``common``
+    knows no package's keys: the trainer itself is the judge.
+
+    Returns:
+        ``"<config>/<arm>: <the command's last line>"`` for each refused arm, in plan order.
+    """
+    firsts: dict[tuple[str, str], RunSpec] = {}
+    for run in runs:
+        firsts.setdefault((run.label, run.arm), run)
+
+    def check(run: RunSpec) -> str | None:
+        argv = resolve_command([*run.argv, "--check"])
+        try:
+            done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+        except OSError as e:
+            return f"{run.label}/{run.arm}: could not start {run.argv[0]!r}: {e.strerror or e}"
+        if done.returncode == 0:
+            return None
+        lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        return f"{run.label}/{run.arm}: {lines[-1] if lines else f'exit code {done.returncode}'}"
+
+    if not firsts:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(firsts), os.cpu_count() or 1)) as pool:
+        return [line for line in pool.map(check, firsts.values()) if line]
 
 
 def write_report(
@@ -119,7 +156,8 @@ def run_study(
         runs_root: folder holding the study's folder.
         steps: ``--steps`` for every run, for a quick try; such runs go to
             ``<runs_root>/<study>-steps<N>``.
-        dry_run: plan only: the outcome lists the runs to do and their commands.
+        dry_run: plan only: the outcome lists the runs to do and their commands, and the arms
+            whose overrides the trainer refuses (:func:`check_arms`).
         progress: show a progress bar over runs on stderr.
         cwd: working directory of the runs (relative paths start here).
         only: run only these base configs (by label, e.g. ``ring8``) this time; the report
@@ -147,6 +185,8 @@ def run_study(
         todo = [run for run in todo if run.label in only]
     outcome = StudyOutcome(folder=folder, runs=runs, todo=todo)
     if dry_run:
+        _check_program(study)
+        outcome.bad_arms = check_arms(runs, cwd)
         return outcome
     if todo and backend == "local":
         _check_program(study)
