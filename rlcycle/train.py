@@ -45,7 +45,7 @@ from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
-from common.config import ConfigError, save_config
+from common.config import ConfigError, flatten, save_config
 from common.runs import (
     atomic_write,
     atomic_write_json,
@@ -408,9 +408,6 @@ def _charts(config: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def _hparams(config: Mapping[str, Any]) -> dict[str, Any]:
-    flat = {k: config[k] for k in ("algo", "seed", "steps", "n_envs")}
-    flat["env"] = config["env"]["id"]
-    flat.update({f"lr.{k}": v for k, v in config["lr"].items()})
-    flat.update({f"curriculum.{k}": v for k, v in config["curriculum"].items()})
-    flat["reset.policy"] = config["reset"]["policy"]
-    return flat
+    """The run's hyperparameters for the HPARAMS tab: the ones a study varies, flattened."""
+    keys = ["algo", "seed", "steps", "n_envs", "env.id", "lr", "curriculum", "reset.policy"]
+    return flatten(config, only=[*keys, config["algo"]])
