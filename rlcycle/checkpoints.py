@@ -49,6 +49,9 @@ FORMAT = 2
 
 _COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_n_calls")
 _FLOATS = ("_current_progress_remaining", "exploration_rate")
+_CHECKPOINT_KEYS = (
+    "step", "model", "callbacks", "history", "rng", "noise", "envs", "logger", "resumes"
+)  # fmt: skip
 _REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
 
@@ -196,11 +199,14 @@ def read_checkpoint(run_dir: Path) -> dict[str, Any]:
     """
     path = run_dir / "checkpoints" / "last.pt"
     checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+    if checkpoint.get("format") != FORMAT:
         raise ConfigError(
             f"{path}: not an rlcycle checkpoint of this version (format {FORMAT}); "
             "start a new run, or evaluate its model.zip with the rlcycle that wrote it"
         )
+    missing = [key for key in _CHECKPOINT_KEYS if key not in checkpoint]
+    if missing or not isinstance(checkpoint["step"], int):
+        raise ConfigError(f"{path}: damaged (no {missing[0] if missing else 'integer step'})")
     return checkpoint
 
 

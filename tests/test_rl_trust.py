@@ -110,3 +110,18 @@ def test_checkpoints_and_snapshots_are_weights_only_files(booby_trapped_run):
     assert read_back and all(path.suffix == ".pt" for path in read_back), read_back
     for path in read_back:
         torch.load(path, weights_only=True)
+
+
+def test_a_checkpoint_of_the_old_zip_layout_is_refused_in_one_line(booby_trapped_run, capsys):
+    """Earlier versions' last.pt named a model zip: such a run is refused, its zip not read."""
+    run, flag, _ = booby_trapped_run
+    last = run / "checkpoints" / "last.pt"
+    torch.save({"step": 256, "files": {"model": "model_256.zip"}}, last)
+    for main, argv in (
+        (eval_main, ["--run", str(run)]),
+        (train_main, ["--resume", str(run), "--steps", "512", *FAST]),
+    ):
+        assert run_main(main, argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{last}: not an rlcycle checkpoint" in err, err
+    assert not flag.exists()
