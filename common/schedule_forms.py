@@ -128,10 +128,13 @@ class Sequence(Schedule):
     def phase(self, step: float) -> Phase:
         i, local = self._part(step)
         phase = self.parts[i].phase(local)
+        cycle = phase.cycle
+        if i < len(self.milestones):
+            # A part that ended before its milestone stays on its last cycle until the next
+            # part begins: the next cycle (and the restart a driver sees) is the next part.
+            cycle = min(cycle, self._first_cycle[i + 1] - self._first_cycle[i] - 1)
         began = i > 0 and step - 1.0 < self._starts[i]
-        return phase._replace(
-            cycle=self._first_cycle[i] + phase.cycle, restart=phase.restart or began
-        )
+        return phase._replace(cycle=self._first_cycle[i] + cycle, restart=phase.restart or began)
 
     @property
     def end_step(self) -> float:

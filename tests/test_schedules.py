@@ -406,7 +406,8 @@ def test_a_sequence_counts_a_finished_part_once():
             "milestones": [80],
         }
     )
-    assert [s.phase(t).cycle for t in (49, 50, 79, 80, 90)] == [0, 1, 1, 1, 2]
+    # the finished cosine holds its cycle (at its floor) until the next part begins at 80
+    assert [s.phase(t).cycle for t in (49, 50, 79, 80, 90)] == [0, 0, 0, 1, 2]
     assert [t for t in range(100) if s.phase(t).restart] == [80, 90]
     assert s.end_step == math.inf
 
@@ -629,3 +630,23 @@ def test_a_prefix_warmup_ends_where_the_shifted_first_cycle_begins(kind, keys):
     )
     assert s.value(math.nextafter(10, 0)) == pytest.approx(s.value(10), rel=1e-12)
     assert s.value(0) == 0.1
+
+
+def test_a_part_that_ends_before_its_milestone_holds_its_cycle_until_the_next_part():
+    """The driver sees one restart at the milestone, none where the inner cosine ends."""
+    from common.torch_driver import ScheduleDriver
+
+    seq = from_spec(
+        {
+            "kind": "sequence",
+            "parts": [{"kind": "cosine", "period": 10}, {"kind": "cosine_restarts", "period": 10}],
+            "milestones": [30],
+        }
+    )
+    assert [seq.phase(t).cycle for t in (9, 10, 29)] == [0, 0, 0]
+    assert [seq.phase(t).cycle for t in (30, 39, 40)] == [1, 1, 2]
+    driver, restarts = ScheduleDriver(seq), []
+    driver.on_restart(lambda t, phase: restarts.append(t))
+    for t in range(60):
+        driver.set(t)
+    assert restarts == [30, 40, 50]
