@@ -17,13 +17,12 @@ from __future__ import annotations
 import copy
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.benchmark import timed
 from common.runs import torch_threads
 from gancycle.population import Population
 from gancycle.trainer import GanTrainer
@@ -48,16 +47,6 @@ def member_configs(config: dict[str, Any], members: int) -> list[dict[str, Any]]
         member["seed"] = base["seed"] + k
         out.append(member)
     return out
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def run_population_bench(
@@ -85,9 +74,9 @@ def run_population_bench(
         for _ in range(max(1, steps // chunk)):
             until = population.step + chunk
             pop_times.append(
-                _timed(lambda until=until: population.advance(until), population.device)
+                timed(lambda until=until: population.advance(until), population.device)
             )
-            single_times.append(_timed(lambda: advance_singles(chunk), population.device))
+            single_times.append(timed(lambda: advance_singles(chunk), population.device))
         threads = torch.get_num_threads()
     member_steps = members * chunk * len(pop_times)
     return {

@@ -11,7 +11,7 @@ snapshots or evaluations) on the config's threads (ring8: 1), and alternate in c
 The last line is ratio=<population member-steps/s / single-run member-steps/s>.
 """
 
-from common.cli import CliParser, add_set_argument, run_cli
+from common.cli import CliParser, add_config_argument, add_set_argument, run_cli
 from common.config import shipped_configs
 from gancycle.population_bench import run_population_bench
 from gancycle.settings import SCHEMA
@@ -19,12 +19,7 @@ from gancycle.settings import SCHEMA
 
 def main() -> None:
     parser = CliParser(description=__doc__)
-    parser.add_argument(
-        "--config",
-        default="ring8",
-        metavar="NAME|PATH",
-        help=f"a shipped config ({', '.join(shipped_configs('gancycle'))}) or a TOML file",
-    )
+    add_config_argument(parser, "ring8", shipped_configs("gancycle"))
     parser.add_argument("--members", type=int, default=50, help="runs in the population")
     parser.add_argument("--steps", type=int, default=200, help="timed steps of every run")
     parser.add_argument("--chunk", type=int, default=50, help="steps per turn of an arm")
