@@ -15,6 +15,18 @@ __all__ = ["per_call_us", "bench_schedules"]
 SPEC = {"kind": "cosine_restarts", "max": 0.1, "min": 1e-4, "period": 10, "period_mult": 2}
 
 
+def timed(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Seconds ``fn()`` takes, with the device's queue drained before and after (CUDA)."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def per_call_us(fn: Callable[[], object], calls: int) -> float:
     """Microseconds per call of ``fn`` over ``calls`` calls."""
     start = time.perf_counter()

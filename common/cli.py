@@ -28,6 +28,7 @@ from common.config import (
 
 __all__ = [
     "add_run_arguments",
+    "add_config_argument",
     "resolve_run",
     "run_cli",
     "HelpFormatter",
@@ -61,6 +62,18 @@ class CliParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def add_config_argument(
+    parser: argparse.ArgumentParser, default_config: str, choices: list[str]
+) -> None:
+    """``--config NAME|PATH``: a shipped config (one of ``choices``) or a TOML file."""
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        metavar="NAME|PATH",
+        help=f"a shipped config ({', '.join(choices)}) or a TOML file",
+    )
+
+
 def add_run_arguments(
     parser: argparse.ArgumentParser,
     default_config: str,
@@ -69,12 +82,7 @@ def add_run_arguments(
 ) -> None:
     """Add the shared run options to ``parser``; ``set_example`` is a ``--set`` item that
     this trainer accepts, shown in the help."""
-    parser.add_argument(
-        "--config",
-        default=default_config,
-        metavar="NAME|PATH",
-        help=f"a shipped config ({', '.join(choices)}) or a TOML file",
-    )
+    add_config_argument(parser, default_config, choices)
     parser.add_argument(
         "--out",
         type=Path,

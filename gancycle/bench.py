@@ -17,13 +17,13 @@ from __future__ import annotations
 import copy
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from common.benchmark import timed
 from common.runs import resolve_device, seed_everything, torch_threads
 from gancycle.data import load_data
 from gancycle.models import build_models
@@ -68,16 +68,6 @@ class BareLoop:
             self.step()
 
 
-def _timed(fn: Any, *args: Any) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn(*args)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def run_bench(
     config: dict[str, Any], steps: int = 2000, chunk: int = 100, warmup: int = 20
 ) -> dict[str, Any]:
@@ -103,13 +93,13 @@ def _run_bench(config: dict[str, Any], steps: int, chunk: int, warmup: int) -> d
         trainer.advance(warmup)
         bare_times, trainer_times = [], []
         for _ in range(max(1, steps // chunk)):
-            bare_times.append(_timed(bare.run, chunk))
-            trainer_times.append(_timed(trainer.advance, trainer.step + chunk))
+            bare_times.append(timed(lambda: bare.run(chunk), bare.device))
+            trainer_times.append(timed(lambda: trainer.advance(trainer.step + chunk), bare.device))
         trainer.writer.close()
-    timed = chunk * len(bare_times)
+    timed_steps = chunk * len(bare_times)
     return {
-        "bare_steps_per_s": timed / sum(bare_times),
-        "trainer_steps_per_s": timed / sum(trainer_times),
+        "bare_steps_per_s": timed_steps / sum(bare_times),
+        "trainer_steps_per_s": timed_steps / sum(trainer_times),
         "ratio": sum(bare_times) / sum(trainer_times),
         "chunk_ratio_median": statistics.median(
             b / t for b, t in zip(bare_times, trainer_times, strict=True)

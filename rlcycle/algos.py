@@ -1,17 +1,20 @@
-"""The SB3 side: which algorithms, their hyperparameters, their optimizers, build and load.
+"""The SB3 side: which algorithms, their hyperparameters, their optimizers, and building one.
 
 Four algorithms: PPO and A2C (on-policy, discrete or continuous actions), DQN (discrete only)
 and SAC (continuous only). Their hyperparameters come from a config table named after the
 algorithm (``[ppo]``, ``[dqn]``...), passed to the SB3 constructor as they are, except the
 learning rate, which always comes from the ``[lr]`` schedule through :class:`StepSchedule`.
+
+A saved run is never loaded with SB3's ``load`` (it unpickles the zip's ``data`` section): the
+algorithm is rebuilt from the run's config with :func:`build_model` and only tensors are loaded
+into it (:mod:`rlcycle.checkpoints`).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from stable_baselines3 import A2C, DQN, PPO, SAC
@@ -22,7 +25,7 @@ from common.config import ConfigError
 from rlcycle.envs import ENVS
 from rlcycle.lr import StepSchedule
 
-__all__ = ["ALGOS", "ON_POLICY", "check_algo", "build_model", "load_model", "algo_optimizers"]
+__all__ = ["ALGOS", "ON_POLICY", "check_algo", "build_model", "algo_optimizers"]
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
 ON_POLICY = ("ppo", "a2c")
@@ -89,21 +92,6 @@ def build_model(
     hyper = dict(hyper)
     policy = hyper.pop("policy", "MlpPolicy")
     return ALGOS[algo](policy, env, learning_rate=lr, seed=seed, device=device, verbose=0, **hyper)
-
-
-def load_model(
-    algo: str,
-    path: str | Path | BinaryIO,
-    env: VecEnv | None = None,
-    device: torch.device | str = "cpu",
-    lr: StepSchedule | None = None,
-) -> BaseAlgorithm:
-    """Load a saved model; with ``lr``, its learning rate follows that schedule from now on."""
-    model = ALGOS[algo].load(path, env=env, device=device)
-    if lr is not None:
-        model.learning_rate = lr
-        model._setup_lr_schedule()
-    return model
 
 
 def algo_optimizers(model: BaseAlgorithm) -> dict[str, torch.optim.Optimizer]:

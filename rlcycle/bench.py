@@ -24,7 +24,8 @@ from common.config import load_config
 from common.runs import torch_threads
 from rlcycle.algos import ALGOS
 from rlcycle.envs import ENVS
-from rlcycle.train import resolve_config, train
+from rlcycle.settings import check_config
+from rlcycle.train import train
 
 __all__ = ["bare_sb3", "bench"]
 
@@ -74,13 +75,13 @@ def bench(
     if repeats < 1:
         raise ValueError(f"--repeats {repeats}: must be >= 1")
     config = load_config(config_name, "rlcycle")
-    config.update(steps=steps, device=device, progress_bar=False, **(sets or {}))
-    config = resolve_config(config)
+    config.update(steps=steps, device=device, progress=False, **(sets or {}))
+    config = check_config(config).config
     bare, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(repeats):
             bare.append(bare_sb3(config))
-            ours.append(train(config, Path(tmp) / f"run{k}")["env_steps_per_s"])
+            ours.append(train(config, Path(tmp) / f"run{k}")["final"]["steps_per_s"])
             print(
                 f"repeat {k + 1}/{repeats}: bare SB3 {bare[-1]:.0f} steps/s, rlcycle {ours[-1]:.0f}"
             )

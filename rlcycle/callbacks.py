@@ -1,30 +1,37 @@
-"""The SB3 callback that joins the clock, the difficulty, restarts, snapshots and the logs.
+"""The SB3 callbacks of a run, one job each, combined with SB3's ``CallbackList``.
 
-The learning rate itself goes through SB3's ``lr_schedule`` (:mod:`rlcycle.lr`); this callback
-does everything else the clock drives:
+The learning rate itself goes through SB3's ``lr_schedule`` (:mod:`rlcycle.lr`); these callbacks
+do everything else the clock drives:
 
-- every env step: write couplings (e.g. ``ent_coef``), fire restart hooks when the clock enters
-  a new cycle (optimizer-state reset, snapshot of the policy), send the curriculum's difficulty
-  to every worker with ``env_method("set_difficulty", d)``, and count finished episodes by
-  difficulty;
-- at each update boundary (after SB3's ``train()``, i.e. at the next rollout's start): probe
-  the curvature, evaluate, checkpoint and write the logs, each at its own interval.
+- :class:`ClockCallback`, every env step: write couplings (e.g. ``ent_coef``), fire restart
+  hooks when the clock enters a new cycle (optimizer-state reset, snapshot of the policy), send
+  the curriculum's difficulty to every worker with ``env_method("set_difficulty", d)``, and count
+  finished episodes by difficulty;
+- :class:`ProbeCallback`, at each rollout's end: the curvature probe;
+- at each update boundary (after SB3's ``train()``, i.e. at the next rollout's start), each at
+  its own interval and in this order: :class:`EvaluationCallback` (held-out evaluation, into an
+  :class:`Evaluations` record), :class:`LogCallback` (write the logs),
+  :class:`CheckpointCallback` (save the run).
 
 Logging goes through SB3's own logger, and SB3's periodic dumps are switched off
-(``learn(log_interval=None)``): the callback dumps at update boundaries, so every ``train/*``
-value SB3 recorded (``train/learning_rate`` included) is stamped with the step at which that
-update ran, and ours (``lr/policy``, ``schedule/level``, ``curriculum/difficulty``...) share the
-same steps and event file.
+(``learn(log_interval=None)``): :class:`LogCallback` dumps at update boundaries, so every
+``train/*`` value SB3 recorded (``train/learning_rate`` included) is stamped with the step at
+which that update ran, and ours (``lr/policy``, ``schedule/level``, ``curriculum/difficulty``...)
+share the same steps and event file.
 
 The difficulty sent to the environments is the curriculum's value rounded to
 :data:`DECIMALS` decimals: a pure function of the step (so a resumed run sends the same values)
 that changes about a hundred times per sweep of [0, 1] instead of at every step.
+
+Each callback with state has ``state_dict`` / ``load_state_dict`` in plain types, for
+checkpoints.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,7 +48,19 @@ from common.torch_driver import ResetOptimizerState, ScheduleDriver
 from rlcycle.algos import algo_optimizers
 from rlcycle.curriculum import Curriculum
 
-__all__ = ["DECIMALS", "BUCKETS", "CurriculumCallback", "bucket_tag"]
+__all__ = [
+    "DECIMALS",
+    "BUCKETS",
+    "bucket_tag",
+    "Evaluations",
+    "ResumeCallback",
+    "UpdateCallback",
+    "ClockCallback",
+    "ProbeCallback",
+    "EvaluationCallback",
+    "LogCallback",
+    "CheckpointCallback",
+]
 
 DECIMALS = 2
 """The difficulty sent to the environments is rounded to this many decimals."""
@@ -61,27 +80,52 @@ def _due(step: int, previous: int, every: int) -> bool:
     return every > 0 and step // every > previous // every
 
 
-class CurriculumCallback(BaseCallback):
-    """Runs the curriculum and everything else the clock drives during ``model.learn``.
+@dataclass
+class Evaluations:
+    """The held-out evaluations of a run: ``history`` holds ``{"step", "metrics"}`` entries."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record an evaluation at ``step``; it replaces an earlier one at the same step."""
+        self.history = [h for h in self.history if h["step"] != step]
+        self.history.append({"step": int(step), "metrics": dict(metrics)})
+
+
+class ResumeCallback(BaseCallback):
+    """Calls ``restore()`` once, as the resumed run's first rollout begins.
+
+    SB3 draws gSDE's exploration noise (from torch's generator) as each rollout begins, before
+    any callback runs; the checkpoint was taken just after that draw. Restoring the random
+    generators and the noise here, rather than before ``learn``, makes the first rollout of a
+    resumed run the one the stopped run would have collected.
+    """
+
+    def __init__(self, restore: Callable[[], None]) -> None:
+        super().__init__()
+        self.restore: Callable[[], None] | None = restore
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.restore is not None:
+            self.restore()
+            self.restore = None
+
+
+class ClockCallback(BaseCallback):
+    """The clock and the curriculum: couplings, restarts, difficulty, episode outcomes.
 
     Args:
         clock: the learning-rate schedule (env steps), whose cycles are the restarts.
         curriculum: difficulty at each step.
         success: an episode with at least this return counts as a success.
         couplings: model attribute (``ent_coef``) -> coupled schedule, written every step.
-        reset_optimizer: zero the optimizers' state at each restart; ``True`` for
-            :func:`common.torch_driver.default_reset_keys`, or a list of state keys
-            (``exp_avg``, ``exp_avg_sq``, ``step``, ``momentum_buffer``...).
-        snapshots: where to keep the policy at each cycle end (None: no snapshots).
-        log_every: write the logs at the first update boundary past each multiple (env steps).
-        probe_every: estimate the policy loss's top Hessian eigenvalue every this many updates
-            (0: never); on-policy algorithms only.
-        probe_iters: power iterations per probe.
-        probe_batch: at most this many samples of the latest rollout in the probe.
-        evaluate: ``evaluate(model) -> {tag: value}``, called every ``eval_every`` env steps.
-        eval_every: env steps between evaluations (0: none during training).
-        checkpoint: ``checkpoint(callback)`` saves the run, every ``checkpoint_every`` steps.
-        checkpoint_every: env steps between checkpoints (0: none during training).
+        reset: optimizer state zeroed at each restart: None (nothing), True (the first moment,
+            :func:`common.torch_driver.default_reset_keys`) or the state keys.
+        snapshots: where to keep the policy at each cycle end, ``cycle_<k>.pt`` for the 0-based
+            cycle k it ends (None: no snapshots).
     """
 
     def __init__(
@@ -90,49 +134,26 @@ class CurriculumCallback(BaseCallback):
         curriculum: Curriculum,
         success: float,
         couplings: Mapping[str, Coupled] | None = None,
-        reset_optimizer: bool | list[str] = False,
+        reset: bool | tuple[str, ...] | None = None,
         snapshots: SnapshotEnsemble | None = None,
-        log_every: int = 1000,
-        probe_every: int = 0,
-        probe_iters: int = 20,
-        probe_batch: int = 512,
-        evaluate: Callable[[Any], dict[str, float]] | None = None,
-        eval_every: int = 0,
-        checkpoint: Callable[[CurriculumCallback], None] | None = None,
-        checkpoint_every: int = 0,
-        verbose: int = 0,
     ) -> None:
-        super().__init__(verbose)
+        super().__init__()
         self.clock, self.curriculum, self.success = clock, curriculum, success
         self.couplings = dict(couplings or {})
-        self.reset_optimizer = reset_optimizer
-        self.snapshots = snapshots
-        self.log_every, self.eval_every, self.checkpoint_every = (
-            log_every,
-            eval_every,
-            checkpoint_every,
-        )
-        self.probe_every, self.probe_iters, self.probe_batch = probe_every, probe_iters, probe_batch
-        self.evaluate_fn, self.checkpoint_fn = evaluate, checkpoint
+        self.reset, self.snapshots = reset, snapshots
         self.driver = ScheduleDriver(clock)
         self.difficulty = math.nan  # the value last sent to the environments
-        self.updates = 0  # update boundaries passed (rollouts collected)
-        self.boundary = 0  # env steps at the last update boundary
-        self.last_dump = -1
-        self.margin: float | None = None
-        self.history: list[dict[str, Any]] = []  # {"step", "metrics"} of each evaluation
-
-    # -- setup -------------------------------------------------------------------------------
 
     def _init_callback(self) -> None:
         for name, coupled in self.couplings.items():
             self.driver.bind(name, coupled, CallableTarget(self._setter(name), name))
-        if self.reset_optimizer:
-            keys = None if self.reset_optimizer is True else list(self.reset_optimizer)
+        if self.reset:
+            keys = None if self.reset is True else list(self.reset)
             for optimizer in algo_optimizers(self.model).values():
                 self.driver.on_restart(ResetOptimizerState(optimizer, keys))
-        if self.snapshots is not None:
+        if self.snapshots is not None:  # the policy at each cycle's end, the last one too
             self.driver.on_restart(self.snapshots.hook(self.model.policy))
+            self.driver.on_end(self.snapshots.hook(self.model.policy))
 
     def _setter(self, name: str) -> Callable[[float], None]:
         def set_value(value: float) -> None:
@@ -141,21 +162,11 @@ class CurriculumCallback(BaseCallback):
         return set_value
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint needs to continue the same curves (plain types)."""
-        return {
-            "driver": self.driver.state_dict(),
-            "curriculum": self.curriculum.state_dict(),
-            "updates": self.updates,
-            "boundary": self.boundary,
-        }
+        return {"driver": self.driver.state_dict(), "curriculum": self.curriculum.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.driver.load_state_dict(state["driver"])
         self.curriculum.load_state_dict(state["curriculum"])
-        self.updates = int(state["updates"])
-        self.boundary = int(state["boundary"])
-
-    # -- every step --------------------------------------------------------------------------
 
     def target_difficulty(self, step: float) -> float:
         """The difficulty the environments should run at ``step`` (rounded)."""
@@ -170,7 +181,6 @@ class CurriculumCallback(BaseCallback):
         return d
 
     def _on_training_start(self) -> None:
-        self.boundary = max(self.boundary, self.num_timesteps)
         self.driver.set(self.num_timesteps)
         self.send_difficulty(self.num_timesteps)
 
@@ -190,73 +200,49 @@ class CurriculumCallback(BaseCallback):
         self.logger.record_mean("curriculum/success_rate", float(success))
         self.curriculum.record(difficulty, success)
 
-    # -- update boundaries -------------------------------------------------------------------
+
+class ProbeCallback(BaseCallback):
+    """Every ``every`` rollouts, ``dynamics/stability_margin``: ``lr · L / 4``.
+
+    L is the top Hessian eigenvalue of the policy-gradient surrogate
+    ``-mean(A · π(a|s) / π_old(a|s))`` (normalised advantages) on at most ``batch`` samples of
+    the rollout just collected, at the current weights: the loss the next update descends.
+    On-policy algorithms only.
+
+    Args:
+        clock: the learning-rate schedule.
+        every: rollouts between probes (>= 1).
+        iters: power iterations per probe.
+        batch: at most this many samples of the rollout.
+    """
+
+    def __init__(self, clock: Schedule, every: int, iters: int = 20, batch: int = 512) -> None:
+        super().__init__()
+        self.clock, self.every, self.iters, self.batch = clock, every, iters, batch
+        self.rollouts = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rollouts": self.rollouts}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rollouts = int(state["rollouts"])
+
+    def _on_step(self) -> bool:
+        return True
 
     def _on_rollout_end(self) -> None:
-        self.updates += 1
-        if (
-            self.probe_every
-            and self.updates % self.probe_every == 0
-            and isinstance(self.model, OnPolicyAlgorithm)
-        ):
-            self.margin = self.probe()
-
-    def _on_rollout_start(self) -> None:
-        step = self.num_timesteps
-        if step > self.boundary:  # an update ran since the last boundary
-            self._boundary(step)
-
-    def _on_training_end(self) -> None:
-        if self.num_timesteps > self.last_dump:
-            self.dump()
-
-    def _boundary(self, step: int) -> None:
-        previous, self.boundary = self.boundary, step
-        if self.evaluate_fn is not None and _due(step, previous, self.eval_every):
-            metrics = self.evaluate_fn(self.model)
-            for tag, value in metrics.items():
-                self.logger.record(tag, value)
-            self.history.append({"step": step, "metrics": metrics})
-        if _due(step, previous, self.log_every):
-            self.dump()
-        if self.checkpoint_fn is not None and _due(step, previous, self.checkpoint_every):
-            self.checkpoint_fn(self)
-
-    def dump(self) -> None:
-        """Record the clock's scalars and write every pending value at the current step."""
-        step = self.num_timesteps
-        phase = self.clock.phase(step)
-        if self.model._n_updates > 0:  # read back from the optimizers once SB3 has set them
-            for name, optimizer in algo_optimizers(self.model).items():
-                self.logger.record(f"lr/{name}", float(optimizer.param_groups[0]["lr"]))
-        self.logger.record("schedule/level", phase.level)
-        self.logger.record("schedule/cycle", phase.cycle)
-        self.logger.record("curriculum/difficulty", self.difficulty)
-        for name, value in self.driver.values(step).items():
-            self.logger.record(f"hparam/{name}", value)
-        if self.margin is not None:
-            self.logger.record("dynamics/stability_margin", self.margin)
-        if isinstance(self.model, OnPolicyAlgorithm):
-            self.model.dump_logs(self.updates)
-        else:
-            self.model.dump_logs()
-        self.last_dump = step
-
-    # -- curvature probe ---------------------------------------------------------------------
+        self.rollouts += 1
+        if self.rollouts % self.every == 0 and isinstance(self.model, OnPolicyAlgorithm):
+            self.logger.record("dynamics/stability_margin", self.probe())
 
     def probe(self) -> float:
-        """``lr · L / 4`` with L the top Hessian eigenvalue of the policy-gradient loss.
-
-        The loss is the surrogate ``-mean(A · π(a|s) / π_old(a|s))`` (normalised advantages)
-        on at most ``probe_batch`` samples of the rollout just collected, at the current
-        weights: the loss the next update descends.
-        """
+        """The stability margin at the current weights and step."""
         model = self.model
         policy = model.policy
         numpy_rng = np.random.get_state()  # get() shuffles; keep training's random stream
         batch = next(model.rollout_buffer.get(batch_size=None))
         np.random.set_state(numpy_rng)
-        n = min(self.probe_batch, len(batch.advantages))
+        n = min(self.batch, len(batch.advantages))
         obs, actions = batch.observations[:n], batch.actions[:n]
         if isinstance(model.action_space, spaces.Discrete):
             actions = actions.long().flatten()
@@ -269,6 +255,122 @@ class CurriculumCallback(BaseCallback):
             _, log_prob, _ = policy.evaluate_actions(obs, actions)
             return -(advantages * torch.exp(log_prob - old_log_prob)).mean()
 
-        L = hessian_top_eigenvalue(loss, params, iters=self.probe_iters)
+        L = hessian_top_eigenvalue(loss, params, iters=self.iters)
         # The next train() runs at this step's learning rate.
         return stability_margin(self.clock.value(self.num_timesteps), L)
+
+
+class UpdateCallback(BaseCallback):
+    """Calls :meth:`_on_update` at each update boundary: the first rollout start after an
+    update, i.e. once SB3's ``train()`` has run on the steps collected since the last one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boundary = 0  # env steps at the last update boundary
+
+    def _on_training_start(self) -> None:
+        self.boundary = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        step = self.num_timesteps
+        if step > self.boundary:
+            previous, self.boundary = self.boundary, step
+            self._on_update(step, previous)
+
+    def _on_update(self, step: int, previous: int) -> None:
+        """Called with the boundary's step and the previous boundary's."""
+
+
+class EvaluationCallback(UpdateCallback):
+    """Every ``every`` env steps, ``evaluate(model) -> {tag: value}``, logged and recorded.
+
+    Args:
+        evaluate: the held-out evaluation.
+        every: env steps between evaluations (0: none during training).
+        evaluations: where each result goes.
+    """
+
+    def __init__(
+        self,
+        evaluate: Callable[[Any], dict[str, float]],
+        every: int,
+        evaluations: Evaluations,
+    ) -> None:
+        super().__init__()
+        self.evaluate, self.every, self.evaluations = evaluate, every, evaluations
+
+    def _on_update(self, step: int, previous: int) -> None:
+        if _due(step, previous, self.every):
+            metrics = self.evaluate(self.model)
+            for tag, value in metrics.items():
+                self.logger.record(tag, value)
+            self.evaluations.add(step, metrics)
+
+
+class LogCallback(UpdateCallback):
+    """Writes the logs every ``every`` env steps (at update boundaries) and at the end.
+
+    Each write records the clock's scalars (``lr/<optimizer>``, ``schedule/level``,
+    ``schedule/cycle``, ``curriculum/difficulty``, ``hparam/<coupling>``) beside what SB3 and
+    the other callbacks recorded, then dumps them all at the current step.
+
+    Args:
+        clock: the clock callback, whose difficulty and couplings are logged.
+        every: env steps between writes.
+    """
+
+    def __init__(self, clock: ClockCallback, every: int) -> None:
+        super().__init__()
+        self.clock, self.every = clock, every
+        self.rollouts = 0  # SB3's "time/iterations"
+        self.last_dump = -1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rollouts": self.rollouts}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rollouts = int(state["rollouts"])
+
+    def _on_rollout_end(self) -> None:
+        self.rollouts += 1
+
+    def _on_update(self, step: int, previous: int) -> None:
+        if _due(step, previous, self.every):
+            self.dump()
+
+    def _on_training_end(self) -> None:
+        if self.num_timesteps > self.last_dump:
+            self.dump()
+
+    def dump(self) -> None:
+        """Record the clock's scalars and write every pending value at the current step."""
+        step = self.num_timesteps
+        phase = self.clock.clock.phase(step)
+        if self.model._n_updates > 0:  # read back from the optimizers once SB3 has set them
+            for name, optimizer in algo_optimizers(self.model).items():
+                self.logger.record(f"lr/{name}", float(optimizer.param_groups[0]["lr"]))
+        self.logger.record("schedule/level", phase.level)
+        self.logger.record("schedule/cycle", phase.cycle)
+        self.logger.record("curriculum/difficulty", self.clock.difficulty)
+        for name, value in self.clock.driver.values(step).items():
+            self.logger.record(f"hparam/{name}", value)
+        if isinstance(self.model, OnPolicyAlgorithm):
+            self.model.dump_logs(self.rollouts)
+        else:
+            self.model.dump_logs()
+        self.last_dump = step
+
+
+class CheckpointCallback(UpdateCallback):
+    """Calls ``save()`` every ``every`` env steps (at update boundaries; 0: never)."""
+
+    def __init__(self, save: Callable[[], Any], every: int) -> None:
+        super().__init__()
+        self.save, self.every = save, every
+
+    def _on_update(self, step: int, previous: int) -> None:
+        if _due(step, previous, self.every):
+            self.save()

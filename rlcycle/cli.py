@@ -1,6 +1,8 @@
 """Command lines: ``rlcycle-train`` and ``rlcycle-eval``.
 
-A bad key, value or path ends the program with one line ``error: ...`` and exit code 2.
+A bad key, value or path ends the program with one line ``error: ...`` and exit code 2. torch,
+SB3 and TensorBoard are imported only once a run starts, so ``--help`` and argument errors are
+quick.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from common.cli import CliParser, add_run_arguments, resolve_run, run_cli
+from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
 from common.config import ConfigError, shipped_configs
 
 __all__ = ["train_main", "eval_main", "train_parser", "eval_parser"]
@@ -25,14 +27,18 @@ examples:
   rlcycle-train --config lunarlander --vec subproc
   rlcycle-train --set curriculum.mode=in                 # the in-phase control
   rlcycle-train --config pendulum --algo ppo --n-envs 4
+  rlcycle-train --config mine.toml --check               # check a config, train nothing
   rlcycle-train --resume runs/cartpole/20250101-120000   # continue a killed run
+
+A --config file may hold only the keys it changes: on base = "lunarlander" (a shipped config,
+or a path relative to the file), or without base on the defaults.
 """
 
 
 def train_parser() -> argparse.ArgumentParser:
     """The ``rlcycle-train`` options: the shared run options plus algorithm and envs."""
     parser = CliParser(prog="rlcycle-train", description=TRAIN_HELP)
-    add_run_arguments(parser, "cartpole", shipped_configs("rlcycle"))
+    add_run_arguments(parser, "cartpole", shipped_configs("rlcycle"), set_example="lr.max=3e-4")
     parser.add_argument(
         "--algo",
         choices=["ppo", "a2c", "dqn", "sac"],
@@ -50,32 +56,36 @@ def train_parser() -> argparse.ArgumentParser:
         help="dummy: all environments in this process; subproc: one process each "
         "(default: config's)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _train(argv: Sequence[str] | None) -> int:
-    from rlcycle.train import train
+    args = train_parser().parse_args(argv)  # --help stops here, before torch is imported
+    from rlcycle.settings import SCHEMA, check_config, read_run_config
 
-    args = train_parser().parse_args(argv)
-    config, run_dir, resume = resolve_run(args, "rlcycle")
+    if args.resume is not None:
+        read_run_config(args.resume, "--resume")  # names another package's run
+    config, run_dir, resume = resolve_run(args, SCHEMA)
     if resume and args.algo is not None and args.algo != config.get("algo"):
         raise ConfigError(f"--algo {args.algo}: a resumed run keeps its algo ({config['algo']})")
     for key, value in (("algo", args.algo), ("n_envs", args.n_envs), ("vec", args.vec)):
         if value is not None:
             config[key] = value
-    if args.no_progress:
-        config["progress_bar"] = False
-    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
-        raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
-    metrics = train(config, run_dir, resume=resume)
+    checked = check_config(config)
+    if args.check:
+        print(check_line(checked, str(args.resume or args.config)))
+        return 0
+    from rlcycle.train import train
+
+    metrics = train(checked, run_dir, resume=resume)
     print(_summary(metrics))
     return 0
 
 
 def _summary(metrics: dict[str, Any]) -> str:
-    lines = [f"run: {metrics['run_dir']}  ({metrics['steps']} env steps)"]
-    for tag, value in metrics["eval"].items():
+    final = metrics["final"]
+    lines = [f"run: {metrics['run_dir']}  ({final['steps']} env steps)"]
+    for tag, value in final["eval"].items():
         if tag.startswith("eval/return/d=") or tag.startswith("eval/ensemble_return/d="):
             lines.append(f"  {tag:<30} {value:9.1f}")
     lines.append(f"view: tensorboard --logdir {metrics['run_dir']}")
@@ -120,9 +130,9 @@ def eval_parser() -> argparse.ArgumentParser:
 
 
 def _eval(argv: Sequence[str] | None) -> int:
+    args = eval_parser().parse_args(argv)
     from rlcycle.evaluate import evaluate_run
 
-    args = eval_parser().parse_args(argv)
     metrics = evaluate_run(args.run, args.difficulty, args.episodes, args.ensemble, args.seed)
     for tag, value in metrics.items():
         print(f"{tag:<32} {value:9.3f}")

@@ -133,10 +133,6 @@ class Curriculum:
         self._streak = 0
         return True
 
-    def success_rate(self) -> float:
-        """``gated``: the success rate over the recent episodes at the current level."""
-        return sum(self._outcomes) / len(self._outcomes) if self._outcomes else 0.0
-
     def state_dict(self) -> dict[str, Any]:
         return {"level": self.level, "outcomes": list(self._outcomes), "streak": self._streak}
 

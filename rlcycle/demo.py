@@ -26,7 +26,8 @@ def run_demo(runs_root: Path = Path("runs"), steps: int | None = None) -> dict[s
         steps: env steps (default: the config's 100k).
 
     Returns:
-        the metrics of :func:`rlcycle.train.train` (``eval`` holds the returns per difficulty).
+        what :func:`rlcycle.train.train` returns (``final.eval`` holds the returns per
+        difficulty).
     """
     config = load_config("cartpole", "rlcycle")
     config["device"] = "cpu"
@@ -38,12 +39,13 @@ def run_demo(runs_root: Path = Path("runs"), steps: int | None = None) -> dict[s
         "with cosine learning-rate cycles, ceiling rising per cycle"
     )
     metrics = train(config, run_dir)
-    print(f"trained in {metrics['wall_s']:.0f} s ({metrics['env_steps_per_s']:.0f} env steps/s)")
+    final = metrics["final"]
+    print(f"trained in {final['wall_s']:.0f} s ({final['steps_per_s']:.0f} env steps/s)")
     print("held-out return (mean of 10 episodes; 500 is the maximum):")
     print(f"  {'difficulty':>10}  {'final policy':>12}  {'snapshot ensemble':>17}")
     for d in config["eval"]["difficulties"]:
-        final = metrics["eval"][f"eval/return/d={d:g}"]
-        ensemble = metrics["eval"].get(f"eval/ensemble_return/d={d:g}", float("nan"))
-        print(f"  {d:>10g}  {final:>12.1f}  {ensemble:>17.1f}")
+        policy = final["eval"][f"eval/return/d={d:g}"]
+        ensemble = final["eval"].get(f"eval/ensemble_return/d={d:g}", float("nan"))
+        print(f"  {d:>10g}  {policy:>12.1f}  {ensemble:>17.1f}")
     print(f"logs: {run_dir}  (tensorboard --logdir {run_dir})")
     return metrics

@@ -22,6 +22,10 @@ rlcycle/Pendulum-v1             pendulum mass 1·(1+0.5d) kg: the same torque mo
                                 heavier pendulum (2/3 of the authority at d = 1)         >= -200
 ==============================  =====================================================  =======
 
+CartPole and Pendulum also hand out the state of the episode in progress in plain types
+(:meth:`DifficultyMixin.physics_state`), so that a resumed run continues it exactly; a Box2D
+world (LunarLander) cannot be captured, and its episodes start afresh on resume.
+
 ``gymnasium.make("rlcycle/CartPole-v1", difficulty=0.5)`` works once this module is imported
 (``import rlcycle`` does it); :func:`make_env` imports it for you, also in subprocess workers.
 """
@@ -83,6 +87,14 @@ class DifficultyMixin(ABC):
     def apply_difficulty(self, d: float) -> None:
         """Write the physics for difficulty ``d`` (called at reset)."""
 
+    def physics_state(self) -> dict[str, Any] | None:
+        """The episode in progress in plain types, or None where it cannot be captured."""
+        return None
+
+    def load_physics_state(self, state: dict[str, Any]) -> None:
+        """Continue the episode that :meth:`physics_state` captured."""
+        raise NotImplementedError(f"{type(self).__name__}: its episodes cannot be restored")
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if self.next_difficulty != self.difficulty:
             self.difficulty = self.next_difficulty
@@ -113,6 +125,16 @@ class CartPoleCurriculum(DifficultyMixin, CartPoleEnv):
         self.total_mass = self.masspole + self.masscart
         self.polemass_length = self.masspole * self.length
 
+    def physics_state(self) -> dict[str, Any] | None:
+        state = None if self.state is None else [float(x) for x in self.state]
+        return {"state": state, "steps_beyond_terminated": self.steps_beyond_terminated}
+
+    def load_physics_state(self, state: dict[str, Any]) -> None:
+        values = state["state"]
+        self.state = None if values is None else np.array(values, dtype=np.float64)
+        beyond = state["steps_beyond_terminated"]
+        self.steps_beyond_terminated = None if beyond is None else int(beyond)
+
 
 class LunarLanderCurriculum(DifficultyMixin, LunarLander):
     """LunarLander-v3 (discrete or continuous) with wind and turbulence growing with ``d``."""
@@ -142,6 +164,13 @@ class PendulumCurriculum(DifficultyMixin, PendulumEnv):
 
     def apply_difficulty(self, d: float) -> None:
         self.m = 1.0 + 0.5 * d
+
+    def physics_state(self) -> dict[str, Any] | None:
+        return {"state": None if self.state is None else [float(x) for x in self.state]}
+
+    def load_physics_state(self, state: dict[str, Any]) -> None:
+        values = state["state"]
+        self.state = None if values is None else np.array(values, dtype=np.float64)
 
 
 @dataclass(frozen=True)

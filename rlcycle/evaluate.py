@@ -15,6 +15,7 @@ Gaussian means for PPO/A2C with continuous actions, squashed means for SAC, Q-va
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,20 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from common.config import read_config
-from common.runs import load_checkpoint
 from common.snapshots import SnapshotEnsemble
 from common.tb import eval_tag
-from rlcycle.algos import load_model
+from rlcycle.algos import ON_POLICY, build_model
+from rlcycle.checkpoints import policy_weights, read_checkpoint
 from rlcycle.envs import ENVS, check_difficulty, make_env
+from rlcycle.lr import StepSchedule
+from rlcycle.settings import CheckedConfig, check_config, read_run_config
 
 __all__ = [
     "EVAL_SEED_OFFSET",
     "EnsemblePolicy",
     "evaluate",
     "evaluate_grid",
+    "rebuild_policy",
     "evaluate_run",
 ]
 
@@ -166,6 +169,30 @@ def evaluate_grid(
     return out
 
 
+def rebuild_policy(
+    checked: CheckedConfig, weights: Mapping[str, torch.Tensor], device: str = "cpu"
+) -> BasePolicy:
+    """The policy of a run, rebuilt from its checked config with ``weights`` loaded.
+
+    The algorithm is built as training built it (an off-policy one with a one-entry replay
+    buffer: nothing is collected here), so no object is unpickled.
+    """
+    config = checked.config
+    algo, env_id = config["algo"], config["env"]["id"]
+    hyper = dict(config.get(algo, {}))
+    if algo not in ON_POLICY:
+        hyper["buffer_size"] = 1
+    env = DummyVecEnv([partial(make_env, env_id)] * config["n_envs"])  # as in training
+    try:
+        lr = StepSchedule(checked.schedules["policy"], config["steps"])
+        model = build_model(algo, env, hyper, lr, config["seed"], device)
+    finally:
+        env.close()
+    model.policy.load_state_dict(weights)
+    model.policy.set_training_mode(False)
+    return model.policy
+
+
 def evaluate_run(
     run_dir: str | Path,
     difficulties: Sequence[float] | None = None,
@@ -173,7 +200,11 @@ def evaluate_run(
     ensemble: bool = False,
     seed: int | None = None,
 ) -> dict[str, float]:
-    """Evaluate a saved run's final model (or its last checkpoint's, if it never finished).
+    """Evaluate a saved run's policy (its last checkpoint's: the final one once it finished).
+
+    The algorithm is rebuilt from the run's ``config.toml`` and the policy's weights are read
+    from ``checkpoints/last.pt`` and ``snapshots/cycle_<k>.pt`` with ``weights_only=True``;
+    SB3's pickle-based ``model.zip`` is never read.
 
     Args:
         run_dir: the run folder.
@@ -183,9 +214,8 @@ def evaluate_run(
         seed: evaluation seed (default: the run's).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise FileNotFoundError(f"--run {run_dir}: no config.toml there; not a run folder")
-    config = read_config(run_dir / "config.toml")
+    checked = check_config(read_run_config(run_dir, "--run"))
+    config = checked.config
     grid = list(difficulties) if difficulties else config["eval"]["difficulties"]
     for d in grid:
         check_difficulty(d, "--difficulty")
@@ -193,16 +223,12 @@ def evaluate_run(
     if episodes < 1:
         raise ValueError(f"--episodes {episodes}: must be >= 1")
     seed = config["seed"] if seed is None else seed
-    path = run_dir / "model.zip"
-    if not path.is_file():
-        checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        path = run_dir / "checkpoints" / checkpoint["files"]["model"]
-    model = load_model(config["algo"], path, device="cpu")
+    policy = rebuild_policy(checked, policy_weights(read_checkpoint(run_dir)))
     env_id = config["env"]["id"]
-    metrics = evaluate_grid(model, env_id, grid, episodes, seed)
+    metrics = evaluate_grid(policy, env_id, grid, episodes, seed)
     if ensemble:
-        snapshots = SnapshotEnsemble(config["restart"]["max_snapshots"])
+        snapshots = SnapshotEnsemble(max(config["snapshots"]["max"], 1))
         snapshots.load(run_dir / "snapshots")
-        policy = EnsemblePolicy(model.policy, snapshots.state_dicts)
-        metrics.update(evaluate_grid(policy, env_id, grid, episodes, seed, "ensemble_"))
+        members = EnsemblePolicy(policy, snapshots.state_dicts)
+        metrics.update(evaluate_grid(members, env_id, grid, episodes, seed, "ensemble_"))
     return metrics

@@ -8,13 +8,12 @@ entropy coefficient's), and logs it as ``train/learning_rate``. SB3 computes
 
 so :class:`StepSchedule` maps it back to the global step and returns the core schedule's value
 there. Because it goes through SB3's mechanism, SB3's log is the core's value at that step and
-a saved model reloads with its schedule. It is a plain picklable object (it keeps the spec, not
-the schedule), so ``model.save`` / ``load`` carry it.
+a saved ``model.zip`` reloads with its schedule: it pickles as the schedule's spec, so SB3's
+``save`` / ``load`` carry it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from common.schedules import Schedule, from_spec
@@ -26,13 +25,15 @@ class StepSchedule:
     """SB3 learning-rate schedule: ``progress_remaining`` -> core ``value(global step)``.
 
     Args:
-        spec: the core schedule spec (the ``[lr]`` table), in units of env steps.
+        schedule: the built learning-rate schedule, in units of env steps.
         total_steps: the run's ``total_timesteps`` as SB3 sees it (the config's ``steps``;
             on resume ``learn(steps - done, reset_num_timesteps=False)`` keeps it the same).
     """
 
-    def __init__(self, spec: Mapping[str, Any] | Schedule, total_steps: int) -> None:
-        self.schedule = from_spec(spec, "lr")
+    def __init__(self, schedule: Schedule, total_steps: int) -> None:
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule: a built Schedule, not {type(schedule).__name__}")
+        self.schedule = schedule
         self.total_steps = int(total_steps)
 
     def step(self, progress_remaining: float) -> int:
@@ -46,7 +47,7 @@ class StepSchedule:
         return {"spec": self.schedule.spec(), "total_steps": self.total_steps}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["spec"], state["total_steps"])
+        self.__init__(from_spec(state["spec"], "lr"), state["total_steps"])
 
     def __repr__(self) -> str:
         return f"StepSchedule({self.schedule!r}, total_steps={self.total_steps})"

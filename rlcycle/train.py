@@ -1,252 +1,341 @@
 """Train an SB3 agent on a curriculum whose difficulty follows the learning-rate clock.
 
-One call, :func:`train`, does a whole run, top to bottom:
+One call, :func:`train`, does a whole run, top to bottom, holding the run folder for its whole
+life (:func:`common.runs.hold_run_folder`: one trainer per folder; a fresh run never writes
+into a folder that holds one):
 
-1. check the config and write it to ``<run>/config.toml``;
-2. build the clock (the ``[lr]`` schedule), the curriculum and the callback; on resume, load
-   their state from ``<run>/checkpoints/last.pt``;
-3. build the training environments at the difficulty of the start step, and the model (fresh,
-   or loaded from the checkpoint) with its learning rate on SB3's ``lr_schedule``;
-4. ``model.learn``; the callback drives difficulty, restarts, snapshots, logs, checkpoints;
-5. save the final model (``<run>/model.zip``), evaluate it (and the snapshot ensemble) on
-   held-out environments at the evaluation grid, write ``metrics.json`` and an hparams entry.
+1. check the config (:func:`rlcycle.settings.check_config` builds the clock, the curriculum
+   and the couplings) and write it to ``<run>/config.toml``;
+2. build the training environments and the algorithm, its learning rate on SB3's
+   ``lr_schedule``; on resume, load the state of everything from ``<run>/checkpoints/last.pt``
+   (:mod:`rlcycle.checkpoints`: tensors and plain data only);
+3. ``model.learn`` with the run's callbacks in a ``CallbackList`` (:mod:`rlcycle.callbacks`:
+   clock and curriculum, curvature probe, evaluation, logs, checkpoints), then yours;
+4. save the final model (``<run>/model.zip``, for SB3's ``PPO.load``), evaluate it (and the
+   snapshot ensemble) on held-out environments at the evaluation grid, write ``metrics.json``
+   and an hparams entry.
 
 A run folder holds ``config.toml``, TensorBoard events, ``metrics.json``, ``model.zip``,
-``checkpoints/{last.pt, model_<step>.zip[, replay_<step>.pkl]}`` and ``snapshots/cycle_<k>.pt``.
-Every file is written atomically; ``last.pt`` is written last and names the model it goes
-with, so a run killed at any moment resumes from a consistent checkpoint.
+``checkpoints/{last.pt[, replay_<step>.pt]}`` and ``snapshots/cycle_<k>.pt``. Every file is
+written atomically and ``last.pt`` last, so a run killed at any moment resumes from a consistent
+checkpoint.
+
+A resumed run continues exactly where the checkpoint was taken (an update boundary): the
+networks, optimizer states, replay buffer, counters, random generators, the episodes in progress
+(for environments whose state is plain arrays: CartPole, Pendulum), the curriculum and the
+pending logs, so it reaches the same weights and returns as a run never stopped. LunarLander's
+Box2D episodes cannot be captured: there the resumed run starts fresh episodes (its
+environments reseeded with ``seed + step``), and the learning-rate and difficulty curves are
+still the same. A resumed run's TensorBoard events drop what the killed one logged after its
+checkpoint (``purge_step``), so each curve reads as one.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
+from stable_baselines3.common.vec_env import VecEnv
+from torch.utils.tensorboard import SummaryWriter
 
-from common.config import ConfigError, save_config
-from common.coupling import Coupled, coupled_from_spec
+from common.config import ConfigError, flatten, save_config
 from common.runs import (
-    atomic_torch_save,
     atomic_write,
     atomic_write_json,
-    load_checkpoint,
+    hold_run_folder,
     resolve_device,
     rng_state,
     seed_everything,
     set_rng_state,
     torch_threads,
 )
-from common.schedules import from_spec
 from common.snapshots import SnapshotEnsemble
 from common.tb import RunWriter
-from rlcycle.algos import ALGOS, ON_POLICY, build_model, check_algo, load_model
-from rlcycle.callbacks import BUCKETS, CurriculumCallback, bucket_tag
-from rlcycle.curriculum import curriculum_from_spec
-from rlcycle.envs import ENVS, check_difficulty, make_env
+from rlcycle.algos import build_model
+from rlcycle.callbacks import (
+    BUCKETS,
+    CheckpointCallback,
+    ClockCallback,
+    EvaluationCallback,
+    Evaluations,
+    LogCallback,
+    ProbeCallback,
+    ResumeCallback,
+    bucket_tag,
+)
+from rlcycle.checkpoints import (
+    load_logger_state,
+    load_model_state,
+    load_noise_state,
+    load_replay,
+    logger_state,
+    noise_state,
+    read_checkpoint,
+    save_checkpoint,
+)
+from rlcycle.envs import ENVS
 from rlcycle.evaluate import EnsemblePolicy, evaluate_grid
 from rlcycle.lr import StepSchedule
+from rlcycle.settings import RESETS, CheckedConfig, check_config
+from rlcycle.vecenv import env_states, load_env_states, make_training_env
 
-__all__ = [
-    "DEFAULTS",
-    "resolve_config",
-    "make_training_env",
-    "train",
-    "save_checkpoint",
-]
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "steps": 100_000,
-    "device": "auto",
-    "threads": 1,
-    "algo": "ppo",
-    "n_envs": 1,
-    "vec": "dummy",
-    "progress_bar": True,
-    "log_every": 1_000,
-    "checkpoint_every": 0,
-    "env": {"id": "rlcycle/CartPole-v1"},
-    "lr": {"kind": "cosine_restarts", "max": 3e-4, "min": 1e-5, "period": 25_000},
-    "curriculum": {"mode": "anti"},
-    "restart": {"reset_optimizer": False, "reset_keys": [], "snapshots": True, "max_snapshots": 5},
-    "couplings": {},
-    "probe": {"every": 0, "iters": 20, "batch": 512},
-    "eval": {"difficulties": [0.0, 0.5, 1.0], "episodes": 10, "every": 0, "ensemble": True},
-}
-"""Every key :func:`train` reads, with its default; a config file may leave any out."""
-
-COUPLINGS = {"ent_coef": ON_POLICY}
-"""Model attributes that may follow the clock, and the algorithms that have them."""
-
-_COUPLING_KEYS = ("enabled", "mode", "lo", "hi")
-_TYPES = {
-    "seed": int,
-    "steps": int,
-    "n_envs": int,
-    "threads": int,
-    "log_every": int,
-    "checkpoint_every": int,
-    "progress_bar": bool,
-}
+__all__ = ["train", "make_training_env"]
 
 
-_OWN_CHECKS = ("lr", "curriculum", "couplings")
-"""Tables taken as given: their builders check their keys (``from_spec``...)."""
+@dataclass
+class _Run:
+    """One run's live parts, from building them to closing them."""
+
+    checked: CheckedConfig
+    run_dir: Path
+    start: int  # the step training starts from (the checkpoint's on resume)
+    resumes: int  # how many times this run was resumed, this time included
+    env: VecEnv
+    model: BaseAlgorithm
+    writer: RunWriter  # SB3's logger writes through it too: one event file per session
+    snapshots: SnapshotEnsemble | None
+    evaluations: Evaluations
+    callbacks: dict[str, BaseCallback]  # the run's own, in the order SB3 calls them
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.checked.config
 
 
-def _fill(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``given`` over ``defaults``; a key ``defaults`` lacks is an error."""
-    out = copy.deepcopy(dict(defaults))
-    for key, value in given.items():
-        if key not in defaults:
-            raise ConfigError(f"{where}{key}: unknown key; allowed: {', '.join(defaults)}")
-        if isinstance(defaults[key], dict) and key not in _OWN_CHECKS:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}{key} = {value!r}: must be a table")
-            out[key] = _fill(defaults[key], value, f"{where}{key}.")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def train(
+    config: Mapping[str, Any] | CheckedConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    callbacks: list[BaseCallback] | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) one training run in ``run_dir``; returns what ``metrics.json`` holds.
 
+    Args:
+        config: a config as :func:`rlcycle.settings.check_config` accepts (a whole one, or
+            only the keys that differ from the defaults), or what it returned.
+        run_dir: the run folder (created if needed).
+        resume: continue from ``run_dir/checkpoints/last.pt`` up to ``config["steps"]``.
+        callbacks: your own SB3 callbacks, called after the run's at every event.
 
-def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with defaults filled in, checked; every error names its key.
-
-    Tables named after an algorithm (``[ppo]``, ``[a2c]``, ``[dqn]``, ``[sac]``) hold SB3
-    constructor arguments; only the one for ``algo`` is used.
-
-    Raises:
-        ConfigError: an unknown key, a wrong type or an impossible value.
+    Returns:
+        ``{"final": {"steps", "wall_s", "steps_per_s", "eval": {tag: value},
+        "snapshot_cycles", "resumes"}, "history": [{"step", "metrics"}...], "run_dir"}``;
+        ``wall_s`` times this session's ``model.learn`` alone.
     """
-    algo_tables = {k: v for k, v in config.items() if k in ALGOS}
-    out = _fill(DEFAULTS, {k: v for k, v in config.items() if k not in ALGOS}, "")
-    for key, kind in _TYPES.items():
-        value = out[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(
-                f"{key} = {value!r}: must be {'an integer' if kind is int else 'true or false'}"
-            )
-    for key in ("steps", "n_envs"):
-        if out[key] < 1:
-            raise ConfigError(f"{key} = {out[key]}: must be >= 1")
-    for key in ("threads", "log_every", "checkpoint_every"):
-        if out[key] < 0:
-            what = "torch's default" if key == "threads" else "never"
-            raise ConfigError(f"{key} = {out[key]}: must be >= 0 (0 = {what})")
-    if out["vec"] not in ("dummy", "subproc"):
-        raise ConfigError(f"vec = {out['vec']!r}: must be dummy | subproc")
-    resolve_device(out["device"])
-    env_id = out["env"]["id"]
-    if env_id not in ENVS:
-        raise ConfigError(f"env.id = {env_id!r}: must be one of {' | '.join(ENVS)}")
-    algo = out["algo"]
-    for name, table in algo_tables.items():
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"{name}: must be a table of {ALGOS[name].__name__} arguments")
-        out[name] = dict(table)
-    check_algo(algo, env_id, out.get(algo, {}) if algo in ALGOS else {})
-
-    clock = from_spec(out["lr"], "lr")
-    curriculum_from_spec(out["curriculum"], clock, out["steps"])
-    for name, spec in out["couplings"].items():
-        if name not in COUPLINGS:
-            raise ConfigError(
-                f"couplings.{name}: no such coupling; allowed: {', '.join(COUPLINGS)}"
-            )
-        unknown = sorted(set(spec) - set(_COUPLING_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"couplings.{name}.{unknown[0]}: unknown key; allowed: {', '.join(_COUPLING_KEYS)}"
-            )
-        if spec.get("enabled", True) and algo not in COUPLINGS[name]:
-            raise ConfigError(
-                f"couplings.{name}: algo {algo!r} has no {name} to couple; "
-                f"only {', '.join(COUPLINGS[name])}"
-            )
-        coupled_from_spec(spec, clock, f"couplings.{name}")
-    if out["probe"]["every"] and algo not in ON_POLICY:
-        raise ConfigError(
-            f"probe.every = {out['probe']['every']}: the curvature probe needs an on-policy "
-            f"algorithm ({', '.join(ON_POLICY)}), not {algo!r}; set it to 0"
-        )
-    for i, d in enumerate(out["eval"]["difficulties"]):
-        check_difficulty(d, f"eval.difficulties[{i}]")
-    if out["eval"]["episodes"] < 1:
-        raise ConfigError(f"eval.episodes = {out['eval']['episodes']}: must be >= 1")
-    restart = out["restart"]
-    rms_prop = algo == "a2c" and out.get("a2c", {}).get("use_rms_prop", True)
-    if restart["reset_optimizer"] and not restart["reset_keys"] and rms_prop:
-        raise ConfigError(
-            "restart.reset_optimizer = true: A2C's RMSprop has no Adam moments (exp_avg) to "
-            "reset; set a2c.use_rms_prop = false, or name restart.reset_keys"
-        )
-    if out["restart"]["max_snapshots"] < 1:
-        raise ConfigError(
-            f"restart.max_snapshots = {out['restart']['max_snapshots']}: must be >= 1"
-        )
-    return out
+    checked = check_config(config)
+    run_dir = Path(run_dir)
+    with hold_run_folder(run_dir, resume), torch_threads(checked.config["threads"]):
+        checkpoint = _checkpoint_to_resume(checked.config, run_dir) if resume else None
+        save_config(checked.config, run_dir / "config.toml")
+        run = _open_run(checked, run_dir, checkpoint)
+        try:
+            if not checkpoint:
+                run.writer.layout(_charts(run.config), "rlcycle", only_written=False)
+            wall = _learn(run, callbacks or [])
+            metrics = _finish(run, wall)
+            final = metrics["final"]["eval"]
+            scalars = {k: v for k, v in final.items() if "/d=" not in k}
+            run.writer.hparams(_hparams(run.config), scalars)
+        finally:
+            run.writer.close()
+            run.env.close()
+    return {**metrics, "run_dir": str(run_dir)}
 
 
-def make_training_env(
-    env_id: str, n_envs: int, seed: int, difficulty: float, vec: str = "dummy"
-) -> VecEnv:
-    """``n_envs`` monitored copies of ``env_id`` at ``difficulty``, in one process or many."""
-    return make_vec_env(
-        make_env,
-        n_envs=n_envs,
-        seed=seed,
-        env_kwargs={"id": env_id, "difficulty": difficulty},
-        vec_env_cls=SubprocVecEnv if vec == "subproc" else DummyVecEnv,
+def _checkpoint_to_resume(config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    checkpoint = read_checkpoint(run_dir)
+    start, steps = int(checkpoint["step"]), config["steps"]
+    # A run killed during its final evaluation has its last checkpoint at `steps` but no
+    # metrics.json: resuming it only finishes the evaluation.
+    if start > steps or (start == steps and (run_dir / "metrics.json").is_file()):
+        raise ConfigError(f"steps = {steps}: the run already has {start} steps; raise --steps")
+    return checkpoint
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _open_run(checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, Any] | None) -> _Run:
+    """Build the run's parts; with a checkpoint, load every state it holds into them."""
+    config = checked.config
+    seed_everything(config["seed"])
+    start = int(checkpoint["step"]) if checkpoint else 0
+    clock_callback = _clock_callback(checked, run_dir, checkpoint)
+    env = make_training_env(
+        config["env"]["id"],
+        config["n_envs"],
+        config["seed"] + start,
+        clock_callback.target_difficulty(start),
+        config["vec"],
     )
+    # A resumed run's events replace what the stopped one wrote after its checkpoint; those at
+    # the checkpoint's own step were written before it, and stay.
+    writer = RunWriter(run_dir, purge_step=start + 1 if checkpoint else None)
+    try:
+        lr = StepSchedule(checked.schedules["policy"], config["steps"])
+        hyper = config.get(config["algo"], {})
+        device = resolve_device(config["device"])
+        model = build_model(config["algo"], env, hyper, lr, config["seed"], device)
+        model.set_logger(Logger(str(run_dir), [_TensorBoard(writer.writer)]))
+        run = _Run(
+            checked,
+            run_dir,
+            start,
+            int(checkpoint["resumes"]) + 1 if checkpoint else 0,
+            env,
+            model,
+            writer,
+            clock_callback.snapshots,
+            Evaluations(list(checkpoint["history"]) if checkpoint else []),
+            {},
+        )
+        run.callbacks = _callbacks(run, clock_callback)
+        if checkpoint:
+            _restore(run, checkpoint)
+    except BaseException:
+        writer.close()
+        env.close()
+        raise
+    return run
 
 
-def _couplings(config: Mapping[str, Any], clock) -> dict[str, Coupled]:
-    return {
-        name: coupled_from_spec(spec, clock, f"couplings.{name}")
-        for name, spec in config["couplings"].items()
-        if spec.get("enabled", True)
-    }
+def _clock_callback(
+    checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, Any] | None
+) -> ClockCallback:
+    config = checked.config
+    snapshots = None
+    if config["snapshots"]["max"] > 0:
+        snapshots = SnapshotEnsemble(config["snapshots"]["max"], run_dir / "snapshots")
+    callback = ClockCallback(
+        checked.schedules["policy"],
+        checked.extras["curriculum"],
+        success=ENVS[config["env"]["id"]].success,
+        couplings=checked.couplings,
+        reset=RESETS[config["reset"]["policy"]],
+        snapshots=snapshots,
+    )
+    if checkpoint:
+        callback.load_state_dict(checkpoint["callbacks"]["clock"])
+        if snapshots is not None:
+            _restore_snapshots(snapshots, callback.driver.state_dict()["cycle"])
+    return callback
 
 
-# -- checkpoints -----------------------------------------------------------------------------
+class _TensorBoard(TensorBoardOutputFormat):
+    """SB3's TensorBoard output on the run's own writer.
 
-
-def save_checkpoint(run_dir: Path, model: BaseAlgorithm, callback: CurriculumCallback) -> Path:
-    """Write the model (and replay buffer), then ``last.pt`` naming them; drop older ones.
-
-    ``last.pt`` holds the step, the callback's state (clock cycle, curriculum), the evaluation
-    history and the global RNG states, in types that ``torch.load(weights_only=True)`` reads.
+    SB3's builds a ``SummaryWriter`` of its own, without ``purge_step``: a resumed run's events
+    would repeat the steps the stopped run logged after its checkpoint.
     """
-    folder = run_dir / "checkpoints"
-    step = int(model.num_timesteps)
-    files = {"model": f"model_{step}.zip"}
-    atomic_write(folder / files["model"], model.save)
-    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
-        files["replay"] = f"replay_{step}.pkl"
-        atomic_write(folder / files["replay"], model.save_replay_buffer)
-    state = {
-        "step": step,
-        "files": files,
-        "callback": callback.state_dict(),
-        "history": callback.history,
+
+    def __init__(self, writer: SummaryWriter) -> None:
+        self.writer = writer
+        self._is_closed = False
+
+
+def _callbacks(run: _Run, clock: ClockCallback) -> dict[str, BaseCallback]:
+    """The run's callbacks by name, in the order SB3 calls them."""
+    config = run.config
+    callbacks: dict[str, BaseCallback] = {"clock": clock}
+    probe = config["probe"]
+    if probe["every"]:
+        callbacks["probe"] = ProbeCallback(
+            clock.clock, probe["every"], probe["iters"], probe["batch"]
+        )
+    callbacks["evaluation"] = EvaluationCallback(
+        _evaluator(config, run.snapshots), config["eval"]["every"], run.evaluations
+    )
+    callbacks["log"] = LogCallback(clock, config["log"]["every"])
+    callbacks["checkpoint"] = CheckpointCallback(lambda: _save(run), config["checkpoint"]["every"])
+    return callbacks
+
+
+def _restore(run: _Run, checkpoint: Mapping[str, Any]) -> None:
+    """Load a checkpoint's states into a freshly built run."""
+    model = run.model
+    load_model_state(model, checkpoint["model"])
+    if getattr(model, "replay_buffer", None) is not None:
+        load_replay(run.run_dir, checkpoint, model.replay_buffer)
+    for name, state in checkpoint["callbacks"].items():
+        if name != "clock" and hasattr(run.callbacks.get(name), "load_state_dict"):
+            run.callbacks[name].load_state_dict(state)
+    load_logger_state(model.logger, checkpoint["logger"])
+    envs = checkpoint["envs"]
+    if envs is not None and len(envs["states"]) == run.env.num_envs:
+        load_env_states(run.env, envs["states"])
+        model._last_obs = envs["last_obs"].numpy()
+        model._last_episode_starts = envs["episode_starts"].numpy()
+    else:  # fresh episodes: SB3 resets the environments when learning starts
+        model._last_obs = None
+
+    def restore_random_state() -> None:
+        set_rng_state(checkpoint["rng"])
+        load_noise_state(model, checkpoint["noise"])
+
+    restore_random_state()  # and again once learning has begun (see ResumeCallback)
+    run.callbacks = {"resume": ResumeCallback(restore_random_state), **run.callbacks}
+
+
+def _restore_snapshots(snapshots: SnapshotEnsemble, cycle: int) -> None:
+    """Keep the snapshots of cycles before ``cycle`` (the checkpoint's); later ones are redone."""
+    assert snapshots.directory is not None
+    for path in snapshots.directory.glob("cycle_*.pt"):
+        if int(path.stem.split("_")[1]) >= cycle:
+            path.unlink()
+    if any(snapshots.directory.glob("cycle_*.pt")):
+        snapshots.load(snapshots.directory)
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint the run as it is now (at an update boundary, or at the end)."""
+    model = run.model
+    states = env_states(run.env)
+    envs = None
+    if states is not None:
+        envs = {
+            "states": states,
+            "last_obs": torch.as_tensor(model._last_obs).clone(),
+            "episode_starts": torch.as_tensor(model._last_episode_starts).clone(),
+        }
+    training = {
+        "callbacks": {
+            name: callback.state_dict()
+            for name, callback in run.callbacks.items()
+            if hasattr(callback, "state_dict")
+        },
+        "history": run.evaluations.history,
         "rng": rng_state(),
+        "noise": noise_state(model),
+        "envs": envs,
+        "logger": logger_state(model.logger),
+        "resumes": run.resumes,
     }
-    path = atomic_torch_save(state, folder / "last.pt")
-    for old in [*folder.glob("model_*.zip"), *folder.glob("replay_*.pkl")]:
-        if old.name not in files.values():
-            old.unlink(missing_ok=True)
-    return path
+    save_checkpoint(run.run_dir, model, training)
 
 
-# -- the run ---------------------------------------------------------------------------------
+def _learn(run: _Run, callbacks: list[BaseCallback]) -> float:
+    """Train from the start step to ``steps``; returns the wall time of ``model.learn``."""
+    steps = run.config["steps"]
+    began = time.perf_counter()
+    if run.start < steps:
+        run.model.learn(
+            total_timesteps=steps - run.start,
+            callback=CallbackList([*run.callbacks.values(), *callbacks]),
+            log_interval=None,  # LogCallback dumps at update boundaries
+            reset_num_timesteps=run.resumes == 0,
+            progress_bar=run.config["progress"],
+        )
+    return time.perf_counter() - began
 
 
 def _evaluator(config: Mapping[str, Any], snapshots: SnapshotEnsemble | None):
@@ -267,147 +356,37 @@ def _evaluator(config: Mapping[str, Any], snapshots: SnapshotEnsemble | None):
     return evaluate_model
 
 
-def train(
-    config: Mapping[str, Any],
-    run_dir: str | Path,
-    resume: bool = False,
-    callbacks: list[BaseCallback] | None = None,
-) -> dict[str, Any]:
-    """Run (or continue) one training run in ``run_dir``; returns the final metrics.
-
-    Args:
-        config: a config as :func:`resolve_config` accepts (defaults are filled in).
-        run_dir: the run folder (created if needed).
-        resume: continue from ``run_dir/checkpoints/last.pt`` up to ``config["steps"]``.
-        callbacks: your own SB3 callbacks, called after the curriculum's at every event.
-
-    Returns:
-        ``{"steps", "wall_s", "env_steps_per_s", "eval": {tag: value}, "history",
-        "snapshot_cycles", "run_dir"}``; ``wall_s`` times ``model.learn`` alone.
-    """
-    config = resolve_config(config)
-    with torch_threads(config["threads"]):
-        return _train(config, Path(run_dir), resume, callbacks or [])
-
-
-def _train(
-    config: dict[str, Any], run_dir: Path, resume: bool, callbacks: list[BaseCallback]
-) -> dict[str, Any]:
-    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt") if resume else None
-    start = checkpoint["step"] if checkpoint else 0
-    steps = config["steps"]
-    # A run killed during its final evaluation has its last checkpoint at `steps` but no
-    # metrics.json: resuming it only finishes the evaluation.
-    if start > steps or (start == steps and (run_dir / "metrics.json").is_file()):
-        raise ConfigError(f"steps = {steps}: the run already has {start} steps; raise --steps")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.toml")
-    seed_everything(config["seed"])
-    algo, env_id = config["algo"], config["env"]["id"]
-    device = resolve_device(config["device"])
-
-    # The clock, the curriculum and what hangs on the restarts.
-    clock = from_spec(config["lr"], "lr")
-    curriculum = curriculum_from_spec(config["curriculum"], clock, steps)
-    restart = config["restart"]
-    snapshots = None
-    if restart["snapshots"]:
-        snapshots = SnapshotEnsemble(restart["max_snapshots"], run_dir / "snapshots")
-    callback = CurriculumCallback(
-        clock,
-        curriculum,
-        success=ENVS[env_id].success,
-        couplings=_couplings(config, clock),
-        reset_optimizer=(restart["reset_keys"] or True) if restart["reset_optimizer"] else False,
-        snapshots=snapshots,
-        log_every=config["log_every"],
-        probe_every=config["probe"]["every"],
-        probe_iters=config["probe"]["iters"],
-        probe_batch=config["probe"]["batch"],
-        evaluate=_evaluator(config, snapshots),
-        eval_every=config["eval"]["every"],
-        checkpoint=lambda cb: save_checkpoint(run_dir, cb.model, cb),
-        checkpoint_every=config["checkpoint_every"],
-    )
-    if checkpoint:
-        callback.load_state_dict(checkpoint["callback"])
-        callback.history = list(checkpoint["history"])
-        if snapshots is not None:
-            _restore_snapshots(snapshots, callback.driver.state_dict()["cycle"])
-
-    # Environments at the start step's difficulty, and the model.
-    env = make_training_env(
-        env_id,
-        config["n_envs"],
-        config["seed"] + start,
-        callback.target_difficulty(start),
-        config["vec"],
-    )
-    lr = StepSchedule(config["lr"], steps)
-    if checkpoint:
-        folder = run_dir / "checkpoints"
-        model = load_model(algo, folder / checkpoint["files"]["model"], env, device, lr)
-        if "replay" in checkpoint["files"]:
-            model.load_replay_buffer(folder / checkpoint["files"]["replay"])
-        set_rng_state(checkpoint["rng"])
-    else:
-        model = build_model(algo, env, config.get(algo, {}), lr, config["seed"], device)
-    model.set_logger(configure(str(run_dir), ["tensorboard"]))
-    writer = RunWriter(run_dir)
-    if not checkpoint:
-        writer.layout(_charts(config), "rlcycle", only_written=False)
-
-    began = time.perf_counter()
-    try:
-        if start < steps:
-            model.learn(
-                total_timesteps=steps - start,
-                callback=[callback, *callbacks],
-                log_interval=None,  # the callback dumps at update boundaries
-                reset_num_timesteps=not checkpoint,
-                progress_bar=config["progress_bar"],
-            )
-        wall = time.perf_counter() - began
-
-        # The end: last snapshot, final model, held-out evaluation, metrics.
-        if snapshots is not None:
-            cycle = clock.phase(model.num_timesteps).cycle
-            if cycle not in snapshots.cycles:
-                snapshots.take(model.policy, cycle)
-        atomic_write(run_dir / "model.zip", model.save)
-        final = callback.evaluate_fn(model)
-        for tag, value in final.items():
-            model.logger.record(tag, value)
-        model.logger.dump(model.num_timesteps)
-        end = int(model.num_timesteps)  # the final evaluation replaces any earlier one at `end`
-        callback.history = [h for h in callback.history if h["step"] != end]
-        callback.history.append({"step": end, "metrics": final})
-        save_checkpoint(run_dir, model, callback)
-        metrics = {
-            "steps": int(model.num_timesteps),
+def _finish(run: _Run, wall: float) -> dict[str, Any]:
+    """The end: last snapshot, final model, held-out evaluation, checkpoint, metrics.json."""
+    model, snapshots, clock = run.model, run.snapshots, run.checked.schedules["policy"]
+    end = int(model.num_timesteps)
+    if snapshots is not None and end < clock.end_step:  # a cycle ends with the run
+        cycle = clock.phase(end).cycle
+        if cycle not in snapshots.cycles:
+            snapshots.take(model.policy, cycle)
+    atomic_write(run.run_dir / "model.zip", model.save)
+    final = _evaluator(run.config, snapshots)(model)
+    for tag, value in final.items():
+        model.logger.record(tag, value)
+    model.logger.dump(end)
+    run.evaluations.add(end, final)  # replaces an evaluation at `end` during training
+    _save(run)
+    metrics = {
+        "final": {
+            "steps": end,
             "wall_s": wall,
-            "env_steps_per_s": (model.num_timesteps - start) / wall if wall > 0 else 0.0,
+            "steps_per_s": (end - run.start) / wall if wall > 0 else 0.0,
             "eval": final,
-            "history": callback.history,
             "snapshot_cycles": list(snapshots.cycles) if snapshots is not None else [],
-        }
-        atomic_write_json(metrics, run_dir / "metrics.json")
-        writer.hparams(_hparams(config), {k: v for k, v in final.items() if "/d=" not in k})
-    finally:
-        writer.close()
-        model.logger.close()
-        env.close()
-    return {**metrics, "run_dir": str(run_dir)}
+            "resumes": run.resumes,
+        },
+        "history": run.evaluations.history,
+    }
+    atomic_write_json(metrics, run.run_dir / "metrics.json")
+    return metrics
 
 
-def _restore_snapshots(snapshots: SnapshotEnsemble, cycle: int) -> None:
-    """Keep the snapshots of cycles before ``cycle`` (the checkpoint's); later ones are redone."""
-    assert snapshots.directory is not None
-    for path in snapshots.directory.glob("cycle_*.pt"):
-        if int(path.stem.split("_")[1]) >= cycle:
-            path.unlink()
-    if any(snapshots.directory.glob("cycle_*.pt")):
-        snapshots.load(snapshots.directory)
+# -- TensorBoard -----------------------------------------------------------------------------
 
 
 def _charts(config: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -423,15 +402,12 @@ def _charts(config: Mapping[str, Any]) -> dict[str, list[str]]:
         "training return by difficulty": [bucket_tag((k + 0.5) / BUCKETS) for k in range(BUCKETS)],
         "eval return by difficulty": ["eval/return/d="],
     }
-    if config["restart"]["snapshots"] and config["eval"]["ensemble"]:
+    if config["snapshots"]["max"] > 0 and config["eval"]["ensemble"]:
         charts["ensemble return by difficulty"] = ["eval/ensemble_return/d="]
     return charts
 
 
 def _hparams(config: Mapping[str, Any]) -> dict[str, Any]:
-    flat = {k: config[k] for k in ("algo", "seed", "steps", "n_envs")}
-    flat["env"] = config["env"]["id"]
-    flat.update({f"lr.{k}": v for k, v in config["lr"].items()})
-    flat.update({f"curriculum.{k}": v for k, v in config["curriculum"].items()})
-    flat["reset_optimizer"] = config["restart"]["reset_optimizer"]
-    return flat
+    """The run's hyperparameters for the HPARAMS tab: the ones a study varies, flattened."""
+    keys = ["algo", "seed", "steps", "n_envs", "env.id", "lr", "curriculum", "reset.policy"]
+    return flatten(config, only=[*keys, config["algo"]])

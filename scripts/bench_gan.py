@@ -6,19 +6,14 @@ the arms alternate in chunks of --chunk steps so that both see the same machine 
 line is ratio=<trainer steps/s / bare steps/s> (1.0 = no overhead; goal >= 0.9 on CPU).
 """
 
-from common.cli import CliParser, add_set_argument, run_cli
+from common.cli import CliParser, add_config_argument, add_set_argument, run_cli
 from common.config import apply_overrides, load_config, shipped_configs
 from gancycle.bench import run_bench
 
 
 def main() -> None:
     parser = CliParser(description=__doc__)
-    parser.add_argument(
-        "--config",
-        default="ring8",
-        metavar="NAME|PATH",
-        help=f"a shipped config ({', '.join(shipped_configs('gancycle'))}) or a TOML file",
-    )
+    add_config_argument(parser, "ring8", shipped_configs("gancycle"))
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per arm")
     parser.add_argument("--chunk", type=int, default=100, help="steps per turn of an arm")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")

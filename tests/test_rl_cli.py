@@ -1,6 +1,7 @@
 """rlcycle-train / rlcycle-eval: every bad input is one line naming it, exit code 2."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ def is_number(text: str) -> bool:
 def finished_run(tmp_path_factory):
     """A tiny finished CartPole run (256 env steps), no snapshots."""
     run = tmp_path_factory.mktemp("cli") / "run"
-    no_snapshots = ["--set", "restart.snapshots=false"]
+    no_snapshots = ["--set", "snapshots.max=0"]
     with pytest.raises(SystemExit) as exit_:
         train_main(["--out", str(run), "--steps", "256", *FAST, *no_snapshots])
     assert exit_.value.code == 0
@@ -38,7 +39,7 @@ def finished_run(tmp_path_factory):
     [
         (["--config", "nosuch"], ["--config 'nosuch'", "cartpole, lunarlander, pendulum"]),
         (["--set", "nosuch=1"], ["--set nosuch", "unknown key", "allowed here"]),
-        (["--set", "steps=many"], ["--set steps=many", "expected int"]),
+        (["--set", "steps=many"], ["steps = 'many'", "an integer"]),
         (["--steps", "0"], ["steps = 0", "> 0"]),
         (["--set", "env.id=CartPole-v1"], ["env.id = 'CartPole-v1'", "rlcycle/CartPole-v1"]),
         (["--config", "pendulum", "--algo", "dqn"], ["algo = 'dqn'", "discrete", "Pendulum"]),
@@ -58,11 +59,14 @@ def finished_run(tmp_path_factory):
             ["--config", "pendulum", "--set", "couplings.ent_coef.enabled=true"],
             ["couplings.ent_coef", "'sac' has no ent_coef"],
         ),
-        (["--set", "ppo.n_stepz=3"], ["--set ppo.n_stepz", "unknown key"]),
+        (["--set", "ppo.n_stepz=3"], ["ppo.n_stepz"]),
         (
-            ["--algo", "a2c", "--set", "restart.reset_optimizer=true"],
-            ["restart.reset_optimizer = true", "RMSprop", "a2c.use_rms_prop = false"],
+            ["--algo", "a2c", "--set", "reset.policy=momentum"],
+            ["reset.policy = 'momentum'", "RMSprop", "a2c.use_rms_prop = false"],
         ),
+        (["--set", "reset.policy=sometimes"], ["reset.policy = 'sometimes'", "none | momentum"]),
+        (["--set", "snapshots.max=-1"], ["snapshots.max = -1", ">= 0"]),
+        (["--set", "log.every=0"], ["log.every = 0", ">= 1"]),
         (["--resume", "."], ["--resume .", "no config.toml"]),
     ],
 )
@@ -79,6 +83,13 @@ def test_train_errors_are_one_line_naming_the_key(argv, needles, capsys, tmp_pat
         ("[ppo]\nclip = 0.1\n", ["ppo.clip", "not a PPO argument", "clip_range"]),
         ("[envs]\nid = 'x'\n", ["envs: unknown key"]),
         ("[eval\n", ["not valid TOML"]),
+        ("log_every = 5\n", ["log_every", "log.every"]),
+        ("checkpoint_every = 5\n", ["checkpoint_every", "checkpoint.every"]),
+        ("progress_bar = false\n", ["progress_bar", "progress"]),
+        ("[restart]\nmax_snapshots = 3\n", ["restart.max_snapshots", "snapshots.max"]),
+        ("[restart]\nsnapshots = false\n", ["restart.snapshots", "snapshots.max", "0 = none"]),
+        ("[restart]\nreset_optimizer = true\n", ["restart.reset_optimizer", "reset.policy"]),
+        ("[restart]\nreset_keys = ['exp_avg']\n", ["restart.reset_keys", "reset.policy"]),
     ],
 )
 def test_bad_config_files_name_the_key(table, needles, capsys, tmp_path):
@@ -103,7 +114,7 @@ def test_a_run_folder_is_never_overwritten_and_a_finished_run_needs_more_steps(
 
 def test_a_run_killed_during_its_final_evaluation_resumes_to_the_same_metrics(tmp_path):
     run = tmp_path / "run"
-    argv = ["--steps", "256", *FAST, "--set", "restart.snapshots=false"]
+    argv = ["--steps", "256", *FAST, "--set", "snapshots.max=0"]
     with pytest.raises(SystemExit) as exit_:
         train_main(["--out", str(run), *argv])
     assert exit_.value.code == 0
@@ -113,7 +124,9 @@ def test_a_run_killed_during_its_final_evaluation_resumes_to_the_same_metrics(tm
         train_main(["--resume", str(run), *argv])
     assert exit_.value.code == 0
     again = json.loads((run / "metrics.json").read_text())
-    assert again["eval"] == first["eval"] and again["steps"] == first["steps"] == 256
+    assert again["final"]["eval"] == first["final"]["eval"]
+    assert again["final"]["steps"] == first["final"]["steps"] == 256
+    assert again["final"]["resumes"] == 1
     assert [h["step"] for h in again["history"]] == [h["step"] for h in first["history"]]
     assert [h["step"] for h in again["history"]].count(256) == 1
 
@@ -167,12 +180,78 @@ def test_demo_prints_returns_at_three_difficulties(tmp_path, capsys):
 
     metrics = run_demo(tmp_path, steps=512)
     out = capsys.readouterr().out
+    final = metrics["final"]
     for d in ("0", "0.5", "1"):
-        assert f"eval/return/d={d}" in metrics["eval"]
+        assert f"eval/return/d={d}" in final["eval"]
     rows = [row for row in map(str.split, out.splitlines()) if len(row) == 3 and is_number(row[0])]
     assert [row[0] for row in rows] == ["0", "0.5", "1"]
     assert [float(row[1]) for row in rows] == [
-        pytest.approx(metrics["eval"][f"eval/return/d={d}"], abs=0.05) for d in ("0", "0.5", "1")
+        pytest.approx(final["eval"][f"eval/return/d={d}"], abs=0.05) for d in ("0", "0.5", "1")
     ]
     run = Path(metrics["run_dir"])
     assert run.parent == tmp_path / "cartpole" and f"logs: {run}" in out
+
+
+def test_a_gan_run_folder_is_named_as_such(tmp_path, capsys):
+    from common.config import load_config, save_config
+
+    run = tmp_path / "gan"
+    save_config(load_config("ring8", "gancycle"), run / "config.toml")
+    code, _, err = run_main(eval_main, ["--run", str(run)], capsys)
+    assert_one_line_error(code, err, f"--run {run}", "a gancycle run", "gancycle-eval")
+    code, _, err = run_main(train_main, ["--resume", str(run), "--no-progress"], capsys)
+    assert_one_line_error(code, err, f"--resume {run}", "a gancycle run")
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    code, _, err = run_main(train_main, ["--out", str(path), *FAST], capsys)
+    assert_one_line_error(code, err, str(path), "is a file")
+    assert path.read_text() == "mine"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_checkpoint_on_resume_is_one_line(finished_run, damage, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    last = run / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00garbage" * 64)
+    code, _, err = run_main(train_main, ["--resume", str(run), "--steps", "512", *FAST], capsys)
+    assert_one_line_error(code, err, str(last))
+    code, _, err = run_main(eval_main, ["--run", str(run)], capsys)
+    assert_one_line_error(code, err, str(last))
+
+
+def test_a_run_folder_in_use_is_refused(finished_run, capsys):
+    from common.runs import hold_run_folder
+
+    with hold_run_folder(finished_run, resume=True):  # another trainer, as the lock sees it
+        code, _, err = run_main(train_main, ["--resume", str(finished_run), *FAST], capsys)
+    assert_one_line_error(code, err, str(finished_run), "in use by another trainer", "pid")
+
+
+def test_the_command_line_imports_no_torch_until_a_run_starts():
+    heavy = "{'torch', 'stable_baselines3', 'tensorboard'}"
+    code = f"import sys, rlcycle.cli; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_layered_config_and_check(tmp_path, capsys):
+    """A user file holds only what it changes, on a shipped base; --check trains nothing."""
+    mine = tmp_path / "mine.toml"
+    mine.write_text('base = "lunarlander"\nsteps = 4096\n[curriculum]\nmode = "in"\n')
+    run = tmp_path / "run"
+    code, out, err = run_main(
+        train_main, ["--config", str(mine), "--out", str(run), "--check"], capsys
+    )
+    assert code == 0, err
+    assert out.startswith(f"ok: {mine}: 4096 steps; schedules policy (cosine_restarts)")
+    assert not run.exists()
+    from rlcycle.settings import SCHEMA, check_config
+
+    config = SCHEMA.load(str(mine))
+    assert config["env"]["id"] == "rlcycle/LunarLander-v3" and config["n_envs"] == 16
+    assert check_config(config).extras["curriculum"].mode == "in"

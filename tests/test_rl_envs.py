@@ -6,7 +6,7 @@ import pytest
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 from rlcycle.envs import ENVS, make_env
-from rlcycle.train import make_training_env
+from rlcycle.vecenv import make_training_env
 
 
 def rollout(env: gym.Env, seed: int, actions) -> list[np.ndarray]:

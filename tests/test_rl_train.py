@@ -13,7 +13,7 @@ from common.config import load_config, read_config
 from common.runs import load_checkpoint
 from common.schedules import from_spec
 from common.tb import read_scalars
-from rlcycle.algos import algo_optimizers, load_model
+from rlcycle.algos import ALGOS, algo_optimizers
 from rlcycle.curriculum import curriculum_from_spec
 from rlcycle.evaluate import evaluate_run
 from rlcycle.train import train
@@ -22,9 +22,10 @@ from rlcycle.train import train
 def tiny(name: str, steps: int, period: float, **top) -> dict:
     """A shipped config cut down to a few seconds of CPU."""
     config = load_config(name, "rlcycle")
-    config.update(steps=steps, device="cpu", progress_bar=False, log_every=1, **top)
+    config.update(steps=steps, device="cpu", progress=False, **top)
+    config["log"]["every"] = 1
     config["lr"]["period"] = period
-    config["restart"]["snapshots"] = False
+    config["snapshots"]["max"] = 0
     config["eval"].update(difficulties=[0.0], episodes=1)
     return config
 
@@ -52,7 +53,7 @@ def clock_and_curriculum(config):
 def ppo_run(tmp_path_factory):
     """One PPO CartPole run with snapshots, shared by several tests."""
     config = tiny("cartpole", 1280, 300)
-    config["restart"]["snapshots"] = True
+    config["snapshots"]["max"] = 5
     config["eval"].update(difficulties=[0.0, 1.0], episodes=2)
     run = tmp_path_factory.mktemp("ppo_run")
     return config, run, train(config, run)
@@ -61,7 +62,7 @@ def ppo_run(tmp_path_factory):
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn", "sac"])
 def test_sb3_logs_the_core_learning_rate_at_every_step(algo, tmp_path):
     config = TINY[algo]()
-    metrics = train(config, tmp_path)
+    steps = train(config, tmp_path)["final"]["steps"]
     clock, _ = clock_and_curriculum(config)
     logged = read_scalars(tmp_path, "train/learning_rate")
     assert len({v for _, v in logged}) >= 3  # the schedule moves
@@ -72,13 +73,14 @@ def test_sb3_logs_the_core_learning_rate_at_every_step(algo, tmp_path):
     for name in names:
         for step, value in read_scalars(tmp_path, f"lr/{name}"):
             assert value == pytest.approx(clock.value(step), rel=1e-6), (name, step)
-    # ... and the saved model reloads with the last update's learning rate in each of them.
-    model = load_model(config["algo"], tmp_path / "model.zip")
+    # ... and the model.zip written for SB3 users (our own: safe to unpickle here) reloads with
+    # the last update's learning rate in each of them.
+    model = ALGOS[config["algo"]].load(tmp_path / "model.zip", device="cpu")
     assert set(algo_optimizers(model)) == names
-    final = clock.value(metrics["steps"])
+    final = clock.value(steps)
     for optimizer in algo_optimizers(model).values():
         assert optimizer.param_groups[0]["lr"] == pytest.approx(final, rel=1e-9)
-    assert model.lr_schedule(1.0 - metrics["steps"] / config["steps"]) == pytest.approx(final)
+    assert model.lr_schedule(1.0 - steps / config["steps"]) == pytest.approx(final)
 
 
 def test_logged_difficulty_follows_the_curriculum(ppo_run):
@@ -145,7 +147,7 @@ def test_difficulty_reaches_subprocess_workers_during_training(tmp_path):
 def test_restarts_reset_every_optimizer(algo, tmp_path):
     config = TINY[algo]()
     config["steps"] = {"ppo": 1280, "sac": 400}[algo]
-    config["restart"]["reset_optimizer"] = True
+    config["reset"]["policy"] = "momentum"
     watch = Watch(config)
     train(config, tmp_path / "reset", callbacks=[watch])
     assert len(watch.restarts) == 4  # steps 300, 600, 900, 1200 (ppo); 100 ... 400 (sac)
@@ -158,7 +160,7 @@ def test_restarts_reset_every_optimizer(algo, tmp_path):
         assert all(v == 0.0 for v in now.values()), now
         assert all(v > 0.0 for v in before.values()), before
     # Without the option, the moments survive the restarts.
-    config["restart"]["reset_optimizer"] = False
+    config["reset"]["policy"] = "none"
     control = Watch(config)
     train(config, tmp_path / "keep", callbacks=[control])
     assert all(v > 0.0 for now in control.restarts[1:] for v in now.values())
@@ -166,18 +168,19 @@ def test_restarts_reset_every_optimizer(algo, tmp_path):
 
 def test_snapshots_at_cycle_ends_and_ensemble_evaluation(ppo_run):
     config, run, metrics = ppo_run
+    final = metrics["final"]
     # Cycles end at 300, 600, 900, 1200; the last (unfinished) cycle is kept at the end.
-    assert metrics["snapshot_cycles"] == [0, 1, 2, 3, 4]
+    assert final["snapshot_cycles"] == [0, 1, 2, 3, 4]
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
         f"cycle_{k}.pt" for k in range(5)
     ]
     state = torch.load(run / "snapshots" / "cycle_1.pt", weights_only=True)
     assert any(k.startswith("action_net") for k in state)
     for d in ("0", "1"):
-        assert metrics["eval"][f"eval/ensemble_return/d={d}"] >= 8.0  # CartPole's shortest
+        assert final["eval"][f"eval/ensemble_return/d={d}"] >= 8.0  # CartPole's shortest
     again = evaluate_run(run, [1.0], episodes=2, ensemble=True)
-    assert again["eval/ensemble_return/d=1"] == metrics["eval"]["eval/ensemble_return/d=1"]
-    assert again["eval/return/d=1"] == metrics["eval"]["eval/return/d=1"]
+    assert again["eval/ensemble_return/d=1"] == final["eval"]["eval/ensemble_return/d=1"]
+    assert again["eval/return/d=1"] == final["eval"]["eval/return/d=1"]
 
 
 def test_run_folder_metrics_and_hparams(ppo_run):
@@ -185,13 +188,17 @@ def test_run_folder_metrics_and_hparams(ppo_run):
     for name in ("config.toml", "metrics.json", "model.zip", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
     saved = json.loads((run / "metrics.json").read_text())
-    assert saved["eval"] == metrics["eval"] and saved["steps"] == 1280
+    assert saved == {"final": metrics["final"], "history": metrics["history"]}
+    final = saved["final"]
+    assert set(final) == {"steps", "wall_s", "steps_per_s", "eval", "snapshot_cycles", "resumes"}
+    assert final["steps"] == 1280 and final["resumes"] == 0
+    assert final["steps_per_s"] == pytest.approx(1280 / final["wall_s"])
+    assert saved["history"] == [{"step": 1280, "metrics": final["eval"]}]
     assert read_config(run / "config.toml")["steps"] == 1280
     checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
     assert checkpoint["step"] == 1280
-    assert (run / "checkpoints" / checkpoint["files"]["model"]).is_file()
     ret = read_scalars(run, "eval/return/d=1")
-    assert ret == [(1280, pytest.approx(metrics["eval"]["eval/return/d=1"]))]
+    assert ret == [(1280, pytest.approx(final["eval"]["eval/return/d=1"]))]
     assert read_scalars(run, "hparam_metric/eval/return")
     buckets = [f"curriculum/return/d={lo}-{hi}" for lo, hi in (("0", "0.25"), ("0.25", "0.5"))]
     assert all(read_scalars(run, tag) for tag in buckets)
@@ -213,3 +220,16 @@ def test_entropy_coupling_and_curvature_probe(tmp_path):
     assert all(math.isfinite(m) and m != 0.0 for _, m in margins)
     assert len({m for _, m in margins}) >= 3
     assert np.isfinite(np.array([v for _, v in read_scalars(tmp_path, "train/loss")])).all()
+
+
+def test_a_schedule_that_ends_snapshots_its_last_cycle_once(tmp_path):
+    config = tiny("cartpole", 1024, 512)
+    config["lr"] = {"kind": "cosine", "max": 1e-3, "min": 1e-5, "period": 512}
+    config["snapshots"]["max"] = 5
+    config["reset"]["policy"] = "momentum"
+    watch = Watch(config)
+    metrics = train(config, tmp_path, callbacks=[watch])
+    assert metrics["final"]["snapshot_cycles"] == [0]  # at its end (512), not again at 1024
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == ["cycle_0.pt"]
+    # The end (step 512) is no restart: Adam's moments survive it.
+    assert len(watch.restarts) == 1 and all(v > 0.0 for v in watch.restarts[0].values())

@@ -612,14 +612,14 @@ def _sets(run) -> list[str]:
 
 
 def test_rl_study_arms_share_budget_and_the_baseline_follows_rl_zoo():
-    from rlcycle.train import resolve_config
+    from rlcycle.settings import check_config
 
     study = find_study("rl_rhythm")
     runs = plan_runs(study)
     assert len(runs) == 2 * 6 * 5
     for label, zoo in [("cartpole", [1e-3, 5e-4, 0.0]), ("lunarlander", [3e-4, 3e-4, 3e-4])]:
         first = {
-            run.arm: resolve_config(resolved(run, "rlcycle"))
+            run.arm: check_config(resolved(run, "rlcycle")).config
             for run in runs
             if run.label == label and run.seed == 0
         }

@@ -1,0 +1,127 @@
+"""Nothing read from an rlcycle run folder executes code.
+
+A crafted SB3 zip (its ``data`` section unpickles a payload) placed wherever a zip could be read
+from, and a checkpoint that names a zip outside its run folder: evaluating the run (alone and
+with its snapshot ensemble) and resuming it must not run the payload.
+"""
+
+import base64
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlcycle.cli import eval_main, train_main
+
+FAST = ["--device", "cpu", "--no-progress", "--set", "eval.episodes=1", "--set", "lr.period=128"]
+
+
+class Payload:
+    """Unpickling it writes ``flag``: what a malicious zip would do."""
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.flag)!r}, 'w').write('pwned')",)
+
+
+def crafted_zip(genuine: Path, target: Path, flag: Path) -> None:
+    """A copy of the SB3 zip ``genuine`` at ``target`` whose data section runs ``Payload``."""
+    with zipfile.ZipFile(genuine) as source:
+        entries = {name: source.read(name) for name in source.namelist()}
+    data = json.loads(entries["data"])
+    serialized = base64.b64encode(pickle.dumps(Payload(flag))).decode()
+    data["policy_class"] = {":type:": "<class 'abc.ABCMeta'>", ":serialized:": serialized}
+    entries["data"] = json.dumps(data).encode()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w") as out:
+        for name, content in entries.items():
+            out.writestr(name, content)
+
+
+def run_main(main, argv) -> int:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    return exit_.value.code
+
+
+@pytest.fixture
+def booby_trapped_run(tmp_path):
+    """A finished 256-step run whose every zip, and a zip outside it, runs the payload."""
+    run = tmp_path / "run"
+    assert run_main(train_main, ["--out", str(run), "--steps", "256", *FAST]) == 0
+    written = [*(run / "checkpoints").iterdir(), *(run / "snapshots").iterdir()]
+    genuine = tmp_path / "genuine.zip"
+    genuine.write_bytes((run / "model.zip").read_bytes())
+    flag = tmp_path / "pwned"
+    for target in (run / "model.zip", run / "checkpoints" / "model_256.zip"):
+        crafted_zip(genuine, target, flag)
+    crafted_zip(genuine, tmp_path / "outside" / "model_256.zip", flag)
+    assert not flag.exists()
+    return run, flag, written
+
+
+def test_the_trap_is_real(booby_trapped_run):
+    """SB3's own load of the crafted zip runs the payload: what rlcycle must never do."""
+    from stable_baselines3 import PPO
+
+    run, flag, _ = booby_trapped_run
+    try:
+        PPO.load(run / "model.zip", device="cpu")
+    except Exception:
+        pass  # the payload's return value is no policy class; it has run by then
+    assert flag.exists()
+
+
+@pytest.mark.parametrize("ensemble", [False, True], ids=["final", "ensemble"])
+def test_evaluating_a_run_loads_no_pickle(booby_trapped_run, ensemble):
+    run, flag, _ = booby_trapped_run
+    argv = ["--run", str(run), "--episodes", "1", *(["--ensemble"] if ensemble else [])]
+    assert run_main(eval_main, argv) == 0
+    assert not flag.exists()
+
+
+def test_resuming_a_run_loads_no_pickle(booby_trapped_run):
+    run, flag, _ = booby_trapped_run
+    assert run_main(train_main, ["--resume", str(run), "--steps", "512", *FAST]) == 0
+    assert not flag.exists()
+    assert json.loads((run / "metrics.json").read_text())["final"]["steps"] == 512
+
+
+def test_a_checkpoint_naming_a_file_outside_its_folder_reads_nothing_there(booby_trapped_run):
+    run, flag, _ = booby_trapped_run
+    last = run / "checkpoints" / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    outside = "../../outside/model_256.zip"
+    checkpoint["files"] = {"model": outside, "replay": outside}
+    torch.save(checkpoint, last)
+    assert run_main(eval_main, ["--run", str(run), "--episodes", "1"]) == 0
+    assert run_main(train_main, ["--resume", str(run), "--steps", "512", *FAST]) == 0
+    assert not flag.exists()
+
+
+def test_checkpoints_and_snapshots_are_weights_only_files(booby_trapped_run):
+    """Everything training reads back is a ``.pt`` that ``torch.load(weights_only=True)`` reads."""
+    _, _, read_back = booby_trapped_run
+    assert read_back and all(path.suffix == ".pt" for path in read_back), read_back
+    for path in read_back:
+        torch.load(path, weights_only=True)
+
+
+def test_a_checkpoint_of_the_old_zip_layout_is_refused_in_one_line(booby_trapped_run, capsys):
+    """Earlier versions' last.pt named a model zip: such a run is refused, its zip not read."""
+    run, flag, _ = booby_trapped_run
+    last = run / "checkpoints" / "last.pt"
+    torch.save({"step": 256, "files": {"model": "model_256.zip"}}, last)
+    for main, argv in (
+        (eval_main, ["--run", str(run)]),
+        (train_main, ["--resume", str(run), "--steps", "512", *FAST]),
+    ):
+        assert run_main(main, argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{last}: not an rlcycle checkpoint" in err, err
+    assert not flag.exists()
