@@ -8,7 +8,7 @@ from pathlib import Path
 from common.config import read_config
 from common.coupling import coupled_from_spec
 from common.plots import plot_config, plot_double_well
-from common.schedules import from_spec
+from common.schedules import build_schedules, from_spec
 from common.tb import RunWriter
 
 __all__ = ["schedule_demo"]
@@ -22,7 +22,7 @@ def schedule_demo(example: Path, runs_root: Path = Path("runs"), steps: int = 80
     """
     config = read_config(example)
     run = runs_root / "schedules" / time.strftime("%Y%m%d-%H%M%S")
-    schedules = {name: from_spec(spec, name=f"lr.{name}") for name, spec in config["lr"].items()}
+    schedules = build_schedules(config["lr"])  # a follow (D mirroring G) needs the whole table
     first = next(iter(schedules))
     couplings = {
         name: coupled_from_spec(spec, schedules[spec.get("clock", first)], f"couplings.{name}")
