@@ -23,7 +23,7 @@ from common.config import (
     Schema,
     apply_overrides,
     load_config,
-    read_config,
+    read_run_config,
 )
 
 __all__ = [
@@ -145,9 +145,8 @@ def resolve_run(
 
     layered = isinstance(schema, Schema)
     if args.resume is not None:
-        if not (args.resume / "config.toml").is_file():
-            raise ConfigError(f"--resume {args.resume}: no config.toml there; not a run folder")
-        config = read_config(args.resume / "config.toml")
+        package = schema.package if isinstance(schema, Schema) else schema
+        config = read_run_config(args.resume, package, "--resume")
         if layered:
             config = schema.check(config, f"{args.resume / 'config.toml'}: ")
         run_dir, resuming = args.resume, True

@@ -71,6 +71,9 @@ __all__ = [
     "apply_overrides",
     "save_config",
     "read_config",
+    "run_package",
+    "check_run_package",
+    "read_run_config",
 ]
 
 
@@ -583,6 +586,49 @@ def flatten(config: Mapping[str, Any], only: Iterable[str] | None = None) -> dic
 
 
 # -- files -----------------------------------------------------------------------------------
+
+
+_RUN_MARKS = {"gancycle": ("model", "data"), "rlcycle": ("algo", "env")}
+"""Top-level keys that only a config of that package has."""
+
+
+def run_package(config: Mapping[str, Any]) -> str | None:
+    """Which package wrote a run's ``config.toml``: ``gancycle``, ``rlcycle`` or None."""
+    for package, marks in _RUN_MARKS.items():
+        if all(key in config for key in marks):
+            return package
+    return None
+
+
+def check_run_package(
+    config: Mapping[str, Any], package: str, run_dir: str | Path, option: str
+) -> None:
+    """Name another package's run folder as such, rather than the keys its config lacks.
+
+    Raises:
+        ConfigError: ``config`` (a run's ``config.toml``) was written by another package.
+    """
+    other = run_package(config)
+    if other is not None and other != package:
+        article = "an" if other[0] in "aeiour" else "a"
+        raise ConfigError(
+            f"{option} {run_dir}: {article} {other} run, not a {package} one; use {other}-eval "
+            f"or {other}-train --resume"
+        )
+
+
+def read_run_config(run_dir: str | Path, package: str, option: str) -> dict[str, Any]:
+    """The ``config.toml`` of the ``package`` run in ``run_dir``; ``option`` names it in errors.
+
+    Raises:
+        ConfigError: no config there, or the folder holds another package's run.
+    """
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise ConfigError(f"{option} {run_dir}: no config.toml there; not a run folder")
+    config = read_config(path)
+    check_run_package(config, package, run_dir, option)
+    return config
 
 
 def shipped_configs(package: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
-from common.config import ConfigError, read_config, shipped_configs
+from common.config import ConfigError, read_run_config, shipped_configs
 
 __all__ = ["train_main", "sample_main", "eval_main"]
 
@@ -114,12 +114,7 @@ def _check_file(path: str, flag: str) -> None:
 
 def _run_dir(path: Path) -> dict[str, Any]:
     """The config of the gancycle run folder ``path`` (``--run``), which has a checkpoint."""
-    from gancycle.trainer import check_gan_run
-
-    if not (path / "config.toml").is_file():
-        raise FileNotFoundError(f"--run {path}: no config.toml there; not a run folder")
-    config = read_config(path / "config.toml")
-    check_gan_run(config, path, "--run")
+    config = read_run_config(path, "gancycle", "--run")
     if not (path / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"--run {path}: no checkpoints/last.pt; was the run started?")
     return config

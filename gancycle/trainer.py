@@ -26,14 +26,20 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from common.config import CheckedConfig, ConfigError, flatten, read_config, save_config
+from common.config import (
+    CheckedConfig,
+    ConfigError,
+    check_run_package,
+    flatten,
+    read_config,
+    save_config,
+)
 from common.coupling import CallableTarget
 from common.dynamics import KineticEnergy, Thermostat
 from common.flat_params import FlatParameters
@@ -61,7 +67,7 @@ from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
 from gancycle.settings import COUPLED, RESETS, check_config
 
-__all__ = ["GanTrainer", "Divergence", "train", "check_gan_run", "NETS", "WHICH"]
+__all__ = ["GanTrainer", "Divergence", "train", "NETS", "WHICH"]
 
 NETS = ("G", "D")
 WHICH = ("G", "ema", "ensemble")
@@ -658,27 +664,11 @@ class GanTrainer:
         """
         run_dir = Path(run_dir)
         config = read_config(run_dir / "config.toml") if config is None else config
-        check_gan_run(config, run_dir, "--run")
+        if not isinstance(config, CheckedConfig):
+            check_run_package(config, "gancycle", run_dir, "--run")
         trainer = cls(config, run_dir, device)
         trainer.load_checkpoint()
         return trainer
-
-
-def check_gan_run(
-    config: Mapping[str, Any] | CheckedConfig, run_dir: str | Path, flag: str
-) -> None:
-    """Name an rlcycle run folder as such (rather than the GAN keys its config lacks).
-
-    Raises:
-        ConfigError: ``config`` (the run's ``config.toml``) is an rlcycle config.
-    """
-    if isinstance(config, CheckedConfig):
-        return  # checked as a gancycle config already
-    if "model" not in config and "algo" in config and "env" in config:
-        raise ConfigError(
-            f"{flag} {run_dir}: an rlcycle run, not a gancycle one (its config.toml has algo "
-            "and env); use rlcycle-eval or rlcycle-train --resume"
-        )
 
 
 def train(
@@ -701,8 +691,8 @@ def train(
     Returns:
         The final metrics (see :meth:`GanTrainer.train`).
     """
-    if resume:
-        check_gan_run(config, run_dir, "--resume")
+    if resume and not isinstance(config, CheckedConfig):
+        check_run_package(config, "gancycle", run_dir, "--resume")
     checked = check_config(config)  # a bad key stops here, before the folder is made
     with hold_run_folder(run_dir, resume):
         trainer = GanTrainer(checked, run_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
-from common.config import ConfigError, shipped_configs
+from common.config import ConfigError, read_run_config, shipped_configs
 
 __all__ = ["train_main", "eval_main", "train_parser", "eval_parser"]
 
@@ -61,10 +61,10 @@ def train_parser() -> argparse.ArgumentParser:
 
 def _train(argv: Sequence[str] | None) -> int:
     args = train_parser().parse_args(argv)  # --help stops here, before torch is imported
-    from rlcycle.settings import SCHEMA, check_config, read_run_config
+    from rlcycle.settings import SCHEMA, check_config
 
     if args.resume is not None:
-        read_run_config(args.resume, "--resume")  # names another package's run
+        read_run_config(args.resume, "rlcycle", "--resume")  # names another package's run
     config, run_dir, resume = resolve_run(args, SCHEMA)
     if resume and args.algo is not None and args.algo != config.get("algo"):
         raise ConfigError(f"--algo {args.algo}: a resumed run keeps its algo ({config['algo']})")

@@ -27,13 +27,14 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from common.config import read_run_config
 from common.snapshots import SnapshotEnsemble
 from common.tb import eval_tag
 from rlcycle.algos import ON_POLICY, build_model
 from rlcycle.checkpoints import policy_weights, read_checkpoint
 from rlcycle.envs import ENVS, check_difficulty, make_env
 from rlcycle.lr import StepSchedule
-from rlcycle.settings import CheckedConfig, check_config, read_run_config
+from rlcycle.settings import CheckedConfig, check_config
 
 __all__ = [
     "EVAL_SEED_OFFSET",
@@ -214,7 +215,7 @@ def evaluate_run(
         seed: evaluation seed (default: the run's).
     """
     run_dir = Path(run_dir)
-    checked = check_config(read_run_config(run_dir, "--run"))
+    checked = check_config(read_run_config(run_dir, "rlcycle", "--run"))
     config = checked.config
     grid = list(difficulties) if difficulties else config["eval"]["difficulties"]
     for d in grid:

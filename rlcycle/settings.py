@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from common.config import (
@@ -30,7 +29,6 @@ from common.config import (
     boolean,
     choice,
     integer,
-    read_config,
     shared_keys,
 )
 from common.coupling import Coupled, coupled_from_spec
@@ -40,7 +38,7 @@ from rlcycle.algos import ALGOS, ON_POLICY, check_algo
 from rlcycle.curriculum import curriculum_from_spec
 from rlcycle.envs import ENVS, check_difficulty
 
-__all__ = ["RENAMED", "RESETS", "COUPLINGS", "SCHEMA", "check_config", "read_run_config"]
+__all__ = ["RENAMED", "RESETS", "COUPLINGS", "SCHEMA", "check_config"]
 
 RENAMED = {
     "log_every": "log.every",
@@ -168,27 +166,3 @@ def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return dataclasses.replace(checked, couplings=couplings, extras={"curriculum": curriculum})
-
-
-def _kind_of_run(config: Mapping[str, Any]) -> str:
-    if "env" not in config and {"model", "data"} <= set(config):
-        return "gancycle"
-    return "rlcycle"
-
-
-def read_run_config(run_dir: str | Path, option: str) -> dict[str, Any]:
-    """The ``config.toml`` of the run in ``run_dir``; ``option`` names it in errors.
-
-    Raises:
-        ConfigError: no config there, or the folder holds another package's run.
-    """
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        raise ConfigError(f"{option} {run_dir}: no config.toml there; not a run folder")
-    config = read_config(path)
-    if _kind_of_run(config) == "gancycle":
-        raise ConfigError(
-            f"{option} {run_dir}: a gancycle run (its config has [model] and [data]); "
-            "use gancycle-eval or gancycle-train --resume"
-        )
-    return config

@@ -427,3 +427,12 @@ def test_the_demos_schedule_part_runs_on_its_example(tmp_path, capsys):
     for step in (0, 100, 250, 390):
         assert lr_D[step] == pytest.approx(3e-4 + 1e-5 - lr_G[step], rel=1e-5), step
     assert (run / "schedules.png").is_file() and (run / "double_well.png").is_file()
+
+
+def test_resuming_an_rlcycle_run_names_it(tmp_path, capsys):
+    from rlcycle.settings import SCHEMA as RL_SCHEMA
+
+    run = tmp_path / "rl_run"
+    save_config(RL_SCHEMA.defaults(), run / "config.toml")  # what rlcycle-train writes first
+    code, _, err = call(train_main, ["--resume", str(run)], capsys)
+    assert_one_line_error(code, err, f"--resume {run}", "an rlcycle run", "rlcycle-train --resume")
