@@ -103,7 +103,7 @@ def _summary(metrics: dict[str, Any], run_dir: Path) -> str:
             f"  diverged at step {d['step']} ({d['tag']} = {d['value']}): the metrics above are "
             f"of the last checkpoint, step {metrics['steps']}"
         )
-    lines.append(f"  tensorboard --logdir {run_dir}")
+    lines.append(f"  view: make tensorboard RUNS={run_dir}")
     return "\n".join(lines)
 
 

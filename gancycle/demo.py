@@ -54,5 +54,5 @@ def run_demo(
                 f"  {label:10s} modes {m['modes']:.0f}/8, high quality {m['high_quality']:.1f}%, "
                 f"KL {m['kl']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}"
             )
-    print(f"run folder: {run_dir}   (tensorboard --logdir {run_dir})")
+    print(f"run folder: {run_dir}   (view: make tensorboard RUNS={run_dir})")
     return metrics

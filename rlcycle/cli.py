@@ -88,7 +88,7 @@ def _summary(metrics: dict[str, Any]) -> str:
     for tag, value in final["eval"].items():
         if tag.startswith("eval/return/d=") or tag.startswith("eval/ensemble_return/d="):
             lines.append(f"  {tag:<30} {value:9.1f}")
-    lines.append(f"view: tensorboard --logdir {metrics['run_dir']}")
+    lines.append(f"view: make tensorboard RUNS={metrics['run_dir']}")
     return "\n".join(lines)
 
 

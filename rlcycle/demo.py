@@ -47,5 +47,5 @@ def run_demo(runs_root: Path = Path("runs"), steps: int | None = None) -> dict[s
         policy = final["eval"][f"eval/return/d={d:g}"]
         ensemble = final["eval"].get(f"eval/ensemble_return/d={d:g}", float("nan"))
         print(f"  {d:>10g}  {policy:>12.1f}  {ensemble:>17.1f}")
-    print(f"logs: {run_dir}  (tensorboard --logdir {run_dir})")
+    print(f"logs: {run_dir}  (view: make tensorboard RUNS={run_dir})")
     return metrics
