@@ -134,9 +134,6 @@ def _which(args: argparse.Namespace) -> str:
 
 
 def _sample(argv: Sequence[str] | None) -> int:
-    from common.runs import resolve_device
-    from gancycle.trainer import GanTrainer
-
     parser = CliParser(
         prog="gancycle-sample",
         description="Write samples of a run's generator (final by default) to a .npy file: "
@@ -156,6 +153,9 @@ def _sample(argv: Sequence[str] | None) -> int:
         raise ConfigError(f"--out {args.out}: no folder {args.out.parent}; create it first")
     if args.out.is_dir():
         raise ConfigError(f"--out {args.out}: a folder; name a .npy file")
+    from common.runs import resolve_device
+    from gancycle.trainer import GanTrainer
+
     config = _run_dir(args.run)
     trainer = GanTrainer.from_run(args.run, resolve_device(args.device), config)
     samples = trainer.sample(args.n, _which(args), seed=args.seed)
@@ -167,9 +167,6 @@ def _sample(argv: Sequence[str] | None) -> int:
 
 
 def _eval(argv: Sequence[str] | None) -> int:
-    from common.runs import resolve_device
-    from gancycle.trainer import WHICH, GanTrainer
-
     parser = CliParser(
         prog="gancycle-eval",
         description="Recompute a run's metrics from its last checkpoint and print them as JSON.",
@@ -184,6 +181,9 @@ def _eval(argv: Sequence[str] | None) -> int:
     parser.add_argument("--all", action="store_true", help="G, its EMA and the ensemble")
     _which_arguments(parser)
     args = parser.parse_args(argv)
+    from common.runs import resolve_device  # torch: only once the arguments are good
+    from gancycle.trainer import WHICH, GanTrainer
+
     run_dir, config = args.run, _run_dir(args.run)
     if args.samples is not None:
         if args.samples < 10:

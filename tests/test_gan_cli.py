@@ -110,6 +110,20 @@ def test_help_is_fast_and_imports_no_torch():
     assert time.perf_counter() - start < 2.0  # about 0.5 s: torch is not imported
 
 
+@pytest.mark.parametrize("main", ["train_main", "sample_main", "eval_main"])
+def test_every_gan_script_answers_help_and_usage_errors_without_torch(main):
+    """``--help`` and an argument error come before torch is imported (under a second)."""
+    for argv in (["--help"], ["--n", "0"]):
+        script = (
+            f"import sys\nfrom gancycle.cli import {main}\n"
+            f"try:\n    {main}({argv!r})\nexcept SystemExit as e:\n"
+            "    print(e.code, 'torch' in sys.modules)"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        code, torch_loaded = done.stdout.split()[-2:]
+        assert code in ("0", "2") and torch_loaded == "False", (main, argv, done.stdout)
+
+
 def test_the_help_example_is_one_gancycle_accepts(capsys, tmp_path):
     code, out, _ = call(train_main, ["--help"], capsys)
     example = re.search(r"e\.g\. --set (\S+)", " ".join(out.split())).group(1)
