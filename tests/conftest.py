@@ -22,11 +22,29 @@ def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
     return exit_.value.code, out, err
 
 
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    """Exit code 2 and one ``error: ...`` line on stderr holding every needle, no traceback."""
+def assert_one_line_error(code: int, err: str, *needles: str) -> str:
+    """Exit code 2 and one ``error: ...`` line on stderr holding every needle, no traceback;
+    returns the line."""
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+TINY_RING8 = [
+    "model.hidden=16",
+    "model.layers=2",
+    "data.batch=32",
+    "lr.G.period=10",
+    "eval.every=0",
+    "eval.samples=200",
+]
+"""``--set`` items that make ring8 tiny: 10-step cycles, 16-unit nets, a small evaluation."""
+
+
+def set_args(*items: str) -> list[str]:
+    """``--set`` before each ``key=value`` item."""
+    return [arg for item in items for arg in ("--set", item)]

@@ -9,23 +9,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RING8 as TINY
 from conftest import assert_one_line_error as one_line_error
 from conftest import run_main as call
+from conftest import set_args as sets
 
 from gancycle.cli import eval_main, sample_main, train_main
-
-TINY = [
-    "model.hidden=16",
-    "model.layers=2",
-    "data.batch=32",
-    "lr.G.period=10",
-    "eval.every=0",
-    "eval.samples=200",
-]
-
-
-def sets(*items: str) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def train_args(out, steps="25", *extra) -> list[str]:

@@ -3,6 +3,9 @@
 import json
 
 import pytest
+from conftest import assert_one_line_error as one_line_error
+from conftest import run_main
+from conftest import set_args as sets
 
 from common.config import ConfigError, get, load_config, shipped_configs
 from gancycle.cli import train_main
@@ -12,24 +15,8 @@ FAST = ["--steps", "5", "--device", "cpu", "--no-progress"]
 TINY = ["model.hidden=16", "model.layers=2", "data.batch=32", "eval.samples=200"]
 
 
-def sets(*items: str) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
-
-
 def call(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        train_main(argv)
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
-
-
-def one_line_error(code: int, err: str, *needles: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+    return run_main(train_main, argv, capsys)
 
 
 def test_a_three_line_user_config_trains_on_the_defaults(tmp_path, capsys):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RING8, set_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.util import tensor_util
@@ -16,18 +17,8 @@ from gancycle.sampling import generate
 from gancycle.settings import SCHEMA
 from gancycle.trainer import GanTrainer, train
 
-# ring8 made tiny: 10-step cycles, 16-unit nets, every step logged.
-TINY = [
-    "device=cpu",
-    "steps=30",
-    "model.hidden=16",
-    "model.layers=2",
-    "data.batch=32",
-    "lr.G.period=10",
-    "log.every=1",
-    "eval.every=0",
-    "eval.samples=200",
-]
+# ring8 made tiny, every step logged.
+TINY = ["device=cpu", "steps=30", "log.every=1", *TINY_RING8]
 
 
 def tiny_config(*sets: str) -> dict:
@@ -127,8 +118,7 @@ RESUME_SETS = [
 
 def _cli_train(run, steps, *extra):
     args = ["--config", "ring8", "--out", str(run), "--steps", steps, "--no-progress"]
-    for s in TINY + RESUME_SETS:
-        args += ["--set", s]
+    args += set_args(*TINY, *RESUME_SETS)
     with pytest.raises(SystemExit) as done:
         train_main([*args, *extra])
     assert done.value.code == 0

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_one_line_error
+from conftest import TINY_RING8, assert_one_line_error
+from conftest import assert_one_line_error as one_line_error
 from conftest import run_main as call
+from conftest import set_args as sets
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.config import save_config
@@ -27,16 +29,7 @@ from gancycle.trainer import Divergence, GanTrainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# ring8 made tiny: 10-step cycles, 16-unit nets.
-TINY = [
-    "device=cpu",
-    "model.hidden=16",
-    "model.layers=2",
-    "data.batch=32",
-    "lr.G.period=10",
-    "eval.every=0",
-    "eval.samples=200",
-]
+TINY = ["device=cpu", *TINY_RING8]
 # Both peaks at 1e3 with ring8's own 128-unit nets (the issue's case): the losses stay finite
 # (about 1e33) while the gradient norms overflow to inf within a few steps.
 BLOW_UP = ["lr.G.max=1e3", "lr.D.max=1e3", "model.hidden=128", "model.layers=3"]
@@ -44,16 +37,6 @@ BLOW_UP = ["lr.G.max=1e3", "lr.D.max=1e3", "model.hidden=128", "model.layers=3"]
 
 def tiny_config(*sets: str) -> dict:
     return SCHEMA.load("ring8", [*TINY, *sets])
-
-
-def sets(*items: str) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
-
-
-def one_line_error(code: int, err: str, *needles: str) -> str:
-    """:func:`conftest.assert_one_line_error`, and the line."""
-    assert_one_line_error(code, err, *needles)
-    return err.strip()
 
 
 TRAIN = [sys.executable, "-c", "from gancycle.cli import train_main; train_main()"]
