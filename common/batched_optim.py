@@ -25,6 +25,7 @@ Typical loop::
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch
 __all__ = ["BatchedOptimizer", "BatchedAdam", "BatchedSGD"]
 
 
-class BatchedOptimizer:
+class BatchedOptimizer(ABC):
     """What Adam and SGD share: per-member ``lr`` and ``beta1``, resets, inactive members.
 
     Args:
@@ -145,8 +146,9 @@ class BatchedOptimizer:
         for tensor, old in zip(tensors, kept, strict=True):
             tensor[frozen] = old
 
+    @abstractmethod
     def _step(self) -> None:
-        raise NotImplementedError
+        """One update of every member (the subclass's rule); ``step`` restores frozen ones."""
 
     def state_dict(self) -> dict[str, Any]:
         """Hyperparameters and state, in types ``torch.load(weights_only=True)`` reads."""

@@ -66,10 +66,10 @@ class Schedule(ABC):
         """The plain data that :func:`common.schedules.from_spec` turns back into this
         schedule."""
 
+    @abstractmethod
     def scaled(self, factor: float) -> Schedule:
         """The same schedule with every rate value (``max``, ``min``, ``start``) times
         ``factor`` (> 0); the clock (cycles, restarts, end) is unchanged."""
-        raise NotImplementedError(f"{type(self).__name__}: has no scaled()")
 
     @property
     def end_step(self) -> float:
