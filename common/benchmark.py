@@ -1,7 +1,9 @@
-"""Timing the schedule core against torch's own scheduler, side by side in one process."""
+"""Timing side by side in one process: two arms in alternating chunks, and the schedule core
+against torch's own scheduler."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -10,7 +12,7 @@ import torch
 from common.schedules import from_spec
 from common.torch_driver import drive_optimizer
 
-__all__ = ["per_call_us", "bench_schedules"]
+__all__ = ["timed", "compare_in_chunks", "per_call_us", "bench_schedules"]
 
 SPEC = {"kind": "cosine_restarts", "max": 0.1, "min": 1e-4, "period": 10, "period_mult": 2}
 
@@ -25,6 +27,40 @@ def timed(fn: Callable[[], object], device: torch.device | str = "cpu") -> float
     if cuda:
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+def compare_in_chunks(
+    baseline: Callable[[], object],
+    contender: Callable[[], object],
+    turns: int,
+    work: float,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Time ``turns`` chunks of each arm, alternating, so load on the machine hits both alike.
+
+    Args:
+        baseline, contender: each runs one chunk of ``work`` units (steps, member-steps).
+        turns: chunks per arm.
+        work: units in one chunk.
+        device: whose queue :func:`timed` drains.
+
+    Returns:
+        ``baseline_per_s`` and ``contender_per_s`` (units per second over all chunks), ``ratio``
+        (contender's throughput over the baseline's) and ``chunk_ratio_median`` (the median of
+        the per-chunk ratios, robust to load spikes).
+    """
+    base_times, times = [], []
+    for _ in range(turns):
+        base_times.append(timed(baseline, device))
+        times.append(timed(contender, device))
+    return {
+        "baseline_per_s": work * turns / sum(base_times),
+        "contender_per_s": work * turns / sum(times),
+        "ratio": sum(base_times) / sum(times),
+        "chunk_ratio_median": statistics.median(
+            b / t for b, t in zip(base_times, times, strict=True)
+        ),
+    }
 
 
 def per_call_us(fn: Callable[[], object], calls: int) -> float:

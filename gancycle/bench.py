@@ -15,7 +15,6 @@ same load on average. ``ratio`` = trainer steps/s over bare steps/s.
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from common.benchmark import timed
+from common.benchmark import compare_in_chunks
 from common.runs import resolve_device, seed_everything, torch_threads
 from gancycle.data import load_data
 from gancycle.models import build_models
@@ -91,19 +90,20 @@ def _run_bench(config: dict[str, Any], steps: int, chunk: int, warmup: int) -> d
         trainer = GanTrainer(config, Path(tmp) / "run")
         bare.run(warmup)
         trainer.advance(warmup)
-        bare_times, trainer_times = [], []
-        for _ in range(max(1, steps // chunk)):
-            bare_times.append(timed(lambda: bare.run(chunk), bare.device))
-            trainer_times.append(timed(lambda: trainer.advance(trainer.step + chunk), bare.device))
+        turns = max(1, steps // chunk)
+        times = compare_in_chunks(
+            lambda: bare.run(chunk),
+            lambda: trainer.advance(trainer.step + chunk),
+            turns,
+            chunk,
+            bare.device,
+        )
         trainer.writer.close()
-    timed_steps = chunk * len(bare_times)
     return {
-        "bare_steps_per_s": timed_steps / sum(bare_times),
-        "trainer_steps_per_s": timed_steps / sum(trainer_times),
-        "ratio": sum(bare_times) / sum(trainer_times),
-        "chunk_ratio_median": statistics.median(
-            b / t for b, t in zip(bare_times, trainer_times, strict=True)
-        ),
+        "bare_steps_per_s": times["baseline_per_s"],
+        "trainer_steps_per_s": times["contender_per_s"],
+        "ratio": times["ratio"],
+        "chunk_ratio_median": times["chunk_ratio_median"],
         "threads": torch.get_num_threads(),
         "device": str(bare.device),
     }

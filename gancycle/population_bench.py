@@ -15,14 +15,13 @@ runs each advance ``chunk`` steps in their turn) and each arm's time is summed o
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common.benchmark import timed
+from common.benchmark import compare_in_chunks
 from common.runs import torch_threads
 from gancycle.population import Population
 from gancycle.trainer import GanTrainer
@@ -70,24 +69,22 @@ def run_population_bench(
 
         population.advance(warmup)
         advance_singles(warmup)
-        pop_times, single_times = [], []
-        for _ in range(max(1, steps // chunk)):
-            until = population.step + chunk
-            pop_times.append(
-                timed(lambda until=until: population.advance(until), population.device)
-            )
-            single_times.append(timed(lambda: advance_singles(chunk), population.device))
+        turns = max(1, steps // chunk)
+        times = compare_in_chunks(
+            lambda: advance_singles(chunk),
+            lambda: population.advance(population.step + chunk),
+            turns,
+            members * chunk,
+            population.device,
+        )
         threads = torch.get_num_threads()
-    member_steps = members * chunk * len(pop_times)
     return {
-        "population_member_steps_per_s": member_steps / sum(pop_times),
-        "singles_member_steps_per_s": member_steps / sum(single_times),
-        "ratio": sum(single_times) / sum(pop_times),
-        "chunk_ratio_median": statistics.median(
-            s / p for s, p in zip(single_times, pop_times, strict=True)
-        ),
+        "population_member_steps_per_s": times["contender_per_s"],
+        "singles_member_steps_per_s": times["baseline_per_s"],
+        "ratio": times["ratio"],
+        "chunk_ratio_median": times["chunk_ratio_median"],
         "members": members,
-        "steps": chunk * len(pop_times),
+        "steps": chunk * turns,
         "threads": threads,
         "device": str(population.device),
     }
