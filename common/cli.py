@@ -53,8 +53,6 @@ class CliParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
-        # a trainer that still adds its own --no-progress replaces the shared one
-        kwargs.setdefault("conflict_handler", "resolve")
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:

@@ -7,8 +7,9 @@ line is ratio=<trainer steps/s / bare steps/s> (1.0 = no overhead; goal >= 0.9 o
 """
 
 from common.cli import CliParser, add_config_argument, add_set_argument, run_cli
-from common.config import apply_overrides, load_config, shipped_configs
+from common.config import shipped_configs
 from gancycle.bench import run_bench
+from gancycle.settings import SCHEMA
 
 
 def main() -> None:
@@ -19,8 +20,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     add_set_argument(parser, "override a config key, e.g. --set data.batch=1024")
     args = parser.parse_args()
-    config = apply_overrides(load_config(args.config, "gancycle"), args.sets)
-    config["device"] = args.device
+    config = SCHEMA.load(args.config, [*args.sets, f"device={args.device}"])
     result = run_bench(config, args.steps, args.chunk)
     print(
         f"config={args.config} device={result['device']} threads={result['threads']} "
