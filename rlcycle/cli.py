@@ -86,7 +86,7 @@ def _summary(metrics: dict[str, Any]) -> str:
     final = metrics["final"]
     lines = [f"run: {metrics['run_dir']}  ({final['steps']} env steps)"]
     for tag, value in final["eval"].items():
-        if tag.startswith("eval/return/d=") or tag.startswith("eval/ensemble_return/d="):
+        if tag.startswith(("eval/return/d=", "eval/sampled_return/d=", "eval/ensemble_return/d=")):
             lines.append(f"  {tag:<30} {value:9.1f}")
     lines.append(f"view: make tensorboard RUNS={metrics['run_dir']}")
     return "\n".join(lines)
@@ -100,8 +100,8 @@ def train_main(argv: Sequence[str] | None = None) -> NoReturn:
 # -- rlcycle-eval ----------------------------------------------------------------------------
 
 EVAL_HELP = """\
-Re-evaluate a saved run on held-out environments: deterministic policy, mean return and success
-rate at each difficulty.
+Re-evaluate a saved run on held-out environments: the policy's mode (and with --sampled, actions
+drawn from it), mean return and success rate at each difficulty.
 
 examples:
   rlcycle-eval --run runs/cartpole/20250101-120000 --difficulty 1.0 --episodes 20
@@ -125,6 +125,12 @@ def eval_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, default=None, help="episodes per difficulty (default: the run's)"
     )
     parser.add_argument("--ensemble", action="store_true", help="also the snapshot ensemble")
+    parser.add_argument(
+        "--sampled",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also score actions drawn from the policy (default: the run's eval.sampled)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed (default: the run's)")
     return parser
 
@@ -133,7 +139,9 @@ def _eval(argv: Sequence[str] | None) -> int:
     args = eval_parser().parse_args(argv)
     from rlcycle.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run, args.difficulty, args.episodes, args.ensemble, args.seed)
+    metrics = evaluate_run(
+        args.run, args.difficulty, args.episodes, args.ensemble, args.seed, args.sampled
+    )
     for tag, value in metrics.items():
         print(f"{tag:<32} {value:9.3f}")
     return 0

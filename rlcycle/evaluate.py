@@ -1,7 +1,8 @@
 """Held-out evaluation at a fixed grid of difficulties, for one policy or a snapshot ensemble.
 
 Evaluation environments are separate from the training ones (their own seeds, never touched by
-the curriculum), the policy is deterministic, and each difficulty gets ``episodes`` episodes.
+the curriculum), the policy acts on its mode (with ``eval.sampled`` also on drawn actions, keyed
+``eval/sampled_return/...``), and each difficulty gets ``episodes`` episodes.
 Metrics are keyed like the TensorBoard tags, ``eval/return/d=0.5`` and ``eval/success/d=0.5``
 (the fraction of episodes with a return at or above the environment's success threshold); the
 ensemble's are ``eval/ensemble_return/d=...`` and ``eval/ensemble_success/d=...``.
@@ -114,6 +115,7 @@ def evaluate(
     episodes: int = 10,
     seed: int = 0,
     n_envs: int = 5,
+    deterministic: bool = True,
 ) -> tuple[float, float]:
     """Mean return and success rate of ``policy`` over ``episodes`` episodes at ``difficulty``.
 
@@ -124,6 +126,8 @@ def evaluate(
         episodes: episodes to average (>= 1).
         seed: environment seed (the evaluation environments' own).
         n_envs: environments stepped together (at most ``episodes``).
+        deterministic: act on the policy's mode; ``False`` draws actions as training does, from
+            torch's generator seeded with ``seed`` (the caller's random state is left as it was).
     """
     difficulty = check_difficulty(difficulty)
     if episodes < 1:
@@ -136,9 +140,15 @@ def evaluate(
         vec_env_cls=DummyVecEnv,
     )
     try:
-        returns, _ = evaluate_policy(
-            policy, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            returns, _ = evaluate_policy(
+                policy,
+                env,
+                n_eval_episodes=episodes,
+                deterministic=deterministic,
+                return_episode_rewards=True,
+            )
     finally:
         env.close()
     returns = np.asarray(returns, dtype=float)
@@ -152,6 +162,7 @@ def evaluate_grid(
     episodes: int = 10,
     seed: int = 0,
     prefix: str = "",
+    deterministic: bool = True,
 ) -> dict[str, float]:
     """:func:`evaluate` at each difficulty: ``{"eval/<prefix>return/d=<d>": ..., ...}``.
 
@@ -160,7 +171,9 @@ def evaluate_grid(
     out: dict[str, float] = {}
     returns, successes = [], []
     for d in difficulties:
-        mean_return, success = evaluate(policy, env_id, d, episodes, seed + EVAL_SEED_OFFSET)
+        mean_return, success = evaluate(
+            policy, env_id, d, episodes, seed + EVAL_SEED_OFFSET, deterministic=deterministic
+        )
         out[eval_tag(f"{prefix}return", d)] = mean_return
         out[eval_tag(f"{prefix}success", d)] = success
         returns.append(mean_return)
@@ -200,6 +213,7 @@ def evaluate_run(
     episodes: int | None = None,
     ensemble: bool = False,
     seed: int | None = None,
+    sampled: bool | None = None,
 ) -> dict[str, float]:
     """Evaluate a saved run's policy (its last checkpoint's: the final one once it finished).
 
@@ -213,6 +227,7 @@ def evaluate_run(
         episodes: per difficulty (default: the run's ``eval.episodes``), >= 1.
         ensemble: also evaluate the snapshot ensemble in ``run_dir/snapshots``.
         seed: evaluation seed (default: the run's).
+        sampled: also score the policy with actions drawn (default: the run's ``eval.sampled``).
     """
     run_dir = Path(run_dir)
     checked = check_config(read_run_config(run_dir, "rlcycle", "--run"))
@@ -227,6 +242,8 @@ def evaluate_run(
     policy = rebuild_policy(checked, policy_weights(read_checkpoint(run_dir)))
     env_id = config["env"]["id"]
     metrics = evaluate_grid(policy, env_id, grid, episodes, seed)
+    if config["eval"]["sampled"] if sampled is None else sampled:
+        metrics.update(evaluate_grid(policy, env_id, grid, episodes, seed, "sampled_", False))
     if ensemble:
         snapshots = SnapshotEnsemble(max(config["snapshots"]["max"], 1))
         snapshots.load(run_dir / "snapshots")

@@ -83,6 +83,7 @@ SCHEMA = Schema(
         "eval.episodes": integer(10, 1),
         "eval.every": integer(0, 0, "0 = only at the end"),
         "eval.ensemble": boolean(True),
+        "eval.sampled": boolean(False),  # also score the policy with actions drawn, not its mode
         **{name: Table({}, f"{algo.__name__} arguments") for name, algo in ALGOS.items()},
     },
     renames=RENAMED,

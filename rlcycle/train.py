@@ -348,6 +348,8 @@ def _evaluator(config: Mapping[str, Any], snapshots: SnapshotEnsemble | None):
 
     def evaluate_model(model: BaseAlgorithm) -> dict[str, float]:
         metrics = evaluate_grid(model, env_id, grid, episodes, seed)
+        if config["eval"]["sampled"]:
+            metrics.update(evaluate_grid(model, env_id, grid, episodes, seed, "sampled_", False))
         if snapshots is not None and len(snapshots) and config["eval"]["ensemble"]:
             ensemble = EnsemblePolicy(model.policy, snapshots.state_dicts)
             metrics.update(evaluate_grid(ensemble, env_id, grid, episodes, seed, "ensemble_"))

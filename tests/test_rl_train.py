@@ -233,3 +233,15 @@ def test_a_schedule_that_ends_snapshots_its_last_cycle_once(tmp_path):
     assert [p.name for p in (tmp_path / "snapshots").iterdir()] == ["cycle_0.pt"]
     # The end (step 512) is no restart: Adam's moments survive it.
     assert len(watch.restarts) == 1 and all(v > 0.0 for v in watch.restarts[0].values())
+
+
+def test_sampled_evaluation_beside_the_deterministic_one(tmp_path):
+    """``eval.sampled`` also scores the stochastic policy (actions drawn, as SB3 trains it)."""
+    config = tiny("cartpole", 256, 300)
+    config["eval"].update(difficulties=[0.0], episodes=3, sampled=True)
+    final = train(config, tmp_path / "run")["final"]["eval"]
+    assert set(final) >= {"eval/return/d=0", "eval/sampled_return/d=0", "eval/sampled_success/d=0"}
+    # An untrained policy: acting on its argmax and drawing from it give different episodes.
+    assert final["eval/sampled_return/d=0"] != final["eval/return/d=0"]
+    again = evaluate_run(tmp_path / "run", [0.0], episodes=3, sampled=True)
+    assert again["eval/sampled_return/d=0"] == final["eval/sampled_return/d=0"]
