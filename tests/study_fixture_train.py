@@ -6,6 +6,9 @@ It follows the project's CLI convention (``--config NAME|PATH --out DIR --seed K
 
     {"final": {"accuracy": ..., "loss": ...}, "history": [{"step": ..., "accuracy": ...}, ...]}
 
+A config file may hold a ``[schedule]`` table (any :mod:`common.schedules` spec): the
+learning rate of step ``t`` (0-based) is then ``lr`` times its value at ``t``.
+
 The seed picks the train/test split and the initial weights; a resumed run ends exactly as an
 uninterrupted one. ``--set fail=true`` makes the run fail on purpose after training starts. If
 ``STUDY_FIXTURE_LOG`` is set, each run appends its folder to that file, so tests can count the
@@ -31,6 +34,7 @@ import numpy as np
 import tomli_w
 
 from common.config import ConfigError, apply_overrides, read_config
+from common.schedules import from_spec
 
 DEFAULTS = {
     "seed": 0,
@@ -89,9 +93,11 @@ def train(config: dict, out: Path, resume: bool = False) -> dict:
             w, start = state["w"], int(state["step"])
             history = json.loads(str(state["history"]))
     kill_at = int(os.environ.get("STUDY_FIXTURE_KILL_AT", "0"))
+    schedule = from_spec(config["schedule"], "schedule") if "schedule" in config else None
     for step in range(start + 1, config["steps"] + 1):
         _, grad = softmax_loss(w, x[fit], y[fit])
-        w -= config["lr"] * (grad + config["l2"] * w)
+        rate = config["lr"] * (schedule.value(step - 1) if schedule else 1.0)
+        w -= rate * (grad + config["l2"] * w)
         if config["fail"] and step == config["steps"] // 2:
             raise RuntimeError("failing on purpose (fail = true)")
         if step % config["eval_every"] == 0 or step == config["steps"]:

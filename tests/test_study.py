@@ -191,6 +191,42 @@ def test_results_table_and_figures(finished):
         assert image[..., :3].std() > 0.05  # something is drawn
 
 
+def test_the_phase_diagnostic_section_and_figure_from_real_run_folders(tmp_path):
+    # The fixture's learning rate follows a cosine with restarts every 10 steps, evaluated
+    # every 5: one evaluation per half cycle, so nothing is split between the halves.
+    base = tmp_path / "cyclic.toml"
+    base.write_text(
+        "seed = 0\nsteps = 40\nlr = 1.0\nl2 = 0.0001\neval_every = 5\ntest_fraction = 0.3\n"
+        "fail = false\n"
+        '[schedule]\nkind = "cosine_restarts"\nmax = 1.0\nmin = 0.0\nperiod = 10\n'
+    )
+    extra = '[diagnostic]\nclock = "schedule"\nbins = 2\n'
+    path = write_study(tmp_path, f'config = "{base.as_posix()}"', extra)
+    study = load_study(path)
+    assert study.diagnostic.metrics == ("accuracy",) and study.diagnostic.bins == 2
+    outcome = run_study(study, runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
+    assert not outcome.failed
+    summary, root = outcome.summary, tmp_path / "runs" / "digits_lr"
+    assert summary["diagnostic"] == {"metrics": ["accuracy"], "clock": "schedule", "bins": 2}
+    fast = summary["configs"]["cyclic"]["diagnostic"]["accuracy"]["fast"]
+    assert fast["runs"] == 2 and summary["configs"]["cyclic"]["diagnostic"]["accuracy"]["slow"]
+    for seed in range(2):
+        high, low = fast["high"]["scores"][seed], fast["low"]["scores"][seed]
+        history = read_metrics(root / "fast" / f"seed{seed}")["history"]
+        accuracy = [h["accuracy"] for h in history]
+        assert high + low == pytest.approx(accuracy[-1] - accuracy[0])  # parts add up
+        assert fast["bins"][0]["scores"][seed] == pytest.approx(high)  # bin 0 = the high half
+    assert fast["split_halves"] == 0.0 and fast["bins"][1]["split"] == 0.0
+    text = (root / "results.md").read_text()
+    assert "### Where in the cycle: `accuracy` on `schedule`" in text
+    assert "| arm | n | high | low | high − low | 0–0.5 | 0.5–1 | split |" in text
+    assert "| fast | 2 | " in text[text.index("### Where in the cycle") :]
+    import matplotlib.image
+
+    image = matplotlib.image.imread(root / "figures" / "phase_cyclic.png")
+    assert image.shape[0] > 150 and image[..., :3].std() > 0.05
+
+
 # -- resuming ---------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""A study's figures: IQM with its confidence interval per arm, and curves over steps.
+"""A study's figures: IQM with its confidence interval per arm, curves over steps, and the
+phase diagnostic (metric change per position bin of the cycle).
 
 Drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no display needed) and
 written atomically as PNG.
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 
 from common.runs import atomic_write
 
-__all__ = ["save_png", "iqm_figure", "mean_band", "curve_figure"]
+__all__ = ["save_png", "iqm_figure", "mean_band", "curve_figure", "phase_figure"]
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
@@ -119,4 +120,38 @@ def curve_figure(
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def phase_figure(summary: dict[str, Any], label: str, metric: str) -> Figure:
+    """The phase diagnostic of ``metric`` on base config ``label``: one panel per arm.
+
+    Each panel shows the mean change per position bin of the cycle (dot) with its CI (bar),
+    over seeds; a bin mostly attributed from intervals spanning several bins (split > 50%) is
+    drawn hollow. Panels share the y axis; the dashed line is no change.
+    """
+    info = summary["diagnostic"]
+    arms = summary["configs"][label]["diagnostic"][metric]
+    level = round(100 * summary["bootstrap"]["level"])
+    cols = min(4, len(arms))
+    rows = -(-len(arms) // cols)
+    fig = Figure(figsize=(2.6 * cols + 0.6, 2.2 * rows + 0.8), layout="constrained")
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    centers = (np.arange(info["bins"]) + 0.5) / info["bins"]
+    for ax, (arm, out) in zip(axes, arms.items(), strict=False):
+        ax.axhline(0.0, color="black", ls="--", lw=0.8)
+        for x, b in zip(centers, out["bins"], strict=True):
+            if b["mean"] is None:
+                continue
+            hollow = b["split"] is not None and b["split"] > 0.5
+            ax.plot([x, x], b["ci"], color="tab:blue", lw=5, alpha=0.35, solid_capstyle="butt")
+            ax.plot([x], [b["mean"]], "o", color="tab:blue", mfc="white" if hollow else "tab:blue")
+        ax.set_title(f"{arm} (n={out['runs']})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0.0, 1.0)
+    for ax in axes[len(arms) :]:
+        ax.set_visible(False)
+    fig.supxlabel(f"position in the cycle of {info['clock']} (0 = restart)", fontsize=9)
+    fig.supylabel(f"change of {metric} per bin (mean, {level}% CI)", fontsize=9)
+    fig.suptitle(f"{summary['study']}: {label}: where in the cycle", fontsize=11)
     return fig

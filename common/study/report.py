@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from common.config import ConfigError, read_config
+from common.phase_diagnostic import phase_diagnostic
+from common.schedules import Schedule, build_schedules, from_spec
 from common.stats import (
     bootstrap_ci,
     iqm,
@@ -43,7 +46,10 @@ __all__ = [
     "resume_count",
     "read_resumes",
     "read_curves",
+    "run_clock",
+    "read_diagnostic",
     "summarize",
+    "diagnostic_markdown",
     "results_markdown",
 ]
 
@@ -184,6 +190,68 @@ def read_curves(
     return curves
 
 
+def run_clock(config: dict[str, Any], dotted: str) -> Schedule:
+    """The schedule at ``dotted`` in a run's config (``lr.G``, or rlcycle's ``lr``), built.
+
+    A follow table (``lr.D`` following ``G``) is built with the table of schedules it sits in,
+    so its clock resolves.
+
+    Raises:
+        ConfigError: nothing at ``dotted``, or not a schedule; the message names the path.
+    """
+    try:
+        spec = get_path(config, dotted)
+        if isinstance(spec, dict) and "follow" in spec and "." in dotted:
+            table, name = dotted.rsplit(".", 1)
+            return build_schedules(get_path(config, table), table)[name]
+        return from_spec(spec, dotted)
+    except KeyError:
+        raise ConfigError(f"diagnostic.clock = {dotted!r}: not in the run's config") from None
+    except ValueError as e:
+        raise ConfigError(f"diagnostic.clock = {dotted!r}: not a schedule ({e})") from None
+
+
+def read_diagnostic(
+    study: Study, runs: Sequence[RunSpec], cwd: str | Path = ".", **bootstrap: Any
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The phase diagnostic per base config, metric and arm (:mod:`common.phase_diagnostic`).
+
+    Each done run's curve and its own clock (from its ``config.toml``) are read; ``bootstrap``
+    takes ``reps``, ``level`` and ``seed``.
+
+    Returns:
+        ``{config label: {metric path: {arm: phase_diagnostic(...)}}}`` (empty without one).
+    """
+    diagnostic, curve = study.diagnostic, study.curve
+    if diagnostic is None or curve is None:
+        return {}
+    found: dict[str, dict[str, dict[str, list]]] = {}
+    for run in runs:
+        if not is_done(run, cwd):
+            continue
+        folder = Path(cwd) / run.dir
+        try:
+            entries = get_path(read_json(folder / "metrics.json"), curve.key)
+        except KeyError:
+            continue
+        clock = run_clock(read_config(folder / "config.toml"), diagnostic.clock)
+        for metric in diagnostic.metrics:
+            steps, values = series(entries, curve.x, metric)
+            by_arm = found.setdefault(run.label, {}).setdefault(metric, {})
+            by_arm.setdefault(run.arm, []).append((steps, values, clock))
+    return {
+        label: {
+            metric: {
+                arm: phase_diagnostic(arms[arm], diagnostic.bins, **bootstrap)
+                for arm in study.arms
+                if arm in arms
+            }
+            for metric, arms in metrics.items()
+        }
+        for label, metrics in found.items()
+    }
+
+
 def _interval(pair: tuple[float, float]) -> list[float]:
     return [pair[0], pair[1]]
 
@@ -247,7 +315,9 @@ def summarize(
         "resumed": [...]}``; views are listed among the arms, with ``view_of`` naming their
         arm; ``poi`` is absent for the baseline. ``resumes`` is each seed's resume count (0 for
         a run not done), ``resumed`` how many of the arm's runs were resumed; the top-level
-        ``resumed`` lists those runs (``{"config", "arm", "seed", "dir", "resumes"}``).
+        ``resumed`` lists those runs (``{"config", "arm", "seed", "dir", "resumes"}``). A study
+        with a diagnostic adds ``"diagnostic": {"metrics", "clock", "bins"}`` and, per config
+        with done runs, ``"diagnostic": {metric path: {arm: ...}}`` (:func:`read_diagnostic`).
     """
     scores, failed, pending = read_scores(study, runs, cwd)
     resumes = read_resumes(runs, cwd)
@@ -282,6 +352,15 @@ def summarize(
                 entry["metrics"][metric] = {"seeds": seeds, "scores": per_seed, **stats}
             table[arm] = entry
         configs[label] = {"config": config, "arms": {a: table[a] for a in rows}}
+    extra: dict[str, Any] = {}
+    if study.diagnostic is not None:
+        d = study.diagnostic
+        extra["diagnostic"] = {"metrics": list(d.metrics), "clock": d.clock, "bins": d.bins}
+        try:  # a clock the runs lack must not cost the rest of the report
+            for label, by_metric in read_diagnostic(study, runs, cwd, **bootstrap).items():
+                configs[label]["diagnostic"] = by_metric
+        except ConfigError as e:
+            extra["diagnostic"]["error"] = str(e)
     return _finite_or_none(
         {
             "study": study.name,
@@ -314,6 +393,7 @@ def summarize(
                 for run in runs
                 if resumes.get((run.label, run.arm, run.seed))
             ],
+            **extra,
         }
     )
 
@@ -353,6 +433,45 @@ def _row_name(arm: str, entry: dict[str, Any], baseline: str) -> str:
     if entry.get("resumed"):
         notes.append(f"{entry['resumed']} resumed")
     return f"{arm} ({'; '.join(notes)})" if notes else arm
+
+
+def _mean_ci_cell(part: dict[str, Any]) -> str:
+    return "—" if part["mean"] is None else f"{_fmt(part['mean'])}{_ci(part['ci'])}"
+
+
+def diagnostic_markdown(summary: dict[str, Any], label: str) -> list[str]:
+    """The diagnostic's section of ``results.md`` for base config ``label`` (lines)."""
+    info, config = summary.get("diagnostic"), summary["configs"][label]
+    if info is None:
+        return []
+    level = round(100 * summary["bootstrap"]["level"])
+    if "error" in info:
+        return ["### Where in the cycle", "", f"Not computed: {info['error']}", ""]
+    lines = []
+    for metric, arms in config.get("diagnostic", {}).items():
+        bins = info["bins"]
+        heads = [f"{k / bins:g}–{(k + 1) / bins:g}" for k in range(bins)]
+        lines += [
+            f"### Where in the cycle: `{metric}` on `{info['clock']}`",
+            "",
+            "Each change of the metric between evaluations, attributed to the phase of the "
+            f"run's clock: the high-rate half (level ≥ 0.5) against the low-rate half, and "
+            f"{bins} bins of the cycle's position (0 = the restart). Per run the total change "
+            f"in each part; mean over seeds [{level}% CI]. An interval spanning several parts "
+            "is split pro rata by steps; *split*: the largest share, over the bins, of a bin's "
+            "steps attributed so.",
+            "",
+            f"| arm | n | high | low | high − low | {' | '.join(heads)} | split |",
+            "|---|---:|---:|---:|---:|" + "---:|" * bins + "---:|",
+        ]
+        for arm, out in arms.items():
+            cells = [_mean_ci_cell(out[part]) for part in ("high", "low", "high_minus_low")]
+            cells += [_mean_ci_cell(b) for b in out["bins"]]
+            shares = [b["split"] for b in out["bins"] if b["split"] is not None]
+            split = f"{max(shares):.0%}" if shares else "—"
+            lines.append(f"| {arm} | {out['runs']} | {' | '.join(cells)} | {split} |")
+        lines.append("")
+    return lines
 
 
 def results_markdown(summary: dict[str, Any]) -> str:
@@ -399,6 +518,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
                     f"| {name} | {s['n']} | {mean} | {_fmt(s['iqm'])}{_ci(s['iqm_ci'])} | {poi} |"
                 )
             lines.append("")
+        lines += diagnostic_markdown(summary, label)
     if summary.get("pending"):
         by_config = Counter(run["config"] for run in summary["pending"])
         counts = ", ".join(f"{n} of {config}" for config, n in by_config.items())

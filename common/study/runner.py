@@ -5,7 +5,9 @@
 - ``summary.json``: scores, statistics and failed runs (see :func:`~common.study.summarize`);
 - ``results.md``: a Markdown table per base config and metric;
 - ``figures/iqm_<config>.png``: IQM and CI per arm and metric;
-- ``figures/curve_<config>.png``: the study's curve (if it names one), mean ± s.e. per arm.
+- ``figures/curve_<config>.png``: the study's curve (if it names one), mean ± s.e. per arm;
+- ``figures/phase_<config>[_<k>].png``: the phase diagnostic (if the study asks for it), the
+  k-th of its metrics from the second on.
 
 Stopping a study and starting it again reruns only the runs that are not done; a failed run is
 reported with its error and does not stop the others.
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from common.runs import atomic_write, atomic_write_json
 from common.study.backends import BACKENDS, run_local, run_ray
-from common.study.figures import curve_figure, iqm_figure, save_png
+from common.study.figures import curve_figure, iqm_figure, phase_figure, save_png
 from common.study.report import read_curves, results_markdown, summarize
 from common.study.run import RunResult, RunSpec, is_done, plan_runs, resolve_command, study_folder
 from common.study.spec import Study, StudyError
@@ -128,6 +130,9 @@ def write_report(
             title = f"{study.name}: {label}"
             fig = curve_figure(curves[label], title, ylabel=study.curve.y, xlabel=study.curve.x)
             save_png(fig, folder / "figures" / f"curve_{label}.png")
+        for k, metric in enumerate(config.get("diagnostic", {})):
+            name = f"phase_{label}" + (f"_{k}" if k else "")
+            save_png(phase_figure(summary, label, metric), folder / "figures" / f"{name}.png")
     return summary
 
 

@@ -32,11 +32,20 @@ A study is a TOML file::
     arm = "anti"
     metrics = { modes = "final.ensemble.modes", kl = "final.ensemble.kl" }
 
+    [diagnostic]                        # optional: where in the cycle each arm's curve moves
+    metric = "G.modes"                  # path(s) in a curve entry (default: the curve's y)
+    clock = "lr.G"                      # dotted path in each run's config.toml to a schedule
+    bins = 4                            # position bins per cycle (default 4)
+
 Each override becomes ``--set key=value`` with the value written as TOML, in the order shared,
 config, arm, arm on that config (so the most specific value wins). ``on`` is the one key an
 arm's table reserves. A view compares another reading of the same runs (a snapshot ensemble
 against its last model, say) on matched seeds at no cost; metrics it does not list are read as
 for its arm.
+
+The diagnostic (:mod:`common.phase_diagnostic`) attributes each change of the curve's metric
+between evaluations to the phase of the run's clock (high- against low-rate half, position
+bins), with CIs across seeds; it needs ``curve``.
 
 A dotted path walks tables by key and lists by index (``history.-1.step``); a key that itself
 holds dots (``eval/return/d=0.5``) is matched whole, longest key first. A metric may also be
@@ -64,6 +73,7 @@ __all__ = [
     "StudyError",
     "Curve",
     "Reach",
+    "Diagnostic",
     "Arm",
     "View",
     "config_label",
@@ -94,7 +104,9 @@ _KEYS = {
     "shared": "overrides for every arm",
     "arms": "tables of overrides, one per arm",
     "views": "tables { arm, metrics }: an arm's runs read through other metric paths",
+    "diagnostic": "table { metric, clock, bins }: metric changes by phase of the cycle",
 }
+_DIAGNOSTIC_KEYS = ("metric", "clock", "bins")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -134,6 +146,22 @@ class Reach:
 
     def __str__(self) -> str:
         return f"first step with {self.y} >= {self.at_least:g}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """The phase diagnostic of a study (:mod:`common.phase_diagnostic`).
+
+    Attributes:
+        metrics: dotted paths inside an entry of the study's curve, each diagnosed.
+        clock: dotted path in a run's ``config.toml`` to the schedule whose phase places each
+            change (``lr.G``; ``lr`` for rlcycle's one clock).
+        bins: position bins per cycle (>= 1).
+    """
+
+    metrics: tuple[str, ...]
+    clock: str
+    bins: int = 4
 
 
 @dataclass(frozen=True)
@@ -185,6 +213,7 @@ class Study:
         arms: arm name -> its overrides.
         views: view name -> the view (rows of the report beside the arms, without runs).
         curve: the time series to plot, or ``None``.
+        diagnostic: the phase diagnostic to report, or ``None``.
         description: one line, or ``""``.
         source: the file the study came from, or ``None``.
     """
@@ -200,6 +229,7 @@ class Study:
     arms: dict[str, Arm]
     views: dict[str, View] = field(default_factory=dict)
     curve: Curve | None = None
+    diagnostic: Diagnostic | None = None
     description: str = ""
     source: Path | None = field(default=None, compare=False)
 
@@ -341,6 +371,36 @@ def _curve(raw: dict[str, Any], metrics: dict[str, str | Reach], where: str) -> 
     )
 
 
+def _diagnostic(raw: dict[str, Any], curve: Curve | None, where: str) -> Diagnostic | None:
+    if "diagnostic" not in raw:
+        return None
+    table = _table(raw, "diagnostic", where)
+    unknown = sorted(set(table) - set(_DIAGNOSTIC_KEYS))
+    if unknown:
+        raise _fail(
+            where, f"diagnostic.{unknown[0]}: unknown key; allowed: {', '.join(_DIAGNOSTIC_KEYS)}"
+        )
+    if curve is None:
+        raise _fail(where, "diagnostic: needs curve = { key, x } (the evaluations it reads)")
+    metric = table.get("metric", curve.y)
+    metrics = [metric] if isinstance(metric, str) else metric
+    if (
+        not isinstance(metrics, list)
+        or not metrics
+        or not all(isinstance(m, str) and m for m in metrics)
+    ):
+        raise _fail(where, f"diagnostic.metric = {metric!r}: a path in a curve entry, or a list")
+    clock = table.get("clock")
+    if not isinstance(clock, str) or not clock:
+        raise _fail(
+            where, f"diagnostic.clock = {clock!r}: the dotted path of a schedule in config.toml"
+        )
+    bins = table.get("bins", 4)
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise _fail(where, f"diagnostic.bins = {bins!r}: must be an integer >= 1")
+    return Diagnostic(metrics=tuple(metrics), clock=clock, bins=bins)
+
+
 def _arm(name: str, table: Any, labels: list[str], where: str) -> Arm:
     if not _NAME.match(name):
         raise _fail(where, f"arms.{name}: letters, digits and _ . + - only (a folder name)")
@@ -443,6 +503,7 @@ def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
         arms=arms,
         views=views,
         curve=curve,
+        diagnostic=_diagnostic(raw, curve, where),
         description=_string(raw, "description", where) if "description" in raw else "",
     )
 
