@@ -21,7 +21,11 @@ share the same steps and event file.
 
 The difficulty sent to the environments is the curriculum's value rounded to
 :data:`DECIMALS` decimals: a pure function of the step (so a resumed run sends the same values)
-that changes about a hundred times per sweep of [0, 1] instead of at every step.
+that changes about a hundred times per sweep of [0, 1] instead of at every step. A
+``random_d`` curriculum gives each environment's episodes their own draws instead (a pure
+function of the environment and its episode count): :meth:`ClockCallback.prime` sets each
+environment's first one before the environments are reset, and each episode's end asks that
+environment for the one after its next.
 
 Each callback with state has ``state_dict`` / ``load_state_dict`` in plain types, for
 checkpoints.
@@ -46,7 +50,7 @@ from common.schedules import Schedule
 from common.snapshots import SnapshotEnsemble
 from common.torch_driver import ResetOptimizerState, ScheduleDriver
 from rlcycle.algos import algo_optimizers
-from rlcycle.curriculum import Curriculum
+from rlcycle.curriculum import DECIMALS, Curriculum
 
 __all__ = [
     "DECIMALS",
@@ -61,9 +65,6 @@ __all__ = [
     "LogCallback",
     "CheckpointCallback",
 ]
-
-DECIMALS = 2
-"""The difficulty sent to the environments is rounded to this many decimals."""
 
 BUCKETS = 4
 """Training returns are logged per difficulty bucket: [0, 0.25), [0.25, 0.5), ... [0.75, 1]."""
@@ -143,6 +144,7 @@ class ClockCallback(BaseCallback):
         self.reset, self.snapshots = reset, snapshots
         self.driver = ScheduleDriver(clock)
         self.difficulty = math.nan  # the value last sent to the environments
+        self._in_play: list[float] = []  # random_d: each environment's episode's difficulty
 
     def _init_callback(self) -> None:
         for name, coupled in self.couplings.items():
@@ -174,14 +176,43 @@ class ClockCallback(BaseCallback):
 
     def send_difficulty(self, step: float) -> float:
         """Send the difficulty for ``step`` to every worker if it changed; returns it."""
+        if self.curriculum.per_episode:
+            return self.difficulty
         d = self.target_difficulty(step)
         if d != self.difficulty:
             self.training_env.env_method("set_difficulty", d)
             self.difficulty = d
         return d
 
+    def prime(self, env: Any) -> None:
+        """``random_d``: ask each environment for its current episode's draw, before the
+        environments are (re)set at the start of learning; other modes: nothing.
+
+        A fresh run's environments start episode 0; a resumed one's restart (or, where their
+        state was restored, continue) the episode the checkpoint counted.
+        """
+        if not self.curriculum.per_episode:
+            return
+        episodes = self.curriculum.episodes
+        if len(episodes) != env.num_envs:
+            episodes[:] = [0] * env.num_envs
+        self._in_play = [self.curriculum.episode_difficulty(i, e) for i, e in enumerate(episodes)]
+        for i, d in enumerate(self._in_play):
+            env.env_method("set_difficulty", d, indices=[i])
+        self.difficulty = float(np.mean(self._in_play))
+
+    def _ask_next_draw(self, env: int) -> None:
+        """``random_d``: environment ``env``'s next episode's draw (applied at its next reset)."""
+        d = self.curriculum.episode_difficulty(env, self.curriculum.episodes[env] + 1)
+        self.training_env.env_method("set_difficulty", d, indices=[env])
+
     def _on_training_start(self) -> None:
         self.driver.set(self.num_timesteps)
+        if self.curriculum.per_episode:
+            if len(self.curriculum.episodes) != self.training_env.num_envs:
+                self.prime(self.training_env)  # not primed: count from here
+            for i in range(len(self.curriculum.episodes)):
+                self._ask_next_draw(i)
         self.send_difficulty(self.num_timesteps)
 
     def _on_step(self) -> bool:
@@ -191,8 +222,21 @@ class ClockCallback(BaseCallback):
             episode = info.get("episode")
             if episode is not None:
                 self._episode_done(float(episode["r"]), info.get("difficulty", self.difficulty))
+        if self.curriculum.per_episode:
+            self._next_episodes(self.locals["dones"])
         self.send_difficulty(step)
         return True
+
+    def _next_episodes(self, dones: Any) -> None:
+        """``random_d``: each environment whose episode ended has begun its next (at the draw
+        asked for earlier); ask for the one after."""
+        ended = np.flatnonzero(dones)
+        for i in map(int, ended):
+            self.curriculum.episodes[i] += 1
+            self._in_play[i] = self.curriculum.episode_difficulty(i, self.curriculum.episodes[i])
+            self._ask_next_draw(i)
+        if ended.size:  # logged: the difficulty of the episodes in play, on average
+            self.difficulty = float(np.mean(self._in_play))
 
     def _episode_done(self, episode_return: float, difficulty: float) -> None:
         success = episode_return >= self.success

@@ -160,7 +160,7 @@ def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
         for i, d in enumerate(out["eval"]["difficulties"]):
             check_difficulty(d, f"eval.difficulties[{i}]")
         _check_algo(out)
-        curriculum = curriculum_from_spec(out["curriculum"], clock, out["steps"])
+        curriculum = curriculum_from_spec(out["curriculum"], clock, out["steps"], out["seed"])
         couplings = _couplings(out, clock)
     except ConfigError:
         raise

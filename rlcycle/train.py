@@ -175,6 +175,7 @@ def _open_run(checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, An
         clock_callback.target_difficulty(start),
         config["vec"],
     )
+    clock_callback.prime(env)  # random_d: each environment's first draw, before SB3's reset
     # A resumed run's events replace what the stopped one wrote after its checkpoint; those at
     # the checkpoint's own step were written before it, and stay.
     writer = RunWriter(run_dir, purge_step=start + 1 if checkpoint else None)

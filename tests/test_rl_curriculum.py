@@ -1,4 +1,4 @@
-"""The curriculum: anti/in/fixed/linear/gated difficulty from the learning-rate clock."""
+"""The curriculum: anti/in/fixed/linear/gated/random_d difficulty from the learning-rate clock."""
 
 import numpy as np
 import pytest
@@ -10,8 +10,8 @@ from rlcycle.curriculum import curriculum_from_spec
 CLOCK = {"kind": "cosine_restarts", "max": 1e-3, "min": 1e-5, "period": 1000}
 
 
-def build(**spec):
-    return curriculum_from_spec(spec, from_spec(CLOCK), total_steps=4000)
+def build(seed=0, **spec):
+    return curriculum_from_spec(spec, from_spec(CLOCK), total_steps=4000, seed=seed)
 
 
 def test_anti_phase_rises_as_the_lr_anneals_with_a_rising_ceiling():
@@ -85,6 +85,28 @@ def test_gated_state_survives_a_weights_only_checkpoint(tmp_path):
     twin.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True))
     assert twin.state_dict() == cur.state_dict()
     assert [twin.record(0.0, True) for _ in range(3)] == [cur.record(0.0, True) for _ in range(3)]
+
+
+def test_random_d_draws_the_anti_phase_difficulties_uniformly_in_time():
+    cur, anti = build(mode="random_d", seed=3), build(mode="anti")
+    draws = np.array([cur.episode_difficulty(env, e) for env in range(8) for e in range(500)])
+    # The anti arm's difficulty at every step of the run, rounded as the trainer sends it.
+    visited = np.array([round(anti.difficulty(t), 2) for t in range(4000)])
+    assert set(draws) <= set(visited)
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert np.quantile(draws, q) == pytest.approx(np.quantile(visited, q), abs=0.04), q
+    assert draws.mean() == pytest.approx(visited.mean(), abs=0.01)
+    # A pure function of (seed, env, episode): the same again, another seed or env differs.
+    assert cur.episode_difficulty(2, 7) == build(mode="random_d", seed=3).episode_difficulty(2, 7)
+    other_seed = build(mode="random_d", seed=4)
+    assert [cur.episode_difficulty(0, e) for e in range(20)] != [
+        other_seed.episode_difficulty(0, e) for e in range(20)
+    ]
+    assert [cur.episode_difficulty(0, e) for e in range(20)] != [
+        cur.episode_difficulty(1, e) for e in range(20)
+    ]
+    assert cur.per_episode and not anti.per_episode
+    assert cur.difficulty(1234) == 0.0  # no per-step difficulty: lo
 
 
 @pytest.mark.parametrize(

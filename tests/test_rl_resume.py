@@ -145,6 +145,11 @@ EXACT = {  # the algorithms whose extra state a checkpoint carries, on small bud
         **small("pendulum", 400),
         "sac": {"learning_starts": 100, "buffer_size": 1000, "batch_size": 32},
     },
+    "random_d": lambda: {  # each environment's draws go on from the episode it was playing
+        **small("cartpole", 1024, n_envs=2),
+        "curriculum": {"mode": "random_d"},
+        "ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 1},
+    },
     "dqn-replay": lambda: {
         **small("cartpole", 800, algo="dqn", n_envs=1),
         "dqn": {"learning_starts": 100, "train_freq": 16, "gradient_steps": 2, "batch_size": 32},

@@ -46,7 +46,7 @@ TINY = {
 
 def clock_and_curriculum(config):
     clock = from_spec(config["lr"])
-    return clock, curriculum_from_spec(config["curriculum"], clock, config["steps"])
+    return clock, curriculum_from_spec(config["curriculum"], clock, config["steps"], config["seed"])
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +141,33 @@ def test_difficulty_reaches_subprocess_workers_during_training(tmp_path):
     for step, expected, workers in watch.seen:
         assert workers == [expected, expected], step
     assert len({e for _, e, _ in watch.seen}) >= 5
+
+
+class EpisodeDifficulties(BaseCallback):
+    """Each training environment's finished episodes' difficulties, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.played: dict[int, list[float]] = {}
+
+    def _on_step(self) -> bool:
+        for i, done in enumerate(self.locals["dones"]):
+            if done:
+                self.played.setdefault(i, []).append(self.locals["infos"][i]["difficulty"])
+        return True
+
+
+def test_random_d_plays_each_episode_at_its_own_draw(tmp_path):
+    config = tiny("cartpole", 768, 300, n_envs=2)
+    config["curriculum"] = {"mode": "random_d"}
+    config["ppo"].update(n_steps=256, batch_size=64, n_epochs=1)
+    seen = EpisodeDifficulties()
+    train(config, tmp_path, callbacks=[seen])
+    _, curriculum = clock_and_curriculum(config)
+    for env, played in seen.played.items():  # episode k of env i at draw (seed, i, k)
+        assert len(played) >= 10
+        assert played == [curriculum.episode_difficulty(env, k) for k in range(len(played))]
+    assert sorted(seen.played) == [0, 1] and len({*seen.played[0], *seen.played[1]}) >= 5
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
