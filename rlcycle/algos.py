@@ -4,6 +4,19 @@ Four algorithms: PPO and A2C (on-policy, discrete or continuous actions), DQN (d
 and SAC (continuous only). Their hyperparameters come from a config table named after the
 algorithm (``[ppo]``, ``[dqn]``...), passed to the SB3 constructor as they are, except the
 learning rate, which always comes from the ``[lr]`` schedule through :class:`StepSchedule`.
+The arguments SB3 itself accepts as a schedule (:data:`SCHEDULED`: PPO's ``clip_range`` and
+``clip_range_vf``) may also be a schedule table, e.g. rl-zoo's ``lin_0.2`` for CartPole, 0.2
+falling linearly to 0 over the run (half a triangle of twice the run's length)::
+
+    [ppo.clip_range]
+    kind = "triangular"
+    max = 0.2
+    min = 0.0
+    period = 200_000      # twice the run's steps
+    offset = 0.5          # start at the peak
+
+They reach SB3 as a :class:`StepSchedule` over the run's steps, which SB3 reads at each
+``train()`` as it reads the learning rate (and logs as ``train/clip_range``).
 
 A saved run is never loaded with SB3's ``load`` (it unpickles the zip's ``data`` section): the
 algorithm is rebuilt from the run's config with :func:`build_model` and only tensors are loaded
@@ -22,13 +35,16 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from common.config import ConfigError
+from common.schedules import from_spec
 from rlcycle.envs import ENVS
 from rlcycle.lr import StepSchedule
 
-__all__ = ["ALGOS", "ON_POLICY", "check_algo", "build_model", "algo_optimizers"]
+__all__ = ["ALGOS", "ON_POLICY", "SCHEDULED", "check_algo", "build_model", "algo_optimizers"]
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
 ON_POLICY = ("ppo", "a2c")
+SCHEDULED = {"ppo": ("clip_range", "clip_range_vf")}
+"""Constructor arguments that may be a schedule table (SB3 takes a schedule for them)."""
 
 _SET_ELSEWHERE = {
     "learning_rate": "the [lr] schedule (e.g. --set lr.max=3e-4)",
@@ -69,6 +85,8 @@ def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"{algo}.{key}: not a {ALGOS[algo].__name__} argument; allowed: {usable}"
             )
+        if key in SCHEDULED.get(algo, ()) and isinstance(hyper[key], Mapping):
+            from_spec(hyper[key], f"{algo}.{key}")  # a bad spec: one line naming the key
 
 
 def build_model(
@@ -84,12 +102,16 @@ def build_model(
     Args:
         algo: a key of :data:`ALGOS`.
         env: the training environments.
-        hyper: constructor arguments (``policy`` defaults to ``MlpPolicy``).
-        lr: the learning-rate schedule in SB3's form.
+        hyper: constructor arguments (``policy`` defaults to ``MlpPolicy``); those in
+            :data:`SCHEDULED` may be schedule tables.
+        lr: the learning-rate schedule in SB3's form (its ``total_steps`` serve the others).
         seed: seeds the model's generators.
         device: where the networks live.
     """
     hyper = dict(hyper)
+    for key in SCHEDULED.get(algo, ()):
+        if isinstance(hyper.get(key), Mapping):
+            hyper[key] = StepSchedule(from_spec(hyper[key], f"{algo}.{key}"), lr.total_steps)
     policy = hyper.pop("policy", "MlpPolicy")
     return ALGOS[algo](policy, env, learning_rate=lr, seed=seed, device=device, verbose=0, **hyper)
 

@@ -9,13 +9,14 @@ import pytest
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from common.config import load_config, read_config
+from common.config import ConfigError, load_config, read_config
 from common.runs import load_checkpoint
 from common.schedules import from_spec
 from common.tb import read_scalars
 from rlcycle.algos import ALGOS, algo_optimizers
 from rlcycle.curriculum import curriculum_from_spec
 from rlcycle.evaluate import evaluate_run
+from rlcycle.settings import check_config
 from rlcycle.train import train
 
 
@@ -93,6 +94,21 @@ def test_logged_difficulty_follows_the_curriculum(ppo_run):
         assert d == pytest.approx(round(curriculum.difficulty(step), 2), abs=1e-6)
         assert lv == pytest.approx(clock.phase(step).level, abs=1e-6)
     assert len({round(d, 2) for _, d in difficulty}) >= 3
+
+
+def test_ppo_clip_range_follows_a_schedule_table_like_rl_zoo_lin(tmp_path):
+    # rl-zoo's lin_0.2: 0.2 falling linearly to 0 over the run, half a triangle of twice it.
+    config = tiny("cartpole", 1024, 300)
+    zoo = {"kind": "triangular", "max": 0.2, "min": 0.0, "period": 2048, "offset": 0.5}
+    config["ppo"]["clip_range"] = zoo
+    train(config, tmp_path)
+    logged = read_scalars(tmp_path, "train/clip_range")
+    assert len(logged) >= 3
+    for step, value in logged:
+        assert value == pytest.approx(0.2 * (1 - step / 1024), abs=1e-6), step
+    bad = {**zoo, "pct_up": 1.5}
+    with pytest.raises(ConfigError, match=r"ppo.clip_range.pct_up"):
+        check_config({**config, "ppo": {**config["ppo"], "clip_range": bad}})
 
 
 class Watch(BaseCallback):
