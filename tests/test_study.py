@@ -18,7 +18,7 @@ from common.schedules import from_spec
 from common.stats import iqm, mean_se, probability_of_improvement
 from common.study import StudyError, find_study, load_study, plan_runs, run_study
 from common.study.backends import run_local
-from common.study.report import results_markdown, summarize
+from common.study.report import metric_value, results_markdown, summarize
 from common.study.run import get_path
 from common.study.spec import Arm, overrides, parse_study
 
@@ -499,7 +499,15 @@ GOOD = {
         ({"curve": {"key": "history", "z": "step"}}, "curve.z: unknown key; allowed: key, x, y"),
         ({"shared": {"lr": float("nan")}}, "shared.lr = nan: must be a finite number"),
         ({"metrics": {"t": {"reach": "acc"}}}, "metrics.t = {'reach': 'acc'}: must be a dotted"),
-        ({"metrics": {"t": {"reach": "acc", "at_least": 1}}}, "metrics.t: a reach metric needs"),
+        ({"metrics": {"t": {"reach": "acc", "at_least": 1}}}, "metrics.t: a reach or area metric"),
+        ({"metrics": {"t": {"area": "acc"}}}, "metrics.t: a reach or area metric needs"),
+        ({"diagnostic": {"clock": "lr.G"}}, "diagnostic: needs curve"),
+        (
+            {"curve": "history", "diagnostic": {"clock": "lr", "bins": 0}},
+            "diagnostic.bins = 0: must be an integer >= 1",
+        ),
+        ({"curve": "history", "diagnostic": {"metric": "acc"}}, "diagnostic.clock = None"),
+        ({"curve": "history", "diagnostic": {"clock": "lr", "x": 1}}, "diagnostic.x: unknown"),
         ({"arms": {"a": {"on": {"nope": {}}}}}, "arms.a.on.nope: not a config; configs: digits"),
         ({"views": {"v": {"arm": "z", "metrics": {}}}}, "views.v.arm = 'z': not an arm"),
         ({"views": {"a": {"arm": "b", "metrics": {}}}}, "views.a: must be a new name"),
@@ -516,6 +524,26 @@ def test_study_defaults():
     assert study.baseline == "a" and study.headline == "final.accuracy"
     assert study.higher_is_better == {"final.accuracy": True} and study.curve is None
     assert study.arms == {"a": Arm(), "b": Arm(sets=("lr=0.1",))}
+
+
+def test_area_under_the_curve_is_its_trapezoid_mean_over_the_steps():
+    study = parse_study(
+        {
+            **GOOD,
+            "curve": {"key": "history", "y": "acc"},
+            "metrics": {"area": {"area": "acc"}, "last": "final.accuracy"},
+        }
+    )
+    assert (
+        study.higher_is_better["area"] and str(study.metrics["area"]) == "area under acc per step"
+    )
+    history = [{"step": 10, "acc": 0.0}, {"step": 20, "acc": 1.0}, {"step": 40, "acc": 1.0}]
+    # (0.5 * 10 + 1.0 * 20) / 30: the mean of the curve between its first and last step
+    assert metric_value(study, {"history": history}, study.metrics["area"]) == pytest.approx(
+        25 / 30
+    )
+    assert metric_value(study, {"history": history[:1]}, study.metrics["area"]) == 0.0
+    assert metric_value(study, {"history": []}, study.metrics["area"]) is None
 
 
 def test_overrides_reach_the_trainer_with_their_types():

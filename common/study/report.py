@@ -36,7 +36,7 @@ from common.stats import (
     probability_of_improvement_ci,
 )
 from common.study.run import RunSpec, get_path, is_done, read_json
-from common.study.spec import Curve, Reach, Study, config_label
+from common.study.spec import Area, Curve, Reach, Study, config_label
 
 __all__ = [
     "score",
@@ -82,12 +82,14 @@ def series(entries: Any, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
-def metric_value(study: Study, metrics: Any, spec: str | Reach) -> float | None:
-    """The score of a metric (its path or :class:`~common.study.spec.Reach`) in a run's
-    ``metrics.json`` content; ``None`` if it holds no finite number there.
+def metric_value(study: Study, metrics: Any, spec: str | Reach | Area) -> float | None:
+    """The score of a metric (its path, a :class:`~common.study.spec.Reach` or an
+    :class:`~common.study.spec.Area`) in a run's ``metrics.json`` content; ``None`` if it holds
+    no finite number there.
 
     A reach metric is the first step of the study's curve at which its value reaches the
-    level, or the curve's last step if it never does.
+    level, or the curve's last step if it never does. An area metric is the trapezoid area
+    under the curve between its first and last step, divided by their distance.
 
     Raises:
         KeyError: the path (or the curve) is not in ``metrics``.
@@ -98,6 +100,11 @@ def metric_value(study: Study, metrics: Any, spec: str | Reach) -> float | None:
     steps, values = series(get_path(metrics, study.curve.key), study.curve.x, spec.y)
     if steps.size == 0:
         return None
+    if isinstance(spec, Area):
+        if steps.size == 1:
+            return float(values[0])
+        area = np.sum(np.diff(steps) * (values[1:] + values[:-1]) / 2)
+        return float(area / (steps[-1] - steps[0]))
     hits = np.flatnonzero(values >= spec.at_least)
     return float(steps[hits[0]] if hits.size else steps[-1])
 
@@ -142,7 +149,7 @@ def read_scores(
     return scores, failed, pending
 
 
-def _view_value(study: Study, metrics: Any, spec: str | Reach) -> float | None:
+def _view_value(study: Study, metrics: Any, spec: str | Reach | Area) -> float | None:
     try:
         return metric_value(study, metrics, spec)
     except KeyError:

@@ -54,6 +54,10 @@ the first step at which the curve reaches a level (see :class:`Reach`)::
     [metrics]
     success = "eval.eval/success/d=1"
     steps_to_success = { reach = "metrics.eval/success/d=1", at_least = 0.8 }
+
+or the area under the curve per step, its mean over the run (see :class:`Area`)::
+
+    learning = { area = "metrics.eval/return/d=1" }
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ __all__ = [
     "StudyError",
     "Curve",
     "Reach",
+    "Area",
     "Diagnostic",
     "Arm",
     "View",
@@ -149,6 +154,25 @@ class Reach:
 
 
 @dataclass(frozen=True)
+class Area:
+    """A metric read off the study's curve: the area under ``y`` divided by the steps it spans.
+
+    The trapezoid rule between the first and the last evaluation, divided by their distance:
+    the curve's mean over the run, in the units of ``y`` (a run evaluated once scores that
+    value). Higher is better by default. Only the evaluations made count, so compare it
+    between arms evaluated at the same steps.
+
+    Attributes:
+        y: dotted path inside a curve entry, e.g. ``metrics.eval/return/d=1``.
+    """
+
+    y: str
+
+    def __str__(self) -> str:
+        return f"area under {self.y} per step"
+
+
+@dataclass(frozen=True)
 class Diagnostic:
     """The phase diagnostic of a study (:mod:`common.phase_diagnostic`).
 
@@ -192,7 +216,7 @@ class View:
     """
 
     arm: str
-    metrics: dict[str, str | Reach]
+    metrics: dict[str, str | Reach | Area]
 
 
 @dataclass(frozen=True)
@@ -223,7 +247,7 @@ class Study:
     configs: dict[str, tuple[str, ...]]
     seeds: int
     baseline: str
-    metrics: dict[str, str | Reach]
+    metrics: dict[str, str | Reach | Area]
     higher_is_better: dict[str, bool]
     shared: tuple[str, ...]
     arms: dict[str, Arm]
@@ -318,9 +342,12 @@ def _configs(raw: dict[str, Any], where: str) -> dict[str, tuple[str, ...]]:
     return configs
 
 
-def _metric(name: str, value: Any, where: str) -> str | Reach:
+def _metric(name: str, value: Any, where: str) -> str | Reach | Area:
     if isinstance(value, str) and value:
         return value
+    if isinstance(value, dict) and set(value) == {"area"}:
+        if isinstance(value["area"], str) and value["area"]:
+            return Area(y=value["area"])
     if isinstance(value, dict) and set(value) == {"reach", "at_least"}:
         y, level = value["reach"], value["at_least"]
         ok_level = isinstance(level, (int, float)) and not isinstance(level, bool)
@@ -328,12 +355,13 @@ def _metric(name: str, value: Any, where: str) -> str | Reach:
             return Reach(y=y, at_least=float(level))
     raise _fail(
         where,
-        f"metrics.{name} = {value!r}: must be a dotted path into metrics.json or "
-        '{ reach = "<path in a curve entry>", at_least = <number> }',
+        f"metrics.{name} = {value!r}: must be a dotted path into metrics.json, "
+        '{ reach = "<path in a curve entry>", at_least = <number> } or '
+        '{ area = "<path in a curve entry>" }',
     )
 
 
-def _metrics(raw: dict[str, Any], where: str) -> dict[str, str | Reach]:
+def _metrics(raw: dict[str, Any], where: str) -> dict[str, str | Reach | Area]:
     value = raw.get("metrics")
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
         if len(set(value)) != len(value):
@@ -346,14 +374,16 @@ def _metrics(raw: dict[str, Any], where: str) -> dict[str, str | Reach]:
     )
 
 
-def _curve(raw: dict[str, Any], metrics: dict[str, str | Reach], where: str) -> Curve | None:
+def _curve(raw: dict[str, Any], metrics: dict[str, str | Reach | Area], where: str) -> Curve | None:
     value = raw.get("curve")
     headline = next(iter(metrics.values()))
-    headline_path = headline.y if isinstance(headline, Reach) else headline
+    headline_path = headline if isinstance(headline, str) else headline.y
     if value is None:
-        reaches = [name for name, m in metrics.items() if isinstance(m, Reach)]
+        reaches = [name for name, m in metrics.items() if not isinstance(m, str)]
         if reaches:
-            raise _fail(where, f"metrics.{reaches[0]}: a reach metric needs curve = {{ key, x }}")
+            raise _fail(
+                where, f"metrics.{reaches[0]}: a reach or area metric needs curve = {{ key, x }}"
+            )
         return None
     if isinstance(value, str) and value:
         return Curve(key=value, x="step", y=headline_path)
@@ -422,7 +452,7 @@ def _arm(name: str, table: Any, labels: list[str], where: str) -> Arm:
 
 
 def _view(
-    name: str, table: Any, arms: dict[str, Arm], metrics: dict[str, str | Reach], where: str
+    name: str, table: Any, arms: dict[str, Arm], metrics: dict[str, str | Reach | Area], where: str
 ) -> View:
     if not isinstance(table, dict) or set(table) != {"arm", "metrics"}:
         raise _fail(where, f"views.{name}: must be a table with keys arm and metrics")
@@ -488,8 +518,10 @@ def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
         for name, table in _table(raw, "views", where).items()
     }
     for view_name, view in views.items():
-        if curve is None and any(isinstance(m, Reach) for m in view.metrics.values()):
-            raise _fail(where, f"views.{view_name}: a reach metric needs curve = {{ key, x }}")
+        if curve is None and any(not isinstance(m, str) for m in view.metrics.values()):
+            raise _fail(
+                where, f"views.{view_name}: a reach or area metric needs curve = {{ key, x }}"
+            )
 
     return Study(
         name=name,
