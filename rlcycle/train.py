@@ -126,8 +126,10 @@ def train(
 
     Returns:
         ``{"final": {"steps", "wall_s", "steps_per_s", "eval": {tag: value},
-        "snapshot_cycles", "resumes"}, "history": [{"step", "metrics"}...], "run_dir"}``;
-        ``wall_s`` times this session's ``model.learn`` alone.
+        "snapshot_cycles", "resumes", "difficulty"}, "history": [{"step", "metrics"}...],
+        "run_dir"}``; ``wall_s`` times this session's ``model.learn`` alone; ``difficulty`` is
+        the training environments' at the end (``gated``: the level it reached; ``random_d``:
+        the mean over the episodes in play).
     """
     checked = check_config(config)
     run_dir = Path(run_dir)
@@ -382,6 +384,7 @@ def _finish(run: _Run, wall: float) -> dict[str, Any]:
             "eval": final,
             "snapshot_cycles": list(snapshots.cycles) if snapshots is not None else [],
             "resumes": run.resumes,
+            "difficulty": run.callbacks["clock"].difficulty,  # training's, at the end
         },
         "history": run.evaluations.history,
     }

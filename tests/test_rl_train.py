@@ -178,8 +178,10 @@ def test_random_d_plays_each_episode_at_its_own_draw(tmp_path):
     config["curriculum"] = {"mode": "random_d"}
     config["ppo"].update(n_steps=256, batch_size=64, n_epochs=1)
     seen = EpisodeDifficulties()
-    train(config, tmp_path, callbacks=[seen])
+    final = train(config, tmp_path, callbacks=[seen])["final"]
     _, curriculum = clock_and_curriculum(config)
+    in_play = [curriculum.episode_difficulty(i, len(seen.played[i])) for i in (0, 1)]
+    assert final["difficulty"] == pytest.approx(np.mean(in_play))  # metrics.json: at the end
     for env, played in seen.played.items():  # episode k of env i at draw (seed, i, k)
         assert len(played) >= 10
         assert played == [curriculum.episode_difficulty(env, k) for k in range(len(played))]
@@ -233,8 +235,11 @@ def test_run_folder_metrics_and_hparams(ppo_run):
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == {"final": metrics["final"], "history": metrics["history"]}
     final = saved["final"]
-    assert set(final) == {"steps", "wall_s", "steps_per_s", "eval", "snapshot_cycles", "resumes"}
+    keys = {"steps", "wall_s", "steps_per_s", "eval", "snapshot_cycles", "resumes", "difficulty"}
+    assert set(final) == keys
     assert final["steps"] == 1280 and final["resumes"] == 0
+    _, curriculum = clock_and_curriculum(config)
+    assert final["difficulty"] == round(curriculum.difficulty(1280), 2)
     assert final["steps_per_s"] == pytest.approx(1280 / final["wall_s"])
     assert saved["history"] == [{"step": 1280, "metrics": final["eval"]}]
     assert read_config(run / "config.toml")["steps"] == 1280

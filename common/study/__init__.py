@@ -14,10 +14,10 @@ tasks (:mod:`common.study.backends`), skipping runs that are already done, and w
 from common.study.run import RunResult, RunSpec, execute_run, is_done, plan_runs
 from common.study.runner import StudyOutcome, run_study, write_report
 from common.study.spec import (
+    Area,
     Arm,
     Curve,
     Reach,
-    Area,
     Study,
     StudyError,
     View,
