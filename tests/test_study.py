@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.config import apply_overrides, load_config
+from common.config import apply_overrides
 from common.schedules import from_spec
 from common.stats import iqm, mean_se, probability_of_improvement
 from common.study import StudyError, find_study, load_study, plan_runs, run_study
