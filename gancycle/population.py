@@ -25,8 +25,13 @@ One step (:meth:`Population.train_step`), for all members at once::
 A member whose loss turns NaN or Inf is stopped alone (its update is not applied, as the single
 trainer's ``on_nan = "stop"``); the others go on.
 
+The shared ``[population]`` table adds what only a population can do (:mod:`gancycle.averaging`):
+phase offsets between members (resolved into each member's schedules when the population is
+built) and periodic averaging of G and D (optionally of the optimizer's moments) after every
+``population.average_every``-th update, stopped members left out.
+
 Not here yet: run folders (config, events, metrics, checkpoints per member), snapshots,
-evaluation, NaN rollback, DCGAN pairs, averaging.
+evaluation, NaN rollback, DCGAN pairs.
 """
 
 from __future__ import annotations
@@ -46,12 +51,19 @@ from common.coupling import CallableTarget
 from common.runs import resolve_device
 from common.schedules import Schedule
 from common.torch_driver import ScheduleDriver, default_reset_keys
+from gancycle.averaging import (
+    Averaging,
+    Gather,
+    average_members,
+    local_gather,
+    resolve_offsets,
+)
 from gancycle.batched_models import BatchedMLP
 from gancycle.data import Mixture2D, load_data
 from gancycle.models import build_models
 from gancycle.settings import COUPLED, RESETS, check_config
 
-__all__ = ["Population", "Member", "Event", "SHARED", "NETS"]
+__all__ = ["Population", "Member", "Event", "SHARED", "NETS", "check_members"]
 
 NETS = ("G", "D")
 
@@ -64,6 +76,7 @@ SHARED = (
     "loss.d_steps",
     "optim.name",
     "optim.beta2",
+    "population",
 )
 """Config keys every member must share (they make the members one batched model)."""
 
@@ -159,6 +172,15 @@ def _backward(loss: torch.Tensor) -> None:
         loss.backward()
 
 
+def check_members(
+    configs: Sequence[Mapping[str, Any] | CheckedConfig],
+) -> list[CheckedConfig]:
+    """The members of a whole population checked (alone, then what they share), and each
+    one's phase offset resolved into its schedules (:func:`gancycle.averaging.resolve_offsets`).
+    """
+    return resolve_offsets(_check_members(configs))
+
+
 class Population:
     """N GAN runs of one architecture on one device (see the module docstring).
 
@@ -174,6 +196,9 @@ class Population:
         ema: the EMA of every member's G, same layout as ``G.data``.
         members: the per-member side (:class:`Member`).
         step: updates done (by every member not stopped).
+        averaging: ``[population]``'s averaging settings (:class:`~gancycle.averaging.Averaging`).
+        gather: this process's members' rows -> the whole population's (the identity in one
+            process; :mod:`gancycle.distributed` sets an ``all_reduce``).
     """
 
     def __init__(
@@ -182,7 +207,7 @@ class Population:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.checked = _check_members(configs)
+        self.checked = check_members(configs)
         self.configs = [checked.config for checked in self.checked]
         first = self.configs[0]
         self.device = torch.device(device) if device else resolve_device(first["device"])
@@ -209,6 +234,8 @@ class Population:
         self.stopped = torch.zeros(self.size, dtype=torch.bool, device=self.device)
         self.step = 0
         self.last_losses: dict[str, torch.Tensor] = {}
+        self.averaging = Averaging.from_config(first)
+        self.gather: Gather = local_gather
 
     # -- building ---------------------------------------------------------------------------
 
@@ -347,6 +374,8 @@ class Population:
         fake_score = self.D(fake + std * g_draws["g_noise"])
         self._update("G", self._g_loss(fake_score))
         self._update_ema()
+        if self.averaging.due(self.step + 1):
+            self.average()
 
     def _d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """:func:`gancycle.losses.discriminator_loss` per member: scores (N, batch) -> (N,)."""
@@ -391,6 +420,12 @@ class Population:
             return
         running = ~self.stopped
         self.ema[running] = self.ema[running].lerp(self.G.data[running], self._ema_weight[running])
+
+    def average(self) -> None:
+        """Pull the running members toward their mean now (``[population]``; see
+        :func:`gancycle.averaging.average_members`). :meth:`train_step` calls it after every
+        ``average_every``-th update."""
+        average_members(self)
 
     # -- the loop ---------------------------------------------------------------------------
 

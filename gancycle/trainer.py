@@ -65,7 +65,7 @@ from gancycle.metrics import evaluate
 from gancycle.models import build_models
 from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
-from gancycle.settings import COUPLED, RESETS, check_config
+from gancycle.settings import COUPLED, RESETS, check_config, check_single_run
 
 __all__ = ["GanTrainer", "Divergence", "train", "NETS", "WHICH"]
 
@@ -694,6 +694,7 @@ def train(
     if resume and not isinstance(config, CheckedConfig):
         check_run_package(config, "gancycle", run_dir, "--resume")
     checked = check_config(config)  # a bad key stops here, before the folder is made
+    check_single_run(checked.config)  # averaging and member offsets need a population
     with hold_run_folder(run_dir, resume):
         trainer = GanTrainer(checked, run_dir)
         if resume:
