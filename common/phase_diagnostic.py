@@ -8,6 +8,10 @@ evaluations is attributed to the phase of the cycle in which it happened:
 - the *high-rate* half (the clock's level >= 0.5) against the *low-rate* half (level < 0.5);
 - ``bins`` equal bins of the cycle's position (bin 0 starts at the restart).
 
+A clock whose floor is its peak (a constant rate written as a cosine with ``min = max``) keeps
+its cycles' positions but has level 0 throughout: its bins still split the cycle, and all its
+steps count as low-rate.
+
 Per run the result is the total change won (or lost) in each part over the run; across runs,
 the mean per part with a stratified-bootstrap CI (:mod:`common.stats`), and the per-run
 difference high - low with its CI. The mean, not the IQM: the parts of a run add up to its
