@@ -53,13 +53,14 @@ class BatchedMLP:
             raise ValueError(f"BatchedMLP: needs members of one MLP class, got {', '.join(kinds)}")
         self.template = copy.deepcopy(template)
         self.stack = StackedParameters(members)
-        self.layers: list[tuple[torch.Tensor, torch.Tensor] | nn.Module] = []
+        self.layers: list[tuple[torch.Tensor, torch.Tensor | None] | nn.Module] = []
         for i, layer in enumerate(template.net):
             if isinstance(layer, nn.Linear):
                 params = self.stack.params
-                self.layers.append((params[f"net.{i}.weight"], params[f"net.{i}.bias"]))
+                self.layers.append((params[f"net.{i}.weight"], params.get(f"net.{i}.bias")))
             else:
-                self.layers.append(copy.deepcopy(layer))  # an activation, applied elementwise
+                # an activation on the last dimension (elementwise, or Maxout's groups)
+                self.layers.append(copy.deepcopy(layer))
         self.squeeze = isinstance(template, MLPDiscriminator)
 
     @property
@@ -75,7 +76,10 @@ class BatchedMLP:
         for layer in self.layers:
             if isinstance(layer, tuple):
                 weight, bias = layer
-                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+                if bias is None:
+                    x = torch.bmm(x, weight.transpose(1, 2))
+                else:
+                    x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
             else:
                 x = layer(x)
         return x.squeeze(-1) if self.squeeze else x

@@ -21,12 +21,13 @@ One step (:meth:`Population.train_step`), for all members at once::
     each member: lr of G and D, coupled values, restart resets (its own drivers)
     each member draws its batch, z and noise from its own generator
     D: minimise loss_D per member (d_steps times); G: minimise loss_G per member; EMA
+    (with model.pack = m, D scores packs of m samples, grouped as the single trainer groups them)
 
 A member whose loss turns NaN or Inf is stopped alone (its update is not applied, as the single
 trainer's ``on_nan = "stop"``); the others go on.
 
 Not here yet: run folders (config, events, metrics, checkpoints per member), snapshots,
-evaluation, NaN rollback, DCGAN pairs, averaging.
+evaluation, NaN rollback, DCGAN pairs, a BatchNorm G (``model.g_batchnorm``), averaging.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from common.schedules import Schedule
 from common.torch_driver import ScheduleDriver, default_reset_keys
 from gancycle.batched_models import BatchedMLP
 from gancycle.data import Mixture2D, load_data
-from gancycle.models import build_models
+from gancycle.models import build_models, generate_in_packs, pack_samples
 from gancycle.settings import COUPLED, RESETS, check_config
 
 __all__ = ["Population", "Member", "Event", "SHARED", "NETS"]
@@ -133,6 +134,8 @@ def _check_members(
             raise ConfigError(
                 f"member {k}: a population trains model.arch = 'mlp' on ring8 or grid25 so far"
             )
+        if config["model"]["g_batchnorm"]:
+            raise ConfigError(f"member {k}: model.g_batchnorm = true: not in a population yet")
         if config["on_nan"] != "stop":
             raise ConfigError(f"member {k}: on_nan = {config['on_nan']!r}: a population stops")
         for net in NETS:
@@ -194,6 +197,7 @@ class Population:
         assert isinstance(data, Mixture2D)
         self.data = data.to(self.device)
         self.batch, self.z_dim = int(first["data"]["batch"]), int(first["model"]["z_dim"])
+        self.pack = int(first["model"]["pack"])
         self.loss_name = first["loss"]["name"]
         self.gp_weight, self.d_steps = float(first["loss"]["gp_weight"]), first["loss"]["d_steps"]
 
@@ -315,8 +319,9 @@ class Population:
                     draws["real_noise"].append(self._randn(shape, gen) if noisy else zeros)
                     draws["z"].append(self._randn((batch, self.z_dim), gen))
                     draws["fake_noise"].append(self._randn(shape, gen) if noisy else zeros)
-                    if self.gp_weight > 0:
-                        alpha = torch.rand((batch, 1), generator=gen, device=self.device)
+                    if self.gp_weight > 0:  # one mixing weight per pack D scores
+                        packs = (batch // self.pack, 1)
+                        alpha = torch.rand(packs, generator=gen, device=self.device)
                         draws["alpha"].append(alpha)
                 g_noise.append(self._randn(shape, gen) if noisy else zeros)
         out = [{key: torch.stack(v) for key, v in draws.items() if v} for draws in steps]
@@ -333,10 +338,11 @@ class Population:
         """One generator update after ``loss.d_steps`` discriminator updates, every member."""
         *d_draws, g_draws = self._draws()
         std = self._noise_std()
+        pack = self.pack
         for draws in d_draws:
-            real = draws["real"] + std * draws["real_noise"]
-            fake = self.G(draws["z"])  # keeps its graph for the G update below
-            fake_in = fake.detach() + std * draws["fake_noise"]
+            real = pack_samples(draws["real"] + std * draws["real_noise"], pack, dim=1)
+            fake = generate_in_packs(self.G, draws["z"], pack, dim=1)  # graph kept for G
+            fake_in = pack_samples(fake.detach() + std * draws["fake_noise"], pack, dim=1)
             real_score, fake_score = self.D(real), self.D(fake_in)
             loss_D = self._d_loss(real_score, fake_score)
             if self.gp_weight > 0:
@@ -344,7 +350,7 @@ class Population:
                     real, fake_in, draws["alpha"]
                 )
             self._update("D", loss_D)
-        fake_score = self.D(fake + std * g_draws["g_noise"])
+        fake_score = self.D(pack_samples(fake + std * g_draws["g_noise"], pack, dim=1))
         self._update("G", self._g_loss(fake_score))
         self._update_ema()
 

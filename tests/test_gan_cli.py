@@ -189,6 +189,8 @@ def test_divergence_exits_1_and_says_where(tmp_path, capsys):
         (sets("thermostat.G=0.1"), ["thermostat.G", "optim.name = 'sgd'"]),
         (sets("label_smoothing.enabled=true", "loss.name=hinge"), ["label_smoothing", "ns"]),
         (sets("nokey"), ["nokey", "key=value"]),
+        (sets("model.pack=3"), ["model.pack = 3", "data.batch = 32", "a multiple of it"]),
+        (sets("model.d_maxout=1"), ["model.d_maxout = 1", "k >= 2"]),
         (["--config", "svhn"], ["svhn", "ring8"]),
         (["--inception-weights", "missing.pth"], ["--inception-weights", "missing.pth"]),
         (["--device", "cuda"], ["cuda"]),

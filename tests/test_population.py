@@ -236,8 +236,12 @@ def test_members_that_cannot_share_a_population_are_named(sets, message):
             "optim.beta1=0.9",
             "reset.G=momentum",
         ],
+        # PacGAN: D scores packs of four (instance noise on member 0), maxout layers of its
+        # own width, N(0, std) initialisation; and packs under the gradient penalty.
+        ["model.pack=4", "model.d_maxout=3", "model.d_hidden=12", "model.init_std=0.05"],
+        ["model.pack=4", "loss.name=wgan", "loss.gp_weight=10.0", "label_smoothing.enabled=false"],
     ],
-    ids=["wgan-gp", "hinge-sgd"],
+    ids=["wgan-gp", "hinge-sgd", "pack4-maxout", "pack4-wgan-gp"],
 )
 def test_other_losses_and_sgd_follow_the_single_run(tmp_path, float64, sets):
     configs = [member_config(MEMBERS[k], *sets) for k in (0, 2)]
@@ -248,6 +252,12 @@ def test_other_losses_and_sgd_follow_the_single_run(tmp_path, float64, sets):
         assert population.members[k].events == events
         for name, module in (("G", trainer.G), ("D", trainer.D)):
             assert max_diff(population.member_state(k)[name], module.state_dict()) < 1e-9
+
+
+def test_a_batchnorm_generator_is_refused_by_name():
+    configs = [member_config(MEMBERS[k], "model.g_batchnorm=true") for k in (0, 2)]
+    with pytest.raises(ConfigError, match=re.escape("member 0: model.g_batchnorm = true")):
+        Population(configs)
 
 
 def test_the_bench_times_both_arms_on_the_same_member_steps():
