@@ -27,7 +27,7 @@ A member whose loss turns NaN or Inf is stopped alone (its update is not applied
 trainer's ``on_nan = "stop"``); the others go on.
 
 Not here yet: run folders (config, events, metrics, checkpoints per member), snapshots,
-evaluation, NaN rollback, DCGAN pairs, a BatchNorm G (``model.g_batchnorm``), averaging.
+evaluation, NaN rollback, DCGAN pairs, averaging.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ SHARED = (
     "loss.name",
     "loss.gp_weight",
     "loss.d_steps",
+    "loss.simultaneous",
     "optim.name",
     "optim.beta2",
 )
@@ -134,8 +135,6 @@ def _check_members(
             raise ConfigError(
                 f"member {k}: a population trains model.arch = 'mlp' on ring8 or grid25 so far"
             )
-        if config["model"]["g_batchnorm"]:
-            raise ConfigError(f"member {k}: model.g_batchnorm = true: not in a population yet")
         if config["on_nan"] != "stop":
             raise ConfigError(f"member {k}: on_nan = {config['on_nan']!r}: a population stops")
         for net in NETS:
@@ -198,6 +197,7 @@ class Population:
         self.data = data.to(self.device)
         self.batch, self.z_dim = int(first["data"]["batch"]), int(first["model"]["z_dim"])
         self.pack = int(first["model"]["pack"])
+        self.simultaneous = bool(first["loss"]["simultaneous"])
         self.loss_name = first["loss"]["name"]
         self.gp_weight, self.d_steps = float(first["loss"]["gp_weight"]), first["loss"]["d_steps"]
 
@@ -211,6 +211,8 @@ class Population:
         self.members = [self._member(k, c) for k, c in enumerate(self.checked)]
         self._reset_keys = {net: [self._keys(k, net) for k in range(self.size)] for net in NETS}
         self.stopped = torch.zeros(self.size, dtype=torch.bool, device=self.device)
+        for norm in self.G.batchnorms.values():
+            norm.frozen = self.stopped  # updated in place when a member stops
         self.step = 0
         self.last_losses: dict[str, torch.Tensor] = {}
 
@@ -349,10 +351,16 @@ class Population:
                 loss_D = loss_D + self.gp_weight * self._gradient_penalty(
                     real, fake_in, draws["alpha"]
                 )
+            if self.simultaneous:  # G's gradient at the D that scored this batch
+                self._update_g(fake, std * g_draws["g_noise"])
             self._update("D", loss_D)
-        fake_score = self.D(pack_samples(fake + std * g_draws["g_noise"], pack, dim=1))
-        self._update("G", self._g_loss(fake_score))
+        if not self.simultaneous:
+            self._update_g(fake, std * g_draws["g_noise"])
         self._update_ema()
+
+    def _update_g(self, fake: torch.Tensor, noise: torch.Tensor) -> None:
+        fake_score = self.D(pack_samples(fake + noise, self.pack, dim=1))
+        self._update("G", self._g_loss(fake_score))
 
     def _d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """:func:`gancycle.losses.discriminator_loss` per member: scores (N, batch) -> (N,)."""
@@ -417,9 +425,10 @@ class Population:
         """Member ``k``'s weights as its single run names them: ``G``, ``D`` and ``ema``
         state dicts (copies)."""
         return {
-            "G": self.G.stack.member_state_dict(k),
-            "D": self.D.stack.member_state_dict(k),
-            "ema": self.G.stack.member_state_dict(k, self.ema),
+            "G": self.G.member_state_dict(k),
+            "D": self.D.member_state_dict(k),
+            # the single trainer's EMA copies G's BatchNorm statistics at each update
+            "ema": self.G.member_state_dict(k, self.ema),
         }
 
 

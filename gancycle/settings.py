@@ -84,6 +84,7 @@ SCHEMA = Schema(
         "loss.name": choice("ns", LOSSES),
         "loss.gp_weight": number(0.0, 0),
         "loss.d_steps": integer(1, 1),
+        "loss.simultaneous": boolean(False),
         "optim.name": choice("adam", OPTIMIZERS),
         "optim.beta1": number(0.5, 0, 1, hi_open=True),
         "optim.beta2": number(0.999, 0, 1, hi_open=True),
@@ -109,12 +110,17 @@ SCHEMA = Schema(
 
 
 def _check_model(cfg: Mapping[str, Any]) -> None:
-    """What the model's keys allow together with the batch."""
+    """What the model's keys allow together with the batch, and the update order with D's
+    steps."""
     model, batch = cfg["model"], cfg["data"]["batch"]
     if batch % model["pack"]:
         raise ConfigError(
             f"model.pack = {model['pack']}: data.batch = {batch} must be a multiple of it "
             "(D scores packs of model.pack samples)"
+        )
+    if cfg["loss"]["simultaneous"] and cfg["loss"]["d_steps"] != 1:
+        raise ConfigError(
+            f"loss.simultaneous = true: needs loss.d_steps = 1 (got {cfg['loss']['d_steps']})"
         )
     if model["d_maxout"] == 1:
         raise ConfigError("model.d_maxout = 1: 0 (LeakyReLU layers) or k >= 2 (maxout of k pieces)")

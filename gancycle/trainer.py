@@ -15,6 +15,8 @@ One step, top to bottom (:meth:`GanTrainer.train_step`)::
     D: minimise loss_D(D(real + noise), D(fake + noise))      (d_steps times)
     G: minimise loss_G(D(fake + noise))                         (fake reused, as in DCGAN)
 
+With ``loss.simultaneous`` G's update is computed before D's (both gradients at the same
+point, as PacGAN's code takes them); G's gradient accumulated into D is cleared by D's update.
 With ``model.pack = m`` D scores packs of ``m`` samples (PacGAN): real and fake batches are
 grouped into ``batch / m`` packs after the instance noise, and the losses average over packs.
     EMA of G
@@ -326,7 +328,7 @@ class GanTrainer:
         cfg = self.config
         batch, loss_name = cfg["data"]["batch"], cfg["loss"]["name"]
         gp_weight, d_steps = cfg["loss"]["gp_weight"], cfg["loss"]["d_steps"]
-        pack = self.pack
+        pack, simultaneous = self.pack, cfg["loss"]["simultaneous"]
         with self._autocast():
             for _ in range(d_steps):
                 real = self._instance_noise(self.data.sample(batch, self.generator))
@@ -342,13 +344,18 @@ class GanTrainer:
                     loss_D = loss_D + gp_weight * gradient_penalty(
                         self.D, real, fake_in, self.generator
                     )
+                if simultaneous:  # G's gradient at the D that scored this batch (PacGAN's)
+                    self._update_g(fake, loss_name)
                 self._update("D", loss_D)
                 self.window.add("D/real", d_output(loss_name, real_score))
                 self.window.add("D/fake", d_output(loss_name, fake_score))
-            fake_in = pack_samples(self._instance_noise(fake), pack)
-            loss_G = generator_loss(loss_name, self.D(fake_in))
-            self._update("G", loss_G)
+            if not simultaneous:
+                self._update_g(fake, loss_name)
         self.ema.update()
+
+    def _update_g(self, fake: torch.Tensor, loss_name: str) -> None:
+        fake_in = pack_samples(self._instance_noise(fake), self.pack)
+        self._update("G", generator_loss(loss_name, self.D(fake_in)))
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -191,6 +191,7 @@ def test_divergence_exits_1_and_says_where(tmp_path, capsys):
         (sets("nokey"), ["nokey", "key=value"]),
         (sets("model.pack=3"), ["model.pack = 3", "data.batch = 32", "a multiple of it"]),
         (sets("model.d_maxout=1"), ["model.d_maxout = 1", "k >= 2"]),
+        (sets("loss.simultaneous=true", "loss.d_steps=2"), ["loss.simultaneous", "d_steps = 1"]),
         (["--config", "svhn"], ["svhn", "ring8"]),
         (["--inception-weights", "missing.pth"], ["--inception-weights", "missing.pth"]),
         (["--device", "cuda"], ["cuda"]),

@@ -353,3 +353,24 @@ def test_pacgans_grid25_setup_trains_with_packs_batchnorm_and_maxout(tmp_path):
     # G's BatchNorm statistics moved (train mode while training, eval mode for samples).
     trainer = GanTrainer.from_run(tmp_path)
     assert float(trainer.G.net[1].running_var.sub(1).abs().max()) > 0
+
+
+@pytest.mark.parametrize("simultaneous", [True, False])
+def test_simultaneous_updates_take_gs_gradient_before_d_moves(tmp_path, simultaneous):
+    """loss.simultaneous (PacGAN's code): G's first update does not depend on D's rate."""
+
+    def g_after_one_step(lr_d: float) -> list[torch.Tensor]:
+        config = tiny_config(
+            f"loss.simultaneous={str(simultaneous).lower()}",
+            "lr.G={kind='constant', max=1e-3}",
+            f"lr.D={{kind='constant', max={lr_d}, min={lr_d}}}",
+        )
+        trainer = GanTrainer(config, tmp_path / f"{lr_d}")
+        trainer.advance(1)
+        return [p.detach().clone() for p in trainer.G.parameters()]
+
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(g_after_one_step(1e-2), g_after_one_step(1e-8), strict=True)
+    )
+    assert same == simultaneous
