@@ -85,7 +85,7 @@ def test_help_lists_every_option_with_its_default(capsys):
         "--inception-weights",
     ):
         assert option in out, option
-    assert "default: ring8" in out
+    assert "default: ring8" in " ".join(out.split())  # however argparse wraps the line
 
 
 def test_help_is_fast_and_imports_no_torch():
