@@ -61,7 +61,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def _train(argv: Sequence[str] | None) -> int:
     args = _train_parser().parse_args(argv)  # --help stops here, before torch is imported
-    from gancycle.settings import SCHEMA, check_config
+    from gancycle.settings import SCHEMA, check_config, check_single_run
 
     config, run_dir, resume = resolve_run(args, SCHEMA)
     if args.on_nan is not None:
@@ -74,6 +74,7 @@ def _train(argv: Sequence[str] | None) -> int:
         _check_file(args.inception_weights, "--inception-weights")
         config["eval"]["inception_weights"] = args.inception_weights
     checked = check_config(config)
+    check_single_run(checked.config)
     if args.check:
         print(check_line(checked, str(args.resume or args.config)))
         return 0

@@ -26,8 +26,13 @@ One step (:meth:`Population.train_step`), for all members at once::
 A member whose loss turns NaN or Inf is stopped alone (its update is not applied, as the single
 trainer's ``on_nan = "stop"``); the others go on.
 
+The shared ``[population]`` table adds what only a population can do (:mod:`gancycle.averaging`):
+phase offsets between members (resolved into each member's schedules when the population is
+built) and periodic averaging of G and D (optionally of the optimizer's moments) after every
+``population.average_every``-th update, stopped members left out.
+
 Not here yet: run folders (config, events, metrics, checkpoints per member), snapshots,
-evaluation, NaN rollback, DCGAN pairs, averaging.
+evaluation, NaN rollback, DCGAN pairs.
 """
 
 from __future__ import annotations
@@ -47,12 +52,19 @@ from common.coupling import CallableTarget
 from common.runs import resolve_device
 from common.schedules import Schedule
 from common.torch_driver import ScheduleDriver, default_reset_keys
+from gancycle.averaging import (
+    Averaging,
+    Gather,
+    average_members,
+    local_gather,
+    resolve_offsets,
+)
 from gancycle.batched_models import BatchedMLP
 from gancycle.data import Mixture2D, load_data
 from gancycle.models import build_models, generate_in_packs, pack_samples
 from gancycle.settings import COUPLED, RESETS, check_config
 
-__all__ = ["Population", "Member", "Event", "SHARED", "NETS"]
+__all__ = ["Population", "Member", "Event", "SHARED", "NETS", "check_members"]
 
 NETS = ("G", "D")
 
@@ -66,6 +78,7 @@ SHARED = (
     "loss.simultaneous",
     "optim.name",
     "optim.beta2",
+    "population",
 )
 """Config keys every member must share (they make the members one batched model)."""
 
@@ -161,6 +174,15 @@ def _backward(loss: torch.Tensor) -> None:
         loss.backward()
 
 
+def check_members(
+    configs: Sequence[Mapping[str, Any] | CheckedConfig],
+) -> list[CheckedConfig]:
+    """The members of a whole population checked (alone, then what they share), and each
+    one's phase offset resolved into its schedules (:func:`gancycle.averaging.resolve_offsets`).
+    """
+    return resolve_offsets(_check_members(configs))
+
+
 class Population:
     """N GAN runs of one architecture on one device (see the module docstring).
 
@@ -176,6 +198,9 @@ class Population:
         ema: the EMA of every member's G, same layout as ``G.data``.
         members: the per-member side (:class:`Member`).
         step: updates done (by every member not stopped).
+        averaging: ``[population]``'s averaging settings (:class:`~gancycle.averaging.Averaging`).
+        gather: this process's members' rows -> the whole population's (the identity in one
+            process; :mod:`gancycle.distributed` sets an ``all_reduce``).
     """
 
     def __init__(
@@ -184,7 +209,7 @@ class Population:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.checked = _check_members(configs)
+        self.checked = check_members(configs)
         self.configs = [checked.config for checked in self.checked]
         first = self.configs[0]
         self.device = torch.device(device) if device else resolve_device(first["device"])
@@ -215,6 +240,8 @@ class Population:
             norm.frozen = self.stopped  # updated in place when a member stops
         self.step = 0
         self.last_losses: dict[str, torch.Tensor] = {}
+        self.averaging = Averaging.from_config(first)
+        self.gather: Gather = local_gather
 
     # -- building ---------------------------------------------------------------------------
 
@@ -357,6 +384,8 @@ class Population:
         if not self.simultaneous:
             self._update_g(fake, std * g_draws["g_noise"])
         self._update_ema()
+        if self.averaging.due(self.step + 1):
+            self.average()
 
     def _update_g(self, fake: torch.Tensor, noise: torch.Tensor) -> None:
         fake_score = self.D(pack_samples(fake + noise, self.pack, dim=1))
@@ -405,6 +434,12 @@ class Population:
             return
         running = ~self.stopped
         self.ema[running] = self.ema[running].lerp(self.G.data[running], self._ema_weight[running])
+
+    def average(self) -> None:
+        """Pull the running members toward their mean now (``[population]``; see
+        :func:`gancycle.averaging.average_members`). :meth:`train_step` calls it after every
+        ``average_every``-th update."""
+        average_members(self)
 
     # -- the loop ---------------------------------------------------------------------------
 

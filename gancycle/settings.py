@@ -18,6 +18,7 @@ from common.config import (
     RESETS,
     CheckedConfig,
     ConfigError,
+    Key,
     ScheduleTable,
     Schema,
     boolean,
@@ -34,13 +35,49 @@ from gancycle.data import DATASETS
 from gancycle.losses import LOSSES
 from gancycle.models import ARCHS
 
-__all__ = ["NETS", "RESETS", "OPTIMIZERS", "ON_NAN", "COUPLED", "SCHEMA", "check_config", "get"]
+__all__ = [
+    "NETS",
+    "RESETS",
+    "OPTIMIZERS",
+    "ON_NAN",
+    "COUPLED",
+    "OFFSETS",
+    "SCHEMA",
+    "check_config",
+    "check_single_run",
+    "get",
+]
 
 NETS = ("G", "D")
 OPTIMIZERS = ("adam", "sgd")
 ON_NAN = ("stop", "rollback")
 COUPLED = {"instance_noise": 0.02, "label_smoothing": 0.1}
 """D's regularisers that follow D's clock, with their default ``hi``."""
+OFFSETS = ("none", "even")
+"""``population.offsets`` by name (or a list: one fraction of a cycle per member)."""
+
+
+def _is_fraction(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+
+
+def _population_keys() -> dict[str, Key]:
+    """``[population]``: what a population of these runs does beyond training each member
+    (:mod:`gancycle.averaging`); the defaults train independent members, as single runs."""
+    return {
+        "population.average_every": integer(0, 0, "0 = never"),
+        "population.pull": Key(
+            1.0,
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+            "a number in (0, 1] (1 = replace each member by the mean)",
+        ),
+        "population.average_optimizer": boolean(False),
+        "population.offsets": Key(
+            "none",
+            lambda v: v in OFFSETS or (isinstance(v, list) and all(map(_is_fraction, v))),
+            "none | even | a list of fractions of a cycle in [0, 1), one per member",
+        ),
+    }
 
 
 def _coupling_keys(name: str, hi: float, top: float | None) -> dict[str, Any]:
@@ -104,6 +141,7 @@ SCHEMA = Schema(
         "eval.samples": integer(2500, 10),
         "eval.classifier_steps": integer(600, 1),
         "eval.inception_weights": string(""),
+        **_population_keys(),
     },
 )
 """Every key of a gancycle config, with its default (ring8's value) and what it allows."""
@@ -164,3 +202,24 @@ def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return dataclasses.replace(checked, couplings=couplings)
+
+
+def check_single_run(config: Mapping[str, Any]) -> None:
+    """A lone run cannot average or take a member's offset: refuse rather than ignore.
+
+    Raises:
+        ConfigError: ``population.average_every`` > 0 or ``population.offsets`` other than
+            ``"none"``, naming the key and where populations train.
+    """
+    table = config["population"]
+    where = "a population (python -m gancycle.distributed, or torchrun -m gancycle.distributed)"
+    if table["average_every"] > 0:
+        raise ConfigError(
+            f"population.average_every = {table['average_every']}: averaging needs {where}; "
+            "a single run has no members to average (set it to 0)"
+        )
+    if table["offsets"] != "none":
+        raise ConfigError(
+            f"population.offsets = {table['offsets']!r}: member offsets need {where}; a single "
+            "run shifts its schedule with lr.G.offset"
+        )

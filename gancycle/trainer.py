@@ -70,7 +70,7 @@ from gancycle.metrics import evaluate
 from gancycle.models import build_models, generate_in_packs, pack_samples
 from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
-from gancycle.settings import COUPLED, RESETS, check_config
+from gancycle.settings import COUPLED, RESETS, check_config, check_single_run
 
 __all__ = ["GanTrainer", "Divergence", "train", "NETS", "WHICH"]
 
@@ -709,6 +709,7 @@ def train(
     if resume and not isinstance(config, CheckedConfig):
         check_run_package(config, "gancycle", run_dir, "--resume")
     checked = check_config(config)  # a bad key stops here, before the folder is made
+    check_single_run(checked.config)  # averaging and member offsets need a population
     with hold_run_folder(run_dir, resume):
         trainer = GanTrainer(checked, run_dir)
         if resume:
