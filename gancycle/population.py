@@ -150,6 +150,12 @@ def _check_members(
             )
         if config["on_nan"] != "stop":
             raise ConfigError(f"member {k}: on_nan = {config['on_nan']!r}: a population stops")
+        if config["model"]["g_batchnorm"] and config["population"]["average_every"] > 0:
+            raise ConfigError(
+                f"member {k}: population.average_every = "
+                f"{config['population']['average_every']}: not with model.g_batchnorm = true "
+                "(BatchNorm's running statistics have no mean here yet)"
+            )
         for net in NETS:
             if config["thermostat"][net] > 0:
                 raise ConfigError(f"member {k}: thermostat.{net}: not in a population yet")

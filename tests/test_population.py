@@ -288,6 +288,14 @@ def test_other_losses_and_sgd_follow_the_single_run(tmp_path, float64, sets):
             assert max_diff(population.member_state(k)[name], module.state_dict()) < 1e-9
 
 
+def test_averaging_a_batchnorm_generator_is_refused_by_name():
+    sets = ["model.g_batchnorm=true", "population.average_every=10"]
+    configs = [member_config(MEMBERS[2], *sets), member_config(MEMBERS[2], "seed=3", *sets)]
+    message = "member 0: population.average_every = 10: not with model.g_batchnorm = true"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Population(configs)
+
+
 def test_the_bench_times_both_arms_on_the_same_member_steps():
     from gancycle.population_bench import member_configs, run_population_bench
 
