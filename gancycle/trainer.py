@@ -14,12 +14,12 @@ One step, top to bottom (:meth:`GanTrainer.train_step`)::
     real ~ data, z ~ N(0, I), fake = G(z)
     D: minimise loss_D(D(real + noise), D(fake + noise))      (d_steps times)
     G: minimise loss_G(D(fake + noise))                         (fake reused, as in DCGAN)
+    EMA of G
 
 With ``loss.simultaneous`` G's update is computed before D's (both gradients at the same
 point, as PacGAN's code takes them); G's gradient accumulated into D is cleared by D's update.
 With ``model.pack = m`` D scores packs of ``m`` samples (PacGAN): real and fake batches are
 grouped into ``batch / m`` packs after the instance noise, and the losses average over packs.
-    EMA of G
 
 Everything random comes from one seeded ``torch.Generator`` saved in the checkpoint, so a run
 resumed from ``checkpoints/last.pt`` continues exactly as if it had never stopped.
