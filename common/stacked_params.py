@@ -24,8 +24,9 @@ class StackedParameters:
 
     Args:
         modules: N modules of one architecture, all of one dtype and on one device, without
-            buffers (BatchNorm statistics are not stacked here). Their values are copied; the
-            modules themselves are left as they were.
+            buffers (BatchNorm statistics are not stacked here) unless ``own_buffers``: the
+            caller keeps them. Their values are copied; the modules themselves are left as
+            they were.
 
     Attributes:
         data: shape (N, P): row ``k`` holds member ``k``'s parameters (padding stays zero); its
@@ -35,12 +36,12 @@ class StackedParameters:
             ``.grad`` is the matching view of :attr:`grad`.
     """
 
-    def __init__(self, modules: Sequence[nn.Module]) -> None:
+    def __init__(self, modules: Sequence[nn.Module], own_buffers: bool = False) -> None:
         if not modules:
             raise ValueError("StackedParameters: no modules")
         template = modules[0]
         named = [(n, p) for n, p in template.named_parameters() if p.requires_grad]
-        if not named or any(True for _ in template.buffers()):
+        if not named or (not own_buffers and any(True for _ in template.buffers())):
             raise ValueError(
                 f"StackedParameters: {type(template).__name__} must have parameters and no buffers"
             )

@@ -202,6 +202,8 @@ def mean_generator(population: Population, which: str = "G") -> nn.Module:
     """
     if which not in ("G", "ema"):
         raise ValueError(f"which = {which!r}: must be G | ema")
+    if population.G.batchnorms:
+        raise ValueError("mean_generator: a BatchNorm G's running statistics have no mean yet")
     rows = population.G.data if which == "G" else population.ema
     mean = _mean(rows, ~population.stopped, population.gather)
     if mean is None:

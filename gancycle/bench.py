@@ -35,8 +35,11 @@ class BareLoop:
     """A hand-written GAN loop with the config's models, batch, data and optimizer settings."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        if config["loss"]["name"] != "ns" or config["loss"]["d_steps"] != 1:
-            raise ValueError("bench: the bare loop is loss.name = 'ns' with loss.d_steps = 1")
+        loss = config["loss"]
+        if loss["name"] != "ns" or loss["d_steps"] != 1 or config["model"]["pack"] != 1:
+            raise ValueError(
+                "bench: the bare loop is loss.name = 'ns' with loss.d_steps = 1, model.pack = 1"
+            )
         self.device = resolve_device(config["device"])
         seed_everything(config["seed"])
         self.generator = torch.Generator(self.device).manual_seed(config["seed"])

@@ -21,6 +21,7 @@ One step (:meth:`Population.train_step`), for all members at once::
     each member: lr of G and D, coupled values, restart resets (its own drivers)
     each member draws its batch, z and noise from its own generator
     D: minimise loss_D per member (d_steps times); G: minimise loss_G per member; EMA
+    (with model.pack = m, D scores packs of m samples, grouped as the single trainer groups them)
 
 A member whose loss turns NaN or Inf is stopped alone (its update is not applied, as the single
 trainer's ``on_nan = "stop"``); the others go on.
@@ -60,7 +61,7 @@ from gancycle.averaging import (
 )
 from gancycle.batched_models import BatchedMLP
 from gancycle.data import Mixture2D, load_data
-from gancycle.models import build_models
+from gancycle.models import build_models, generate_in_packs, pack_samples
 from gancycle.settings import COUPLED, RESETS, check_config
 
 __all__ = ["Population", "Member", "Event", "SHARED", "NETS", "check_members"]
@@ -74,6 +75,7 @@ SHARED = (
     "loss.name",
     "loss.gp_weight",
     "loss.d_steps",
+    "loss.simultaneous",
     "optim.name",
     "optim.beta2",
     "population",
@@ -148,6 +150,12 @@ def _check_members(
             )
         if config["on_nan"] != "stop":
             raise ConfigError(f"member {k}: on_nan = {config['on_nan']!r}: a population stops")
+        if config["model"]["g_batchnorm"] and config["population"]["average_every"] > 0:
+            raise ConfigError(
+                f"member {k}: population.average_every = "
+                f"{config['population']['average_every']}: not with model.g_batchnorm = true "
+                "(BatchNorm's running statistics have no mean here yet)"
+            )
         for net in NETS:
             if config["thermostat"][net] > 0:
                 raise ConfigError(f"member {k}: thermostat.{net}: not in a population yet")
@@ -219,6 +227,8 @@ class Population:
         assert isinstance(data, Mixture2D)
         self.data = data.to(self.device)
         self.batch, self.z_dim = int(first["data"]["batch"]), int(first["model"]["z_dim"])
+        self.pack = int(first["model"]["pack"])
+        self.simultaneous = bool(first["loss"]["simultaneous"])
         self.loss_name = first["loss"]["name"]
         self.gp_weight, self.d_steps = float(first["loss"]["gp_weight"]), first["loss"]["d_steps"]
 
@@ -232,6 +242,8 @@ class Population:
         self.members = [self._member(k, c) for k, c in enumerate(self.checked)]
         self._reset_keys = {net: [self._keys(k, net) for k in range(self.size)] for net in NETS}
         self.stopped = torch.zeros(self.size, dtype=torch.bool, device=self.device)
+        for norm in self.G.batchnorms.values():
+            norm.frozen = self.stopped  # updated in place when a member stops
         self.step = 0
         self.last_losses: dict[str, torch.Tensor] = {}
         self.averaging = Averaging.from_config(first)
@@ -342,8 +354,9 @@ class Population:
                     draws["real_noise"].append(self._randn(shape, gen) if noisy else zeros)
                     draws["z"].append(self._randn((batch, self.z_dim), gen))
                     draws["fake_noise"].append(self._randn(shape, gen) if noisy else zeros)
-                    if self.gp_weight > 0:
-                        alpha = torch.rand((batch, 1), generator=gen, device=self.device)
+                    if self.gp_weight > 0:  # one mixing weight per pack D scores
+                        packs = (batch // self.pack, 1)
+                        alpha = torch.rand(packs, generator=gen, device=self.device)
                         draws["alpha"].append(alpha)
                 g_noise.append(self._randn(shape, gen) if noisy else zeros)
         out = [{key: torch.stack(v) for key, v in draws.items() if v} for draws in steps]
@@ -360,22 +373,29 @@ class Population:
         """One generator update after ``loss.d_steps`` discriminator updates, every member."""
         *d_draws, g_draws = self._draws()
         std = self._noise_std()
+        pack = self.pack
         for draws in d_draws:
-            real = draws["real"] + std * draws["real_noise"]
-            fake = self.G(draws["z"])  # keeps its graph for the G update below
-            fake_in = fake.detach() + std * draws["fake_noise"]
+            real = pack_samples(draws["real"] + std * draws["real_noise"], pack, dim=1)
+            fake = generate_in_packs(self.G, draws["z"], pack, dim=1)  # graph kept for G
+            fake_in = pack_samples(fake.detach() + std * draws["fake_noise"], pack, dim=1)
             real_score, fake_score = self.D(real), self.D(fake_in)
             loss_D = self._d_loss(real_score, fake_score)
             if self.gp_weight > 0:
                 loss_D = loss_D + self.gp_weight * self._gradient_penalty(
                     real, fake_in, draws["alpha"]
                 )
+            if self.simultaneous:  # G's gradient at the D that scored this batch
+                self._update_g(fake, std * g_draws["g_noise"])
             self._update("D", loss_D)
-        fake_score = self.D(fake + std * g_draws["g_noise"])
-        self._update("G", self._g_loss(fake_score))
+        if not self.simultaneous:
+            self._update_g(fake, std * g_draws["g_noise"])
         self._update_ema()
         if self.averaging.due(self.step + 1):
             self.average()
+
+    def _update_g(self, fake: torch.Tensor, noise: torch.Tensor) -> None:
+        fake_score = self.D(pack_samples(fake + noise, self.pack, dim=1))
+        self._update("G", self._g_loss(fake_score))
 
     def _d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """:func:`gancycle.losses.discriminator_loss` per member: scores (N, batch) -> (N,)."""
@@ -446,9 +466,10 @@ class Population:
         """Member ``k``'s weights as its single run names them: ``G``, ``D`` and ``ema``
         state dicts (copies)."""
         return {
-            "G": self.G.stack.member_state_dict(k),
-            "D": self.D.stack.member_state_dict(k),
-            "ema": self.G.stack.member_state_dict(k, self.ema),
+            "G": self.G.member_state_dict(k),
+            "D": self.D.member_state_dict(k),
+            # the single trainer's EMA copies G's BatchNorm statistics at each update
+            "ema": self.G.member_state_dict(k, self.ema),
         }
 
 

@@ -110,9 +110,18 @@ SCHEMA = Schema(
         "model.hidden": integer(128, 1),
         "model.layers": integer(3, 1),
         "model.width": integer(64, 1),
+        "model.pack": integer(1, 1, "1 = no packing; m: D scores m samples at once"),
+        "model.g_hidden": integer(0, 0, "0 = model.hidden"),
+        "model.g_layers": integer(0, 0, "0 = model.layers"),
+        "model.d_hidden": integer(0, 0, "0 = model.hidden"),
+        "model.d_layers": integer(0, 0, "0 = model.layers"),
+        "model.g_batchnorm": boolean(False),
+        "model.d_maxout": integer(0, 0, "0 = LeakyReLU(0.2) layers; k >= 2 = maxout of k pieces"),
+        "model.init_std": number(0.0, 0, 1),
         "loss.name": choice("ns", LOSSES),
         "loss.gp_weight": number(0.0, 0),
         "loss.d_steps": integer(1, 1),
+        "loss.simultaneous": boolean(False),
         "optim.name": choice("adam", OPTIMIZERS),
         "optim.beta1": number(0.5, 0, 1, hi_open=True),
         "optim.beta2": number(0.999, 0, 1, hi_open=True),
@@ -138,6 +147,23 @@ SCHEMA = Schema(
 """Every key of a gancycle config, with its default (ring8's value) and what it allows."""
 
 
+def _check_model(cfg: Mapping[str, Any]) -> None:
+    """What the model's keys allow together with the batch, and the update order with D's
+    steps."""
+    model, batch = cfg["model"], cfg["data"]["batch"]
+    if batch % model["pack"]:
+        raise ConfigError(
+            f"model.pack = {model['pack']}: data.batch = {batch} must be a multiple of it "
+            "(D scores packs of model.pack samples)"
+        )
+    if cfg["loss"]["simultaneous"] and cfg["loss"]["d_steps"] != 1:
+        raise ConfigError(
+            f"loss.simultaneous = true: needs loss.d_steps = 1 (got {cfg['loss']['d_steps']})"
+        )
+    if model["d_maxout"] == 1:
+        raise ConfigError("model.d_maxout = 1: 0 (LeakyReLU layers) or k >= 2 (maxout of k pieces)")
+
+
 def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
     """Check a gancycle config (whole, or only the keys it changes) and build it.
 
@@ -154,6 +180,7 @@ def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
         return config
     checked = SCHEMA.checked(config)
     cfg = checked.config
+    _check_model(cfg)
     if cfg["label_smoothing"]["enabled"] and cfg["loss"]["name"] != "ns":
         raise ConfigError(
             f"label_smoothing.enabled = true: only with loss.name = 'ns' "

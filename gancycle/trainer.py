@@ -16,6 +16,11 @@ One step, top to bottom (:meth:`GanTrainer.train_step`)::
     G: minimise loss_G(D(fake + noise))                         (fake reused, as in DCGAN)
     EMA of G
 
+With ``loss.simultaneous`` G's update is computed before D's (both gradients at the same
+point, as PacGAN's code takes them); G's gradient accumulated into D is cleared by D's update.
+With ``model.pack = m`` D scores packs of ``m`` samples (PacGAN): real and fake batches are
+grouped into ``batch / m`` packs after the instance noise, and the losses average over packs.
+
 Everything random comes from one seeded ``torch.Generator`` saved in the checkpoint, so a run
 resumed from ``checkpoints/last.pt`` continues exactly as if it had never stopped.
 """
@@ -62,7 +67,7 @@ from gancycle.ema import EMA
 from gancycle.inception import InceptionFeatures
 from gancycle.losses import d_output, discriminator_loss, generator_loss, gradient_penalty
 from gancycle.metrics import evaluate
-from gancycle.models import build_models
+from gancycle.models import build_models, generate_in_packs, pack_samples
 from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
 from gancycle.settings import COUPLED, RESETS, check_config, check_single_run
@@ -170,6 +175,7 @@ class GanTrainer:
         # Each network's weights and gradients in one buffer: per-step dynamics in a few kernels.
         self.flat = {net: FlatParameters(self.nets[net].parameters()) for net in NETS}
         self.z_dim = int(config["model"]["z_dim"])
+        self.pack = int(config["model"]["pack"])
         self.ema = EMA(self.G, config["ema"]["decay"])
         self.opts = {net: self._optimizer(self.nets[net]) for net in NETS}
         self.kinetic = {net: KineticEnergy(self.flat[net]) for net in NETS}
@@ -322,11 +328,14 @@ class GanTrainer:
         cfg = self.config
         batch, loss_name = cfg["data"]["batch"], cfg["loss"]["name"]
         gp_weight, d_steps = cfg["loss"]["gp_weight"], cfg["loss"]["d_steps"]
+        pack, simultaneous = self.pack, cfg["loss"]["simultaneous"]
         with self._autocast():
             for _ in range(d_steps):
                 real = self._instance_noise(self.data.sample(batch, self.generator))
-                fake = self.G(self._noise(batch))  # keeps its graph for the G update below
-                fake_in = self._instance_noise(fake.detach())
+                # fake keeps its graph for the G update below
+                fake = generate_in_packs(self.G, self._noise(batch), pack)
+                real = pack_samples(real, pack)  # D scores packs of model.pack samples
+                fake_in = pack_samples(self._instance_noise(fake.detach()), pack)
                 real_score, fake_score = self.D(real), self.D(fake_in)
                 loss_D = discriminator_loss(
                     loss_name, real_score, fake_score, self.coupled["label_smoothing"]
@@ -335,12 +344,18 @@ class GanTrainer:
                     loss_D = loss_D + gp_weight * gradient_penalty(
                         self.D, real, fake_in, self.generator
                     )
+                if simultaneous:  # G's gradient at the D that scored this batch (PacGAN's)
+                    self._update_g(fake, loss_name)
                 self._update("D", loss_D)
                 self.window.add("D/real", d_output(loss_name, real_score))
                 self.window.add("D/fake", d_output(loss_name, fake_score))
-            loss_G = generator_loss(loss_name, self.D(self._instance_noise(fake)))
-            self._update("G", loss_G)
+            if not simultaneous:
+                self._update_g(fake, loss_name)
         self.ema.update()
+
+    def _update_g(self, fake: torch.Tensor, loss_name: str) -> None:
+        fake_in = pack_samples(self._instance_noise(fake), self.pack)
+        self._update("G", generator_loss(loss_name, self.D(fake_in)))
 
     # -- the loop ---------------------------------------------------------------------------
 

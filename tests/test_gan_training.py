@@ -327,3 +327,50 @@ def test_thermostat_holds_each_networks_kinetic_energy_with_sgd(tmp_path):
         sigma = series(tmp_path / "hot", f"dynamics/thermostat_sigma/{net}")
         assert np.mean(energy[10:]) == pytest.approx(targets[net], rel=0.15)
         assert (sigma[10:] > 0).mean() > 0.9
+
+
+def test_a_packed_discriminator_trains(tmp_path):
+    """model.pack = 4: D reads packs of four points (8 inputs) and the losses stay finite."""
+    config = tiny_config("model.pack=4", "steps=20")
+    trainer = GanTrainer(config, tmp_path)
+    assert trainer.D.net[0].in_features == 8
+    before = [p.detach().clone() for p in trainer.D.parameters()]
+    final = trainer.train(progress=False)
+    assert final["steps"] == 20 and 0 <= final["G"]["modes"] <= 8
+    for tag in ("loss/D", "loss/G"):
+        values = series(tmp_path, tag)
+        assert len(values) == 20 and np.isfinite(values).all()
+    assert all(not torch.equal(a, b) for a, b in zip(before, trainer.D.parameters(), strict=True))
+
+
+def test_pacgans_grid25_setup_trains_with_packs_batchnorm_and_maxout(tmp_path):
+    sets = ["device=cpu", "steps=4", "log.every=1", "eval.samples=100", "checkpoint.every=0"]
+    config = SCHEMA.load("grid25_pacgan", [*sets, "model.pack=4", "data.batch=40"])
+    final = train(config, tmp_path, progress=False)
+    assert final["steps"] == 4
+    losses = series(tmp_path, "loss/D")
+    assert len(losses) == 4 and np.isfinite(losses).all()
+    # G's BatchNorm statistics moved (train mode while training, eval mode for samples).
+    trainer = GanTrainer.from_run(tmp_path)
+    assert float(trainer.G.net[1].running_var.sub(1).abs().max()) > 0
+
+
+@pytest.mark.parametrize("simultaneous", [True, False])
+def test_simultaneous_updates_take_gs_gradient_before_d_moves(tmp_path, simultaneous):
+    """loss.simultaneous (PacGAN's code): G's first update does not depend on D's rate."""
+
+    def g_after_one_step(lr_d: float) -> list[torch.Tensor]:
+        config = tiny_config(
+            f"loss.simultaneous={str(simultaneous).lower()}",
+            "lr.G={kind='constant', max=1e-3}",
+            f"lr.D={{kind='constant', max={lr_d}, min={lr_d}}}",
+        )
+        trainer = GanTrainer(config, tmp_path / f"{lr_d}")
+        trainer.advance(1)
+        return [p.detach().clone() for p in trainer.G.parameters()]
+
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(g_after_one_step(1e-2), g_after_one_step(1e-8), strict=True)
+    )
+    assert same == simultaneous

@@ -15,7 +15,8 @@ from gancycle.data import (
 )
 from gancycle.losses import discriminator_loss, generator_loss, gradient_penalty
 from gancycle.metrics import class_metrics, frechet_distance, kl_from_uniform, mode_metrics, prdc
-from gancycle.models import build_models
+from gancycle.models import Maxout, build_models, generate_in_packs, pack_samples
+from gancycle.settings import SCHEMA
 
 # -- data ------------------------------------------------------------------------------------
 
@@ -98,6 +99,84 @@ def test_mlp_pair_shapes_and_wrong_arch():
     assert G(torch.randn(5, 2)).shape == (5, 2) and D(torch.randn(5, 2)).shape == (5,)
     with pytest.raises(ValueError, match="model.arch = 'mlp'"):
         build_models({"arch": "mlp", "z_dim": 2, "hidden": 16, "layers": 2}, (1, 8, 8))
+
+
+def test_pack_groups_one_sample_of_each_group_per_pack():
+    x = torch.arange(12.0).reshape(6, 2)  # samples 0..5, two features each
+    packed = pack_samples(x, 3)
+    # Three groups of two (as generate_in_packs makes them); pack j holds sample j of each.
+    assert packed.tolist() == [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]
+    assert pack_samples(x, 1) is x
+    images = torch.randn(8, 3, 4, 4)
+    assert pack_samples(images, 4).shape == (2, 12, 4, 4)  # channels concatenated
+    assert torch.equal(pack_samples(images, 4)[1, 3:6], images[3])
+    # A population's (N, batch, d) tensors: each member packed as a single run packs it.
+    members = torch.randn(3, 8, 2)
+    batched = pack_samples(members, 4, dim=1)
+    assert batched.shape == (3, 2, 8)
+    assert all(torch.equal(batched[k], pack_samples(members[k], 4)) for k in range(3))
+
+
+def test_generate_in_packs_calls_g_once_per_position_in_the_pack():
+    calls = []
+
+    def G(z):
+        calls.append(len(z))
+        return z * 2
+
+    z = torch.randn(12, 2)
+    assert torch.equal(generate_in_packs(G, z, 3), z * 2)
+    assert calls == [4, 4, 4]
+
+
+def test_packing_widens_the_mlp_and_conv_discriminators():
+    cfg = {"arch": "mlp", "z_dim": 2, "hidden": 16, "layers": 2, "pack": 4}
+    _, D = build_models(cfg, (2,))
+    assert D.net[0].in_features == 8
+    assert D(pack_samples(torch.randn(20, 2), 4)).shape == (5,)
+    _, D = build_models({"arch": "dcgan", "z_dim": 16, "width": 8, "pack": 2}, (3, 8, 8))
+    assert D.net[0].in_channels == 6
+    assert D(pack_samples(torch.randn(6, 3, 8, 8), 2)).shape == (3,)
+
+
+def test_maxout_takes_the_largest_of_each_group_of_pieces():
+    x = torch.tensor([[1.0, 5.0, 2.0, -1.0, -3.0, -2.0]])
+    assert Maxout(3)(x).tolist() == [[5.0, -1.0]]
+
+
+def test_the_pacgan_config_builds_pacgans_synthetic_networks():
+    """fjxmlzn/PacGAN, synthetic_data_experiments/2DGrid_GAN&PacGAN: G 2-400x4-2 with BatchNorm
+    and ReLU, D maxout 200 units x 5 pieces x 3 layers, weights N(0, 0.02)."""
+    config = SCHEMA.load("grid25_pacgan", ["model.pack=4", "data.batch=400"])
+    G, D = build_models(config["model"], (2,))
+    g_linear = [m for m in G.net if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in g_linear] == [
+        (2, 400), (400, 400), (400, 400), (400, 400), (400, 2)
+    ]  # fmt: skip
+    assert [m.bias is None for m in g_linear] == [True] * 4 + [False]
+    batchnorms = [m for m in G.net if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(batchnorms) == 4 and all(m.eps == 1e-4 and m.momentum == 0.05 for m in batchnorms)
+    d_linear = [m for m in D.net if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in d_linear] == [
+        (8, 1000), (200, 1000), (200, 1000), (200, 1)
+    ]  # fmt: skip
+    assert [m.pieces for m in D.net if isinstance(m, Maxout)] == [5, 5, 5]
+    weights = torch.cat([m.weight.detach().flatten() for m in g_linear + d_linear])
+    assert float(weights.std()) == pytest.approx(0.02, rel=0.05)
+    assert all(not m.bias.any() for m in d_linear)
+    assert config["optim"]["beta1"] == 0.8 and config["lr"]["G"]["kind"] == "constant"
+    assert config["lr"]["G"]["max"] == config["lr"]["D"]["max"] == 1e-4
+
+
+def test_the_default_mlp_keys_keep_todays_networks():
+    torch.manual_seed(0)
+    G, D = build_models({"arch": "mlp", "z_dim": 2, "hidden": 16, "layers": 2}, (2,))
+    torch.manual_seed(0)
+    defaults = SCHEMA.load("ring8", ["model.hidden=16", "model.layers=2"])["model"]
+    G2, D2 = build_models(defaults, (2,))
+    for a, b in ((G, G2), (D, D2)):
+        assert repr(a) == repr(b)
+        assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
 
 
 # -- losses ----------------------------------------------------------------------------------

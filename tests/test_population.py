@@ -183,6 +183,31 @@ def test_batched_mlps_compute_what_each_member_computes(float64):
         BatchedMLP([gens[0], discs[0]])
 
 
+@pytest.mark.filterwarnings("ignore:grad and param do not obey")  # views into one buffer
+def test_batched_batchnorm_generators_compute_and_track_what_each_member_does(float64):
+    from gancycle.batched_models import BatchedMLP
+    from gancycle.models import MLPGenerator
+
+    gens = [MLPGenerator(2, 2, 8, 2, batchnorm=True) for _ in range(3)]
+    for k, gen in enumerate(gens):  # members with statistics and scales of their own
+        gen.net[1].running_mean.fill_(0.1 * k)
+        torch.nn.init.normal_(gen.net[1].weight)
+    G = BatchedMLP(gens)
+    x = torch.randn(3, 6, 2)
+    out = G(x)
+    out.square().sum().backward()
+    for k, gen in enumerate(gens):
+        mine = gen(x[k])  # training mode: batch statistics, running statistics moved once
+        torch.testing.assert_close(out[k], mine, rtol=0, atol=1e-14)
+        mine.square().sum().backward()
+        for name, p in gen.named_parameters():
+            torch.testing.assert_close(G.stack.params[name].grad[k], p.grad, rtol=0, atol=1e-14)
+        state = G.member_state_dict(k)
+        assert state.keys() == gen.state_dict().keys()
+        for name, value in gen.state_dict().items():
+            torch.testing.assert_close(state[name], value, rtol=0, atol=1e-15)
+
+
 def test_a_member_whose_loss_turns_nan_stops_alone(float64):
     configs = [member_config(MEMBERS[0]), member_config(MEMBERS[2])]
     population = Population(configs)
@@ -236,8 +261,21 @@ def test_members_that_cannot_share_a_population_are_named(sets, message):
             "optim.beta1=0.9",
             "reset.G=momentum",
         ],
+        # PacGAN: D scores packs of four (instance noise on member 0), maxout layers of its
+        # own width, a BatchNorm G made in four groups, N(0, std) initialisation, G's and D's
+        # gradients from one point (simultaneous); and packs under the gradient penalty.
+        [
+            "model.pack=4",
+            "model.d_maxout=3",
+            "model.d_hidden=12",
+            "model.g_batchnorm=true",
+            "model.init_std=0.05",
+            "loss.d_steps=1",
+            "loss.simultaneous=true",
+        ],
+        ["model.pack=4", "loss.name=wgan", "loss.gp_weight=10.0", "label_smoothing.enabled=false"],
     ],
-    ids=["wgan-gp", "hinge-sgd"],
+    ids=["wgan-gp", "hinge-sgd", "pack4-pacgan", "pack4-wgan-gp"],
 )
 def test_other_losses_and_sgd_follow_the_single_run(tmp_path, float64, sets):
     configs = [member_config(MEMBERS[k], *sets) for k in (0, 2)]
@@ -246,8 +284,16 @@ def test_other_losses_and_sgd_follow_the_single_run(tmp_path, float64, sets):
     for k, config in enumerate(configs):
         trainer, events = single_run(config, tmp_path / str(k), 60)
         assert population.members[k].events == events
-        for name, module in (("G", trainer.G), ("D", trainer.D)):
+        for name, module in (("G", trainer.G), ("D", trainer.D), ("ema", trainer.ema.model)):
             assert max_diff(population.member_state(k)[name], module.state_dict()) < 1e-9
+
+
+def test_averaging_a_batchnorm_generator_is_refused_by_name():
+    sets = ["model.g_batchnorm=true", "population.average_every=10"]
+    configs = [member_config(MEMBERS[2], *sets), member_config(MEMBERS[2], "seed=3", *sets)]
+    message = "member 0: population.average_every = 10: not with model.g_batchnorm = true"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Population(configs)
 
 
 def test_the_bench_times_both_arms_on_the_same_member_steps():
