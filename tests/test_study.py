@@ -645,7 +645,6 @@ def _means(checked, stride: int = 7) -> dict[str, float]:
 
 
 def test_gan_study_v2_arms_share_budget_seeds_and_mean_rates():
-    from common.config import ConfigError
     from gancycle.settings import SCHEMA, check_config
 
     study = find_study("gan_rhythm")
@@ -655,19 +654,13 @@ def test_gan_study_v2_arms_share_budget_seeds_and_mean_rates():
     for arm in study.arms:  # every arm read three ways on the same runs
         assert study.views[f"{arm}_ema"].metrics["modes"] == "final.ema.modes"
         assert study.views[f"{arm}_ensemble"].metrics["modes"] == "final.ensemble.modes"
-    try:
-        SCHEMA.load("grid25", ["model.pack=4"])
-        packing = True
-    except ConfigError:  # the PacGAN branch adds model.pack; until it lands, not checked here
-        packing = False
     m = 5.05e-4
     for label, period, every in (("grid25", 5000, 625), ("ring8", 2000, 250)):
         first = {
             arm: check_config(SCHEMA.load(run.config, _sets(run)))
             for arm, run in _first_runs(runs, label).items()
-            if packing or "model.pack=4" not in _sets(run)
         }
-        assert len(first) == (21 if packing else 19)
+        assert len(first) == 21
         assert len({c.config["steps"] for c in first.values()}) == 1
         assert {c.config["eval"]["every"] for c in first.values()} == {every}
         means = {arm: _means(checked) for arm, checked in first.items()}
@@ -702,10 +695,9 @@ def test_gan_study_v2_arms_share_budget_seeds_and_mean_rates():
         offsets = [first[f"offset_{k}_8"].config["lr"]["D"] for k in range(8)]
         assert [o.get("offset", 0.0) for o in offsets] == [k / 8 for k in range(8)]
         assert {o["period"] for o in offsets} == {period}
-        if packing:
-            assert first["pacgan4_mirror"].config["model"]["pack"] == 4
-            assert first["pacgan4_mirror"].config["lr"] == first["anti_mirror"].config["lr"]
-            assert first["pacgan4_const"].config["lr"] == first["constant"].config["lr"]
+        assert first["pacgan4_mirror"].config["model"]["pack"] == 4
+        assert first["pacgan4_mirror"].config["lr"] == first["anti_mirror"].config["lr"]
+        assert first["pacgan4_const"].config["lr"] == first["constant"].config["lr"]
 
 
 def _sets(run) -> list[str]:
