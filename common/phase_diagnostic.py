@@ -9,8 +9,8 @@ evaluations is attributed to the phase of the cycle in which it happened:
 - ``bins`` equal bins of the cycle's position (bin 0 starts at the restart).
 
 A clock whose floor is its peak (a constant rate written as a cosine with ``min = max``) keeps
-its cycles' positions but has level 0 throughout: its bins still split the cycle, and all its
-steps count as low-rate.
+its whole clock, level included: its halves and bins split the cycle as a cycling rate's do,
+which makes a constant arm the diagnostic's null (any phase effect there is not the rate's).
 
 Per run the result is the total change won (or lost) in each part over the run; across runs,
 the mean per part with a stratified-bootstrap CI (:mod:`common.stats`), and the per-run

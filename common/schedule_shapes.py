@@ -36,7 +36,9 @@ class Phase(NamedTuple):
         cycle: index of the current cycle, 0 for the first (and during warmup). After the last
             cycle of a limited schedule it equals ``cycle_limit``.
         position: fraction of the current cycle already done, in [0, 1).
-        level: where the value stands between the floor (0) and this cycle's peak (1).
+        level: where the value stands between the floor (0) and this cycle's peak (1). A cycle
+            whose floor is its peak (``min = max``: a constant rate on a clock) keeps its wave's
+            level, so couplings and curricula on its clock still move.
         restart: True when a new cycle (other than the first) began in the unit step
             ``(t-1, t]``; a driver that steps by 1 sees each restart exactly once.
     """
@@ -407,7 +409,7 @@ class Cyclic(Schedule):
         restart = k > 0 and position * self.cycle_length(k) < 2.0 and self._cycle_at(step - 1.0) < k
         if step < self.warmup:  # timm's overlaid warmup: the ramp, relative to max
             level = self._ramp(step)
-        elif self._amplitude(k, u) <= 0.0:  # the peak has decayed onto the floor
+        elif self._amplitude(k, u) <= 0.0 and self.max > self.min:  # decayed onto the floor
             level = 0.0
         else:
             level = self._wave(position)

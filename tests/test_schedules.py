@@ -650,3 +650,24 @@ def test_a_part_that_ends_before_its_milestone_holds_its_cycle_until_the_next_pa
     for t in range(60):
         driver.set(t)
     assert restarts == [30, 40, 50]
+
+
+@pytest.mark.parametrize("kind", ["cosine_restarts", "triangular", "triangular2"])
+def test_a_flat_cycle_is_a_constant_rate_that_keeps_its_clock(kind):
+    """``min = max``: a constant rate whose level still runs the wave, so that couplings and
+    curricula on its clock move while the rate stays put (the coupling's own control)."""
+    flat = from_spec({"kind": kind, "max": 3e-4, "min": 3e-4, "period": 100})
+    waving = from_spec({"kind": kind, "max": 1.0, "min": 0.0, "period": 100})
+    steps = np.arange(0, 300, 7)
+    assert set(flat.values(steps)) == {3e-4}
+    np.testing.assert_allclose(flat.levels(steps), waving.levels(steps))
+    assert np.ptp(flat.levels(steps)) > 0.9
+    difficulty = Coupled(flat, 0.0, 1.0, "anti")
+    assert np.ptp([difficulty.value(t) for t in steps]) > 0.9
+
+
+def test_a_peak_decayed_onto_its_floor_has_level_zero():
+    decayed = from_spec(
+        {"kind": "cosine_restarts", "max": 1.0, "min": 0.5, "period": 10, "peak_decay": 0.5}
+    )
+    assert decayed.level(25) == 0.0 and decayed.value(25) == 0.5
