@@ -1,0 +1,159 @@
+"""A population's members write the run folders of their single runs (float64, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_RING8
+from conftest import run_main as call
+
+from common.tb import read_scalars
+from gancycle.cli import eval_main, sample_main, train_main
+from gancycle.population_runs import train_population
+from gancycle.settings import SCHEMA
+from gancycle.trainer import train
+
+STEPS = 30
+
+RUN = [
+    *TINY_RING8,
+    "device=cpu",
+    "progress=false",
+    f"steps={STEPS}",
+    "log.every=4",
+    "checkpoint.every=12",
+    "eval.every=20",
+    "snapshots.max=2",
+    "lr.G.max=5e-3",
+]
+"""Tiny ring8 runs: restarts every 10 steps, logs, checkpoints, an evaluation on the way."""
+
+MEMBERS = [
+    ["seed=0"],
+    ["seed=3", "lr.G.period=7", "reset.G=all", "reset.D=momentum", "ema.decay=0.9"],
+]
+
+NOT_COMPARED = {"wall_s", "steps_per_s"}
+"""Final metrics that are timings."""
+
+
+def config(sets: list[str], *more: str) -> dict:
+    return SCHEMA.load("ring8", [*RUN, *sets, *more])
+
+
+@pytest.fixture(scope="module")
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def assert_close(a, b, tol: float, where: str = "") -> None:
+    """Nested dicts, lists, tensors and numbers equal (numbers and tensors within ``tol``)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), (where, a.keys(), b.keys())
+        for key in a:
+            assert_close(a[key], b[key], tol, f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, tol, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.shape == b.shape and a.dtype == b.dtype, where
+        if a.dtype == torch.uint8:  # a generator's state
+            assert torch.equal(a, b), where
+        else:
+            assert a.numel() == 0 or float((a - b).abs().max()) <= tol, where
+    elif isinstance(a, float) and not isinstance(b, bool):
+        assert math.isclose(a, b, rel_tol=0, abs_tol=tol) or a == b, (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+def checkpoint(run_dir) -> dict:
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    del state["rng"]  # the process's global RNG, which training does not draw from
+    return state
+
+
+def final(run_dir) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in metrics["final"].items() if k not in NOT_COMPARED}, metrics["history"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, float64):
+    """The members trained as a population and each alone by ``gancycle.trainer.train``."""
+    root = tmp_path_factory.mktemp("population")
+    configs = [config(sets) for sets in MEMBERS]
+    members = [root / f"member{k}" for k in range(len(configs))]
+    returned = train_population(configs, members)
+    singles = [root / f"single{k}" for k in range(len(configs))]
+    for conf, single in zip(configs, singles, strict=True):
+        train(conf, single)
+    return configs, members, singles, returned
+
+
+@pytest.mark.parametrize("k", range(len(MEMBERS)))
+def test_a_member_writes_its_single_runs_folder(folders, k):
+    _, members, singles, returned = folders
+    member, single = members[k], singles[k]
+    assert (member / "config.toml").read_text() == (single / "config.toml").read_text()
+    # metrics.json: the same final metrics (G, EMA, snapshot ensemble, steps, counts) and
+    # the same evaluations on the way.
+    assert_close(final(member), final(single), 1e-9, "metrics")
+    assert {k: v for k, v in returned[k].items() if k not in NOT_COMPARED} == final(member)[0]
+    assert final(member)[0]["steps"] == STEPS and "ensemble" in final(member)[0]
+    # checkpoints/last.pt in the single trainer's format and state: weights, Adam's state,
+    # the clock, the random stream, the snapshots, the logging window.
+    assert_close(checkpoint(member), checkpoint(single), 1e-9, "last.pt")
+    # The same snapshots, cycle by cycle.
+    names = sorted(p.name for p in (single / "snapshots").iterdir())
+    assert names == sorted(p.name for p in (member / "snapshots").iterdir()) and names
+    for name in names:
+        load = [torch.load(d / "snapshots" / name, weights_only=True) for d in (member, single)]
+        assert_close(*load, 1e-9, name)
+    # TensorBoard: the same tags at the same steps, the same values.
+    for tag in ("lr/G", "lr/D", "loss/D", "loss/G", "D/real", "schedule/cycle"):
+        ours, theirs = read_scalars(member, tag), read_scalars(single, tag)
+        assert [s for s, _ in ours] == [s for s, _ in theirs], tag
+        assert np.allclose([v for _, v in ours], [v for _, v in theirs], rtol=1e-5), tag
+    for tag in ("dynamics/kinetic_energy/G", "dynamics/grad_norm/D", "eval/modes", "eval/ema/kl"):
+        assert [s for s, _ in read_scalars(member, tag)] == [
+            s for s, _ in read_scalars(single, tag)
+        ]
+
+
+def test_sample_eval_and_resume_read_a_member_folder(folders, tmp_path, capsys):
+    configs, members, singles, _ = folders
+    member, single = members[1], singles[1]
+    for which in ("--ema", "--ensemble"):
+        outs = [tmp_path / f"{d.name}{which}.npy" for d in (member, single)]
+        for d, out in zip((member, single), outs, strict=True):
+            code, _, err = call(
+                sample_main, ["--run", str(d), "--n", "50", "--out", str(out), which], capsys
+            )
+            assert code == 0, err
+        assert np.allclose(np.load(outs[0]), np.load(outs[1]), atol=1e-6)
+    code, out, err = call(eval_main, ["--run", str(member), "--all"], capsys)
+    assert code == 0, err
+    evaluated = json.loads(out)
+    assert evaluated["step"] == STEPS
+    assert_close(
+        {w: evaluated[w] for w in ("G", "ema", "ensemble")},
+        {w: final(member)[0][w] for w in ("G", "ema", "ensemble")},
+        1e-9,
+    )
+    # gancycle-train --resume continues a member's run as it continues the single run.
+    more = ["--steps", str(STEPS + 8), "--no-progress"]
+    for d in (member, single):
+        code, _, err = call(train_main, ["--resume", str(d), *more], capsys)
+        assert code == 0, err
+    assert_close(final(member), final(single), 1e-9, "resumed metrics")
+    assert_close(checkpoint(member), checkpoint(single), 1e-9, "resumed last.pt")
+    assert final(member)[0]["resumes"] == 1
