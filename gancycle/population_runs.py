@@ -37,13 +37,17 @@ from gancycle.population import NETS, Population
 from gancycle.settings import check_config
 from gancycle.trainer import Divergence, GanTrainer, open_run
 
-__all__ = ["MemberRun", "train_population", "is_finished"]
+__all__ = ["MemberRun", "PopulationRun", "train_population", "ended_run"]
 
 
-def is_finished(run_dir: str | Path) -> bool:
-    """Whether ``run_dir``'s ``metrics.json`` holds final metrics (the run ended)."""
+def ended_run(run_dir: str | Path, steps: int) -> dict[str, Any] | None:
+    """The final metrics of the run in ``run_dir`` if it ended: it did its ``steps`` or stopped
+    at a divergence. ``None`` for a run cut off, or one to continue to more steps."""
     metrics = read_json(Path(run_dir) / "metrics.json")
-    return isinstance(metrics, dict) and isinstance(metrics.get("final"), dict)
+    final = metrics.get("final") if isinstance(metrics, dict) else None
+    if isinstance(final, dict) and (final.get("steps", 0) >= steps or "diverged" in final):
+        return final
+    return None
 
 
 class MemberRun:
@@ -265,7 +269,9 @@ def train_population(
         configs: one gancycle config per member (whole, only the keys it changes, or checked).
         run_dirs: one run folder per member, held for the whole population's life.
         resume: continue each member (or, one flag per member, those that are true) from its
-            ``checkpoints/last.pt``; a member whose run already ended is not trained again.
+            ``checkpoints/last.pt``; a member whose run ended (see :func:`ended_run`) is not
+            trained again, one whose config asks for more steps goes on (as ``gancycle-train
+            --resume --steps``).
         device: overrides member 0's ``device``.
 
     Returns:
@@ -282,9 +288,10 @@ def train_population(
         raise ConfigError(f"population: {len(configs)} configs but {len(flags)} resume flags")
     checked = [check_config(config) for config in configs]
     finals: dict[int, dict[str, Any]] = {}
-    for k, (dir_, again) in enumerate(zip(run_dirs, flags, strict=True)):
-        if again and is_finished(dir_):
-            finals[k] = read_json(Path(dir_) / "metrics.json")["final"]
+    for k, (run_dir, again) in enumerate(zip(run_dirs, flags, strict=True)):
+        ended = ended_run(run_dir, checked[k].config["steps"]) if again else None
+        if ended is not None:
+            finals[k] = ended
     todo = [k for k in range(len(configs)) if k not in finals]
     if todo:
         population = Population([checked[k] for k in todo], device=device)

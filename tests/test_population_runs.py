@@ -11,6 +11,7 @@ import torch
 from conftest import TINY_RING8
 from conftest import run_main as call
 
+from common.config import ConfigError
 from common.tb import read_scalars
 from gancycle.cli import eval_main, sample_main, train_main
 from gancycle.population_runs import train_population
@@ -157,3 +158,70 @@ def test_sample_eval_and_resume_read_a_member_folder(folders, tmp_path, capsys):
     assert_close(final(member), final(single), 1e-9, "resumed metrics")
     assert_close(checkpoint(member), checkpoint(single), 1e-9, "resumed last.pt")
     assert final(member)[0]["resumes"] == 1
+
+
+D_LEAPS = ['lr.D.kind="triangular"', "lr.D.max=1e30", "lr.D.offset=0.0"]
+"""D's learning rate leaps to 1e30 at once: in float32 its loss turns NaN within steps."""
+
+
+@pytest.fixture
+def float32():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(before)
+
+
+def test_a_diverging_member_stops_or_rolls_back_alone(tmp_path, float32):
+    healthy = config(["seed=1"])
+    stops = config(["seed=2", *D_LEAPS, "dynamics.every=1000"])  # found by its loss
+    rolls = config(["seed=4", *D_LEAPS, "on_nan=rollback", "rollback.factor=1e-33"])
+    names = ("healthy", "stops", "rolls")
+    configs = [healthy, stops, rolls]
+    finals = train_population(configs, [tmp_path / name for name in names])
+    singles = {k: train(configs[k], tmp_path / f"single_{names[k]}") for k in (1, 2)}
+    # The one that stops: its folder tells what the single run's tells, its metrics are those
+    # of its last checkpoint (step 0).
+    assert finals[1]["diverged"] == singles[1]["diverged"]
+    assert finals[1]["diverged"]["tag"] == "loss/G" and finals[1]["steps"] == 0
+    assert_close(checkpoint(tmp_path / "stops"), checkpoint(tmp_path / "single_stops"), 0)
+    # The one rolled back: as often as its single run, with the same lowered rates, to the end.
+    assert finals[2]["rollbacks"] == singles[2]["rollbacks"] >= 1
+    assert finals[2]["steps"] == STEPS and "diverged" not in finals[2]
+    rolled = checkpoint(tmp_path / "rolls")
+    assert rolled["lr_scale"] == checkpoint(tmp_path / "single_rolls")["lr_scale"] == 1e-33
+    assert_close(rolled["G"], checkpoint(tmp_path / "single_rolls")["G"], 1e-4)
+    # The healthy one went on as if beside two healthy members (a population of the same size:
+    # float32 kernels of another batch size may round otherwise).
+    calm = [healthy, config(["seed=2"]), config(["seed=4"])]
+    train_population(calm, [tmp_path / f"calm{k}" for k in range(3)])
+    assert_close(checkpoint(tmp_path / "healthy"), checkpoint(tmp_path / "calm0"), 0)
+    assert finals[0]["rollbacks"] == 0 and "diverged" not in finals[0]
+
+
+def test_a_population_resumes_each_member_from_its_checkpoint(tmp_path, float64):
+    more = STEPS + 14
+    configs = [config(MEMBERS[0]), config(MEMBERS[1]), config(["seed=7"])]
+    longer = [config(MEMBERS[0], f"steps={more}"), config(MEMBERS[1], f"steps={more}"), configs[2]]
+    dirs = [tmp_path / f"member{k}" for k in range(3)]
+    train_population(configs, dirs)
+    ended = (dirs[2] / "metrics.json").read_text(), (dirs[2] / "checkpoints" / "last.pt").stat()
+    resumed = train_population(longer, dirs, resume=True)
+    # Member 2 had ended at its steps: not trained again, its folder untouched.
+    assert (dirs[2] / "metrics.json").read_text() == ended[0]
+    assert (dirs[2] / "checkpoints" / "last.pt").stat().st_mtime_ns == ended[1].st_mtime_ns
+    assert resumed[2] == json.loads(ended[0])["final"]
+    # The others went on from their checkpoints as if never stopped.
+    straight = [tmp_path / f"straight{k}" for k in range(2)]
+    train_population(longer[:2], straight)
+    for k in range(2):
+        assert_close(checkpoint(dirs[k])["G"], checkpoint(straight[k])["G"], 1e-12)
+        ours, theirs = checkpoint(dirs[k]), checkpoint(straight[k])
+        assert ours.pop("resumes") == 1 and theirs.pop("resumes") == 0
+        assert_close(ours, theirs, 1e-12, f"member {k}")
+        ours, theirs = final(dirs[k]), final(straight[k])
+        assert ours[0].pop("resumes") == 1 and theirs[0].pop("resumes") == 0
+        assert_close(ours, theirs, 1e-12, f"member {k} metrics")
+    # A fresh population refuses folders that hold runs; one trainer per folder.
+    with pytest.raises(ConfigError, match="holds a run|already"):
+        train_population(configs[:1], dirs[:1])
