@@ -54,7 +54,7 @@ from gancycle.models import build_models
 from gancycle.settings import COUPLED, RESETS, check_config
 from gancycle.trainer import Divergence
 
-__all__ = ["Population", "Member", "Event", "SHARED", "NETS"]
+__all__ = ["Population", "Member", "Event", "SHARED", "NETS", "member_problem"]
 
 NETS = ("G", "D")
 
@@ -135,14 +135,20 @@ def _check_members(
                     f"{get(first, key)!r}; the members of a population share {', '.join(SHARED)}"
                 )
     for k, config in enumerate(c.config for c in checked):
-        if config["model"]["arch"] != "mlp" or config["data"]["name"] not in ("ring8", "grid25"):
-            raise ConfigError(
-                f"member {k}: a population trains model.arch = 'mlp' on ring8 or grid25 so far"
-            )
-        for net in NETS:
-            if config["thermostat"][net] > 0:
-                raise ConfigError(f"member {k}: thermostat.{net}: not in a population yet")
+        problem = member_problem(config)
+        if problem is not None:
+            raise ConfigError(f"member {k}: {problem}")
     return checked
+
+
+def member_problem(config: Mapping[str, Any]) -> str | None:
+    """Why a (full, checked) config cannot be a population's member yet, or ``None``."""
+    if config["model"]["arch"] != "mlp" or config["data"]["name"] not in ("ring8", "grid25"):
+        return "a population trains model.arch = 'mlp' on ring8 or grid25 so far"
+    for net in NETS:
+        if config["thermostat"][net] > 0:
+            return f"thermostat.{net}: not in a population yet"
+    return None
 
 
 @contextlib.contextmanager

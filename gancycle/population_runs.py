@@ -30,14 +30,14 @@ from typing import Any
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
-from common.config import CheckedConfig, ConfigError
+from common.config import CheckedConfig, ConfigError, get
 from common.runs import hold_run_folder
 from common.study.run import read_json
-from gancycle.population import NETS, Population
+from gancycle.population import NETS, SHARED, Population, member_problem
 from gancycle.settings import check_config
 from gancycle.trainer import Divergence, GanTrainer, open_run
 
-__all__ = ["MemberRun", "PopulationRun", "train_population", "ended_run"]
+__all__ = ["MemberRun", "PopulationRun", "train_population", "ended_run", "pack_populations"]
 
 
 def ended_run(run_dir: str | Path, steps: int) -> dict[str, Any] | None:
@@ -183,6 +183,9 @@ class PopulationRun:
         return [run for run in self.runs if run.final is None]
 
     def train(self) -> None:
+        for run in self.running():
+            if run.member.step >= run.until:  # cut off after its last checkpoint
+                run.finish(None, time.perf_counter() - self.start)
         while running := self.running():
             self.step(running)
 
@@ -308,3 +311,28 @@ def train_population(
             assert run.final is not None
             finals[todo[run.k]] = run.final
     return [finals[k] for k in range(len(configs))]
+
+
+def pack_populations(
+    configs: Sequence[CheckedConfig], size: int
+) -> tuple[list[list[int]], list[int]]:
+    """Group configs that can train as one population: those sharing
+    :data:`~gancycle.population.SHARED` and the device, at most ``size`` per group, in order.
+
+    Returns:
+        The groups (indices into ``configs``), and the configs no population takes yet (see
+        :func:`~gancycle.population.member_problem`), to train alone.
+    """
+    groups: dict[str, list[list[int]]] = {}
+    alone = []
+    for k, checked in enumerate(configs):
+        config = checked.config
+        if member_problem(config) is not None:
+            alone.append(k)
+            continue
+        key = repr([get(config, name) for name in SHARED] + [config["device"]])
+        chunks = groups.setdefault(key, [[]])
+        if len(chunks[-1]) == size:
+            chunks.append([])
+        chunks[-1].append(k)
+    return [chunk for chunks in groups.values() for chunk in chunks], alone

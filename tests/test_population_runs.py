@@ -225,3 +225,79 @@ def test_a_population_resumes_each_member_from_its_checkpoint(tmp_path, float64)
     # A fresh population refuses folders that hold runs; one trainer per folder.
     with pytest.raises(ConfigError, match="holds a run|already"):
         train_population(configs[:1], dirs[:1])
+
+
+TINY_STUDY = """
+name = "tiny_population"
+command = "gancycle-train --no-progress"
+population = "python -m gancycle.population_cli"
+config = "ring8"
+seeds = 2
+baseline = "calm"
+higher_is_better = { kl = false }
+curve = { key = "history", x = "step", y = "G.kl" }
+[metrics]
+kl = "final.G.kl"
+modes = "final.G.modes"
+[shared]
+device = "cpu"
+steps = 24
+"eval.every" = 12
+"snapshots.max" = 2
+{tiny}
+[arms.calm]
+[arms.brisk]
+"lr.G.max" = 5e-3
+"reset.G" = "all"
+"""
+
+
+def test_the_population_backend_writes_the_local_backends_run_folders(tmp_path):
+    from common.study import load_study, run_study
+
+    pairs = (item.split("=") for item in TINY_RING8 if not item.startswith("eval.every"))
+    tiny = "\n".join(f'"{key}" = {value}' for key, value in pairs)
+    path = tmp_path / "study.toml"
+    path.write_text(TINY_STUDY.replace("{tiny}", tiny))
+    study = load_study(path)
+    local = run_study(study, runs_root="local", cwd=tmp_path, progress=False, workers=2)
+    batched = run_study(study, backend="population", runs_root="pop", cwd=tmp_path, progress=False)
+    assert not local.failed and not batched.failed and len(batched.results) == 4
+    for run_l, run_p in zip(local.runs, batched.runs, strict=True):
+        ours, theirs = tmp_path / run_p.dir, tmp_path / run_l.dir
+        assert (ours / "config.toml").read_text() == (theirs / "config.toml").read_text()
+        assert json.loads((ours / "study_run.json").read_text())["ok"]
+        # float32 (the trainers' dtype): a batched member rounds otherwise than a single run.
+        assert_close(final(ours), final(theirs), 1e-4, run_p.name)
+        assert_close(checkpoint(ours)["G"], checkpoint(theirs)["G"], 1e-4, run_p.name)
+    summary_p, summary_l = batched.summary["configs"], local.summary["configs"]
+    assert summary_p.keys() == summary_l.keys()
+    assert (tmp_path / batched.folder / "results.md").is_file()
+    # Resumed per run: a finished run is skipped, a cut-off one continues from its checkpoint,
+    # a missing one starts afresh.
+    runs = batched.runs
+    cut = tmp_path / runs[1].dir
+    (cut / "metrics.json").unlink()
+    gone = tmp_path / runs[2].dir
+    for item in gone.rglob("*"):
+        if item.is_file():
+            item.unlink()
+    kept = (tmp_path / runs[0].dir / "metrics.json").stat().st_mtime_ns
+    again = run_study(study, backend="population", runs_root="pop", cwd=tmp_path, progress=False)
+    assert [run.name for run in again.todo] == [runs[1].name, runs[2].name]
+    assert not again.failed
+    assert (tmp_path / runs[0].dir / "metrics.json").stat().st_mtime_ns == kept
+    assert json.loads((cut / "study_run.json").read_text())["resumed"] is True
+    assert final(cut)[0]["resumes"] == 1 and final(gone)[0]["resumes"] == 0
+    for k in (1, 2):
+        local_run = tmp_path / local.runs[k].dir
+        assert_close(checkpoint(tmp_path / runs[k].dir)["G"], checkpoint(local_run)["G"], 1e-4)
+
+
+def test_a_member_cut_off_after_its_last_step_only_finishes(tmp_path):
+    configs = [config(["seed=0", "steps=6"]), config(["seed=1", "steps=9"])]
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    train_population(configs, dirs)
+    (dirs[0] / "metrics.json").unlink()  # as if killed after its checkpoint at the end
+    finals = train_population(configs, dirs, resume=True)
+    assert finals[0]["steps"] == 6 and finals[0]["resumes"] == 1 and finals[1]["resumes"] == 0
