@@ -183,7 +183,13 @@ class Population:
         opts: their batched optimizers, by network.
         ema: the EMA of every member's G, same layout as ``G.data``.
         members: the per-member side (:class:`Member`).
-        step: updates done (by every member not stopped).
+        stopped: members that sit the next steps out (bool, (N,)): diverged, or (set by a
+            caller such as :mod:`gancycle.population_runs`) ended or waiting.
+        measure: members whose gradient norm and update energy the next step measures (bool,
+            (N,)), or ``None`` (none: the default).
+        records: ``(tag, values per member)`` of the last step, as the single trainer logs them
+            (``loss/<net>``, ``D/real``, ``D/fake``, measured ``dynamics/...``).
+        step: updates done by :meth:`advance`.
     """
 
     def __init__(
@@ -313,7 +319,7 @@ class Population:
         running members whose cycle restarted."""
         for net in NETS:
             opt = self.opts[net]
-            opt.set(lr=[m.lr[net] for m in self.members])
+            opt.set(lr=[m.lr.get(net, 0.0) for m in self.members])  # 0: not set yet, stopped
             self._reset(net)
         self._smoothing.copy_(torch.tensor([[m.coupled["label_smoothing"]] for m in self.members]))
 

@@ -301,3 +301,45 @@ def test_a_member_cut_off_after_its_last_step_only_finishes(tmp_path):
     (dirs[0] / "metrics.json").unlink()  # as if killed after its checkpoint at the end
     finals = train_population(configs, dirs, resume=True)
     assert finals[0]["steps"] == 6 and finals[0]["resumes"] == 1 and finals[1]["resumes"] == 0
+
+
+def test_population_backend_errors_are_one_line(tmp_path):
+    from common.study import StudyError, run_study
+    from common.study.spec import parse_study
+
+    raw = {
+        "name": "s",
+        "command": "gancycle-train",
+        "config": "ring8",
+        "seeds": 1,
+        "metrics": ["final.G.kl"],
+        "arms": {"a": {}},
+    }
+    study = parse_study(raw)
+    with pytest.raises(StudyError, match="study s names no population program; add e.g. pop"):
+        run_study(study, backend="population", cwd=tmp_path)
+    study = parse_study({**raw, "population": "python -m gancycle.population_cli"})
+    with pytest.raises(StudyError, match="--workers: only for --backend local, not population"):
+        run_study(study, backend="population", workers=2, cwd=tmp_path)
+    with pytest.raises(StudyError, match="--population-size: only for --backend population"):
+        run_study(study, population_size=4, cwd=tmp_path)
+    with pytest.raises(StudyError, match="--population-size 0: must be >= 1"):
+        run_study(study, backend="population", population_size=0, cwd=tmp_path)
+
+
+def test_runs_are_packed_by_what_a_population_shares(float64):
+    from gancycle.population_runs import pack_populations
+    from gancycle.settings import check_config
+
+    configs = [
+        check_config(config(sets))
+        for sets in (
+            ["seed=0"],
+            ["seed=1", "data.batch=16"],
+            ["seed=2", "lr.G.max=1e-2"],
+            ["seed=3", "data.name=digits", "model.arch=dcgan"],
+            ["seed=4"],
+        )
+    ]
+    assert pack_populations(configs, 64) == ([[0, 2, 4], [1]], [3])
+    assert pack_populations(configs, 2) == ([[0, 2], [4], [1]], [3])
