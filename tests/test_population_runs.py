@@ -252,6 +252,7 @@ steps = 24
 """
 
 
+@pytest.mark.slow
 def test_the_population_backend_writes_the_local_backends_run_folders(tmp_path):
     from common.study import load_study, run_study
 
