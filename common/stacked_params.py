@@ -87,8 +87,13 @@ class StackedParameters:
         return {name: self._view(buffer, name)[k].detach().clone() for name in self.shapes}
 
     @torch.no_grad()
-    def load_member(self, k: int, state: Mapping[str, torch.Tensor]) -> None:
-        """Write member ``k``'s parameters from a ``state_dict`` of one module."""
+    def load_member(
+        self, k: int, state: Mapping[str, torch.Tensor], target: torch.Tensor | None = None
+    ) -> None:
+        """Write member ``k``'s parameters from a ``state_dict`` of one module.
+
+        ``target``: another buffer of the same layout (an EMA copy, an optimizer's state).
+        """
         missing = set(self.shapes) - set(state)
         if missing:
             raise ValueError(f"member {k}: no values for {', '.join(sorted(missing))}")
@@ -96,4 +101,4 @@ class StackedParameters:
             value = state[name]
             if tuple(value.shape) != shape:
                 raise ValueError(f"member {k}: {name} has shape {tuple(value.shape)}, not {shape}")
-            self._view(self.data, name)[k].copy_(value)
+            self._view(self.data if target is None else target, name)[k].copy_(value)

@@ -17,7 +17,7 @@ import numpy as np
 from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
 from common.config import ConfigError, read_run_config, shipped_configs
 
-__all__ = ["train_main", "sample_main", "eval_main"]
+__all__ = ["train_main", "sample_main", "eval_main", "train_command"]
 
 TRAIN_HELP = """\
 Train a GAN whose generator and discriminator learning rates run cosine cycles out of phase.
@@ -61,19 +61,9 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def _train(argv: Sequence[str] | None) -> int:
     args = _train_parser().parse_args(argv)  # --help stops here, before torch is imported
-    from gancycle.settings import SCHEMA, check_config, check_single_run
+    from gancycle.settings import check_single_run
 
-    config, run_dir, resume = resolve_run(args, SCHEMA)
-    if args.on_nan is not None:
-        config["on_nan"] = args.on_nan
-    if args.data_root is not None:
-        config["data"]["root"] = args.data_root
-    if args.download:
-        config["data"]["download"] = True
-    if args.inception_weights is not None:
-        _check_file(args.inception_weights, "--inception-weights")
-        config["eval"]["inception_weights"] = args.inception_weights
-    checked = check_config(config)
+    checked, run_dir, resume = _resolve_train(args)
     check_single_run(checked.config)
     if args.check:
         print(check_line(checked, str(args.resume or args.config)))
@@ -90,6 +80,32 @@ def _train(argv: Sequence[str] | None) -> int:
         )
         return 1
     return 0
+
+
+def train_command(argv: Sequence[str]) -> tuple[Any, Path, bool]:
+    """What ``gancycle-train <argv>`` would train: the checked config, the run folder and
+    whether it resumes (a bad argument is a :class:`ConfigError`)."""
+    try:
+        args = _train_parser().parse_args(list(argv))
+    except SystemExit:  # the parser printed why
+        raise ConfigError(f"gancycle-train {' '.join(argv)}: bad arguments") from None
+    return _resolve_train(args)
+
+
+def _resolve_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
+    from gancycle.settings import SCHEMA, check_config
+
+    config, run_dir, resume = resolve_run(args, SCHEMA)
+    if args.on_nan is not None:
+        config["on_nan"] = args.on_nan
+    if args.data_root is not None:
+        config["data"]["root"] = args.data_root
+    if args.download:
+        config["data"]["download"] = True
+    if args.inception_weights is not None:
+        _check_file(args.inception_weights, "--inception-weights")
+        config["eval"]["inception_weights"] = args.inception_weights
+    return check_config(config), run_dir, resume
 
 
 def _summary(metrics: dict[str, Any], run_dir: Path) -> str:

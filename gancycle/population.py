@@ -23,16 +23,18 @@ One step (:meth:`Population.train_step`), for all members at once::
     D: minimise loss_D per member (d_steps times); G: minimise loss_G per member; EMA
     (with model.pack = m, D scores packs of m samples, grouped as the single trainer groups them)
 
-A member whose loss turns NaN or Inf is stopped alone (its update is not applied, as the single
-trainer's ``on_nan = "stop"``); the others go on.
+A member whose loss (or, where :attr:`Population.measure` asks for them, gradient norm or update
+energy) turns NaN or Inf is stopped alone (its update is not applied); the others go on. Each
+member counts its own steps: members may stop, be rolled back or end at other steps than the
+rest. Run folders, snapshots, evaluation, ``on_nan`` and resume per member are
+:mod:`gancycle.population_runs`.
 
 The shared ``[population]`` table adds what only a population can do (:mod:`gancycle.averaging`):
 phase offsets between members (resolved into each member's schedules when the population is
 built) and periodic averaging of G and D (optionally of the optimizer's moments) after every
 ``population.average_every``-th update, stopped members left out.
 
-Not here yet: run folders (config, events, metrics, checkpoints per member), snapshots,
-evaluation, NaN rollback, DCGAN pairs.
+Not here yet: DCGAN pairs.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ from gancycle.batched_models import BatchedMLP
 from gancycle.data import Mixture2D, load_data
 from gancycle.models import build_models, generate_in_packs, pack_samples
 from gancycle.settings import COUPLED, RESETS, check_config
+from gancycle.trainer import Divergence
 
-__all__ = ["Population", "Member", "Event", "SHARED", "NETS", "check_members"]
+__all__ = ["Population", "Member", "Event", "SHARED", "NETS", "check_members", "member_problem"]
 
 NETS = ("G", "D")
 
@@ -108,7 +111,9 @@ class Member:
         coupled: instance noise std and label smoothing its D driver wrote last.
         events: restarts and ends, in order.
         restarted: the networks whose cycle restarted at the step set last (their resets due).
-        diverged: ``(step, net, loss)`` of the NaN/Inf loss that stopped it, or ``None``.
+        step: updates it has made.
+        diverged: the NaN/Inf that stopped it (a loss; a gradient norm or update energy where
+            measured), or ``None``.
     """
 
     index: int
@@ -120,7 +125,8 @@ class Member:
     coupled: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUPLED, 0.0))
     events: list[Event] = field(default_factory=list)
     restarted: set[str] = field(default_factory=set)
-    diverged: tuple[int, str, float] | None = None
+    step: int = 0
+    diverged: Divergence | None = None
 
 
 def _check_members(
@@ -144,22 +150,25 @@ def _check_members(
                     f"{get(first, key)!r}; the members of a population share {', '.join(SHARED)}"
                 )
     for k, config in enumerate(c.config for c in checked):
-        if config["model"]["arch"] != "mlp" or config["data"]["name"] not in ("ring8", "grid25"):
-            raise ConfigError(
-                f"member {k}: a population trains model.arch = 'mlp' on ring8 or grid25 so far"
-            )
-        if config["on_nan"] != "stop":
-            raise ConfigError(f"member {k}: on_nan = {config['on_nan']!r}: a population stops")
-        if config["model"]["g_batchnorm"] and config["population"]["average_every"] > 0:
-            raise ConfigError(
-                f"member {k}: population.average_every = "
-                f"{config['population']['average_every']}: not with model.g_batchnorm = true "
-                "(BatchNorm's running statistics have no mean here yet)"
-            )
-        for net in NETS:
-            if config["thermostat"][net] > 0:
-                raise ConfigError(f"member {k}: thermostat.{net}: not in a population yet")
+        problem = member_problem(config)
+        if problem is not None:
+            raise ConfigError(f"member {k}: {problem}")
     return checked
+
+
+def member_problem(config: Mapping[str, Any]) -> str | None:
+    """Why a (full, checked) config cannot be a population's member yet, or ``None``."""
+    if config["model"]["arch"] != "mlp" or config["data"]["name"] not in ("ring8", "grid25"):
+        return "a population trains model.arch = 'mlp' on ring8 or grid25 so far"
+    for net in NETS:
+        if config["thermostat"][net] > 0:
+            return f"thermostat.{net}: not in a population yet"
+    if config["model"]["g_batchnorm"] and config["population"]["average_every"] > 0:
+        return (
+            f"population.average_every = {config['population']['average_every']}: not with "
+            "model.g_batchnorm = true (BatchNorm's running statistics have no mean here yet)"
+        )
+    return None
 
 
 @contextlib.contextmanager
@@ -203,7 +212,13 @@ class Population:
         opts: their batched optimizers, by network.
         ema: the EMA of every member's G, same layout as ``G.data``.
         members: the per-member side (:class:`Member`).
-        step: updates done (by every member not stopped).
+        stopped: members that sit the next steps out (bool, (N,)): diverged, or (set by a
+            caller such as :mod:`gancycle.population_runs`) ended or waiting.
+        measure: members whose gradient norm and update energy the next step measures (bool,
+            (N,)), or ``None`` (none: the default).
+        records: ``(tag, values per member)`` of the last step, as the single trainer logs them
+            (``loss/<net>``, ``D/real``, ``D/fake``, measured ``dynamics/...``).
+        step: updates done by :meth:`advance`.
         averaging: ``[population]``'s averaging settings (:class:`~gancycle.averaging.Averaging`).
         gather: this process's members' rows -> the whole population's (the identity in one
             process; :mod:`gancycle.distributed` sets an ``all_reduce``).
@@ -244,6 +259,8 @@ class Population:
         self.stopped = torch.zeros(self.size, dtype=torch.bool, device=self.device)
         for norm in self.G.batchnorms.values():
             norm.frozen = self.stopped  # updated in place when a member stops
+        self.measure: torch.Tensor | None = None
+        self.records: list[tuple[str, torch.Tensor]] = []
         self.step = 0
         self.last_losses: dict[str, torch.Tensor] = {}
         self.averaging = Averaging.from_config(first)
@@ -276,16 +293,26 @@ class Population:
         generator = torch.Generator(self.device).manual_seed(config["seed"])
         schedules = {net: checked.schedules[net] for net in NETS}
         member = Member(k, config, generator, schedules)
+        self._drive(member, schedules)
+        return member
+
+    def _drive(self, member: Member, schedules: Mapping[str, Schedule]) -> None:
+        """New drivers of ``schedules`` (and D's couplings) for ``member``, at step 0."""
+        member.schedules = dict(schedules)
         for net in NETS:
             driver = ScheduleDriver(schedules[net])
             driver.bind(net, schedules[net], CallableTarget(_setter(member.lr, net), net))
             driver.on_restart(_recorder(member, net, "restart"))
             driver.on_end(_recorder(member, net, "end"))
             member.drivers[net] = driver
-        for name, coupling in checked.couplings.items():
+        for name, coupling in self.checked[member.index].couplings.items():
             target = CallableTarget(_setter(member.coupled, name), name)
             member.drivers["D"].bind(name, coupling, target)
-        return member
+
+    def set_member_schedules(self, k: int, schedules: Mapping[str, Schedule]) -> None:
+        """Member ``k`` follows ``schedules`` from now on (a rollback's lowered rates): new
+        drivers at step 0 (load their state to go on from a step; hooks must be added again)."""
+        self._drive(self.members[k], schedules)
 
     def _keys(self, k: int, net: str) -> tuple[str, ...]:
         """The optimizer state member ``k`` zeroes at ``net``'s restarts (``reset.<net>``)."""
@@ -314,12 +341,23 @@ class Population:
         restart resets of members whose cycle restarted."""
         for member in self.members:
             if member.diverged is None:
-                member.restarted.clear()
-                member.drivers["G"].set(t)
-                member.drivers["D"].set(t)
+                self.set_member_clock(member.index, t)
+        self.apply_clock()
+
+    def set_member_clock(self, k: int, t: int) -> None:
+        """Member ``k``'s learning rates and coupled values at step ``t`` (its hooks fire);
+        :meth:`apply_clock` then hands them, and its restart resets, to the optimizers."""
+        member = self.members[k]
+        member.restarted.clear()
+        member.drivers["G"].set(t)
+        member.drivers["D"].set(t)
+
+    def apply_clock(self) -> None:
+        """The learning rates the members' drivers wrote last, and the restart resets of the
+        running members whose cycle restarted."""
         for net in NETS:
             opt = self.opts[net]
-            opt.set(lr=[m.lr[net] for m in self.members])
+            opt.set(lr=[m.lr.get(net, 0.0) for m in self.members])  # 0: not set yet, stopped
             self._reset(net)
         self._smoothing.copy_(torch.tensor([[m.coupled["label_smoothing"]] for m in self.members]))
 
@@ -327,7 +365,7 @@ class Population:
         chosen: dict[tuple[str, ...], list[int]] = {}
         for member in self.members:
             keys = self._reset_keys[net][member.index]
-            if net in member.restarted and keys:
+            if net in member.restarted and keys and not self.stopped[member.index]:
                 chosen.setdefault(keys, []).append(member.index)
         for keys, indices in chosen.items():
             mask = torch.zeros(self.size, dtype=torch.bool, device=self.device)
@@ -387,6 +425,7 @@ class Population:
             if self.simultaneous:  # G's gradient at the D that scored this batch
                 self._update_g(fake, std * g_draws["g_noise"])
             self._update("D", loss_D)
+            self._record_outputs(real_score, fake_score)
         if not self.simultaneous:
             self._update_g(fake, std * g_draws["g_noise"])
         self._update_ema()
@@ -420,18 +459,48 @@ class Population:
         (grad,) = torch.autograd.grad(self.D(mixed).sum(), mixed, create_graph=True)
         return (grad.norm(dim=2) - 1.0).square().mean(1)
 
+    def _record_outputs(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        """:func:`gancycle.losses.d_output` per member, as ``D/real`` and ``D/fake`` records."""
+        for tag, scores in (("D/real", real.detach()), ("D/fake", fake.detach())):
+            scores = scores.sigmoid() if self.loss_name == "ns" else scores
+            self.records.append((tag, scores.mean(1)))
+
     def _update(self, net: str, losses: torch.Tensor) -> None:
-        """Backward and step for every running member; a member with a NaN/Inf loss stops."""
+        """Backward and step for every running member; a member with a NaN/Inf loss stops.
+
+        Records ``loss/<net>`` and, where :attr:`measure` is set, the gradient norm and update
+        energy of each member (a NaN/Inf there stops the member after its update, as the single
+        trainer's check after the step does).
+        """
         values = losses.detach()
         self.last_losses[net] = values
+        self.records.append((f"loss/{net}", values))
+        self._diverge(values, f"loss/{net}")
+        stack = self.nets[net].stack
+        stack.zero_grad()
+        _backward(losses.sum())
+        running = ~self.stopped
+        measure = self.measure is not None and bool((self.measure & running).any())
+        before = stack.data.detach().clone() if measure else None
+        self.opts[net].step(None if bool(running.all()) else running)
+        if before is not None:
+            assert self.measure is not None
+            norm = stack.grad.norm(dim=1)
+            energy = (stack.data.detach() - before).square().sum(1)
+            for tag, measured in (("grad_norm", norm), ("kinetic_energy", energy)):
+                self.records.append((f"dynamics/{tag}/{net}", measured))
+                self._diverge(measured, f"dynamics/{tag}/{net}", self.measure)
+
+    def _diverge(self, values: torch.Tensor, tag: str, where: torch.Tensor | None = None) -> None:
+        """Stop the running members (of ``where``) whose ``values`` are NaN/Inf."""
         bad = ~torch.isfinite(values) & ~self.stopped
+        if where is not None:
+            bad &= where
         if bool(bad.any()):
             for k in bad.nonzero().flatten().tolist():
-                self.members[k].diverged = (self.step, net, float(values[k]))
+                member = self.members[k]
+                member.diverged = Divergence(member.step, tag, float(values[k]))
             self.stopped |= bad
-        self.nets[net].stack.zero_grad()
-        _backward(losses.sum())
-        self.opts[net].step(None if not bool(self.stopped.any()) else ~self.stopped)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -454,13 +523,16 @@ class Population:
         while self.step < until:
             t = self.step
             self.set_schedules(t)
+            self.records.clear()
             self.train_step()
+            for member in self.members:
+                if member.diverged is None:
+                    member.step = t + 1
             self.step = t + 1
 
     def member_steps(self, k: int) -> int:
-        """Updates member ``k`` has made: the population's, or where its loss went NaN/Inf."""
-        diverged = self.members[k].diverged
-        return self.step if diverged is None else diverged[0]
+        """Updates member ``k`` has made (fewer than the population's if it stopped)."""
+        return self.members[k].step
 
     def member_state(self, k: int) -> dict[str, dict[str, torch.Tensor]]:
         """Member ``k``'s weights as its single run names them: ``G``, ``D`` and ``ema``

@@ -72,7 +72,7 @@ from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
 from gancycle.settings import COUPLED, RESETS, check_config, check_single_run
 
-__all__ = ["GanTrainer", "Divergence", "train", "NETS", "WHICH"]
+__all__ = ["GanTrainer", "Divergence", "train", "open_run", "NETS", "WHICH"]
 
 NETS = ("G", "D")
 WHICH = ("G", "ema", "ensemble")
@@ -381,8 +381,7 @@ class GanTrainer:
             :meth:`Divergence.record`).
         """
         steps = self.config["steps"] if steps is None else steps
-        if self.step == 0 and not self.checkpoint_path.exists():
-            self.save_checkpoint()  # a rollback target before the first update
+        self.begin()
         bar = tqdm(
             total=steps,
             initial=self.step,
@@ -392,8 +391,17 @@ class GanTrainer:
         start_step, start_time = self.step, time.perf_counter()
         diverged = self.advance(steps, bar)
         bar.close()
-        wall = time.perf_counter() - start_time
-        ran = self.step - start_step
+        return self.finish(diverged, time.perf_counter() - start_time, self.step - start_step)
+
+    def begin(self) -> None:
+        """Before the first update of a fresh run: a checkpoint, the target of a rollback."""
+        if self.step == 0 and not self.checkpoint_path.exists():
+            self.save_checkpoint()
+
+    def finish(self, diverged: Divergence | None, wall: float, ran: int) -> dict[str, Any]:
+        """End the run after ``ran`` updates in ``wall`` seconds (see :meth:`train`): the last
+        snapshot and checkpoint (or, after a divergence, back to the checkpoint), the final
+        evaluation, ``metrics.json`` and hparams. Returns the final metrics."""
         if diverged is None:
             self.set_schedules(self.step)  # a cycle ending with the run is snapshotted too
             self.save_checkpoint()
@@ -435,37 +443,56 @@ class GanTrainer:
         checkpoint and snapshot, and at the last step, so a checkpoint never holds a diverged
         state.
         """
-        cfg = self.config
-        every, eval_every = cfg["log"]["every"], cfg["eval"]["every"]
-        ckpt_every = cfg["checkpoint"]["every"]
         while self.step < until:
             t = self.step
             try:
                 self.set_schedules(t)
                 self.train_step()
-                done = t + 1
-                log_due = done % every == 0
-                eval_due = bool(eval_every and done % eval_every == 0 and done < until)
-                checkpoint_due = self._checkpoint_due or bool(ckpt_every and done % ckpt_every == 0)
-                if log_due or eval_due or checkpoint_due or done == until:
+                due = self.due(t + 1, until)
+                if any(due) or t + 1 == until:
                     self.check_finite(t)
             except Divergence as e:
-                if cfg["on_nan"] != "rollback" or self.rollbacks >= cfg["rollback"]["max"]:
+                if not self.recover(e):
                     return e
-                self.rollback()
-                message = f"divergence: {e}; rolled back to step {self.step}"
-                tqdm.write(f"{message}, lr scale {self.lr_scale:g}", file=sys.stderr)
             else:
-                self.step = t + 1
-                if log_due:
-                    self._log(t, bar)
-                if eval_due:
-                    self.evaluate_and_log()
-                if checkpoint_due:
-                    self.save_checkpoint()
+                self.after_step(t, *due, bar=bar)
             if bar is not None:
                 bar.update(self.step - bar.n)
         return None
+
+    def due(self, done: int, until: int) -> tuple[bool, bool, bool]:
+        """What is due once ``done`` updates are done on the way to ``until``: a log, an
+        evaluation, a checkpoint (also after a snapshot)."""
+        cfg = self.config
+        eval_every, ckpt_every = cfg["eval"]["every"], cfg["checkpoint"]["every"]
+        log_due = done % cfg["log"]["every"] == 0
+        eval_due = bool(eval_every and done % eval_every == 0 and done < until)
+        checkpoint_due = self._checkpoint_due or bool(ckpt_every and done % ckpt_every == 0)
+        return log_due, eval_due, checkpoint_due
+
+    def after_step(
+        self, t: int, log_due: bool, eval_due: bool, checkpoint_due: bool, bar: Any = None
+    ) -> None:
+        """Step ``t``'s update is done and its state finite: count it; log, evaluate and write
+        the checkpoint as :meth:`due` said."""
+        self.step = t + 1
+        if log_due:
+            self._log(t, bar)
+        if eval_due:
+            self.evaluate_and_log()
+        if checkpoint_due:
+            self.save_checkpoint()
+
+    def recover(self, divergence: Divergence) -> bool:
+        """After ``divergence``: roll back (``on_nan = "rollback"`` and rollbacks left; returns
+        true) or not (the run stops; returns false)."""
+        cfg = self.config
+        if cfg["on_nan"] != "rollback" or self.rollbacks >= cfg["rollback"]["max"]:
+            return False
+        self.rollback()
+        message = f"divergence: {divergence}; rolled back to step {self.step}"
+        tqdm.write(f"{message}, lr scale {self.lr_scale:g}", file=sys.stderr)
+        return True
 
     @property
     def writer(self) -> RunWriter:
@@ -711,11 +738,23 @@ def train(
     checked = check_config(config)  # a bad key stops here, before the folder is made
     check_single_run(checked.config)  # averaging and member offsets need a population
     with hold_run_folder(run_dir, resume):
-        trainer = GanTrainer(checked, run_dir)
-        if resume:
-            trainer.load_checkpoint()
-            trainer.restart_events()
-            trainer.resumes += 1
-        save_config(trainer.config, Path(run_dir) / "config.toml")
+        trainer = open_run(checked, run_dir, resume)
         show = trainer.config["progress"] if progress is None else progress
         return trainer.train(progress=show)
+
+
+def open_run(
+    checked: CheckedConfig,
+    run_dir: str | Path,
+    resume: bool,
+    device: torch.device | str | None = None,
+) -> GanTrainer:
+    """The trainer of a run whose folder the caller holds: fresh, or restored from
+    ``checkpoints/last.pt`` (one more resume counted); ``config.toml`` (re)written."""
+    trainer = GanTrainer(checked, run_dir, device)
+    if resume:
+        trainer.load_checkpoint()
+        trainer.restart_events()
+        trainer.resumes += 1
+    save_config(trainer.config, Path(run_dir) / "config.toml")
+    return trainer

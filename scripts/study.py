@@ -2,6 +2,7 @@
 
     python scripts/study.py gan_rhythm                    # all cores of this machine
     python scripts/study.py rl_rhythm --backend ray --address auto
+    python scripts/study.py gan_rhythm --backend population   # runs batched as populations
     python scripts/study.py gan_rhythm --seeds 2 --steps 500 --dry-run
 
 Start the same command again after an interruption: runs whose metrics.json is complete are
@@ -24,7 +25,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("study", metavar="NAME|PATH", help=f"a shipped study ({names}) or a file")
     parser.add_argument("--seeds", type=int, default=None, help="runs per arm (default: study's)")
-    parser.add_argument("--backend", choices=["local", "ray"], default="local", help="executor")
+    parser.add_argument(
+        "--backend",
+        choices=["local", "ray", "population"],
+        default="local",
+        help="executor: a process per run, Ray tasks, or runs batched as populations "
+        "(the study's population program)",
+    )
+    parser.add_argument(
+        "--population-size",
+        type=int,
+        default=None,
+        help="most runs per population (population only; default 64)",
+    )
     parser.add_argument(
         "--address", default=None, help="Ray cluster to join (ray only; default: start one)"
     )
@@ -66,6 +79,7 @@ def main() -> int:
             steps=args.steps,
             dry_run=args.dry_run,
             only=args.only,
+            population_size=args.population_size,
         )
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)

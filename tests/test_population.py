@@ -216,8 +216,8 @@ def test_a_member_whose_loss_turns_nan_stops_alone(float64):
         population.D.data[1, 0] = math.nan  # member 1's D now scores NaN: its loss_D is NaN
     poisoned = population.member_state(1)
     population.advance(20)
-    step, net, loss = population.members[1].diverged
-    assert (step, net) == (5, "D") and math.isnan(loss)
+    diverged = population.members[1].diverged
+    assert (diverged.step, diverged.tag) == (5, "loss/D") and math.isnan(diverged.value)
     assert population.members[0].diverged is None
     assert (population.member_steps(0), population.member_steps(1)) == (20, 5)
     after = population.member_state(1)
@@ -238,7 +238,7 @@ def test_a_member_whose_loss_turns_nan_stops_alone(float64):
         (["data.batch=32"], "member 1: data.batch = 32 differs from member 0's 48"),
         (["model.hidden=8"], "member 1: model = "),
         (["optim.beta2=0.99"], "member 1: optim.beta2 = 0.99 differs"),
-        (["on_nan=rollback"], "member 1: on_nan = 'rollback': a population stops"),
+        (["thermostat.D=0.1", "optim.name=sgd"], "member 1: optim.name = 'sgd' differs"),
         (["lr.G.max=-1"], "member 1: lr.G.max"),
     ],
 )

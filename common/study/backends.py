@@ -1,6 +1,6 @@
-"""Where a study's runs execute: a local pool of processes, or Ray tasks.
+"""Where a study's runs execute: a local pool of processes, Ray tasks, or populations.
 
-Both backends take runs and yield a :class:`~common.study.run.RunResult` as each run ends, in
+The backends take runs and yield a :class:`~common.study.run.RunResult` as each run ends, in
 the order they end. A run that fails is a result like any other; only an interrupt (Ctrl-C)
 stops a backend, and it stops the runs it started.
 """
@@ -8,19 +8,33 @@ stops a backend, and it stops the runs it started.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from common.study.run import RunResult, RunSpec, execute_run
+from common.runs import atomic_write_json
+from common.study.run import (
+    RunResult,
+    RunSpec,
+    conclude_run,
+    execute_run,
+    missing_metrics,
+    prepare_run,
+    start_process,
+)
 from common.study.spec import StudyError
 
-__all__ = ["BACKENDS", "default_workers", "run_local", "run_ray"]
+__all__ = ["BACKENDS", "default_workers", "run_local", "run_ray", "run_population"]
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "population")
+
+POPULATION_SIZE = 64
+"""Most runs trained as one population by default (``--population-size``)."""
 
 
 def default_workers() -> int:
@@ -126,3 +140,63 @@ def _ray_results(
     finally:
         if owned:
             ray.shutdown()
+
+
+def run_population(
+    runs: Sequence[RunSpec],
+    program: str,
+    folder: str | Path,
+    cwd: str | Path = ".",
+    size: int = POPULATION_SIZE,
+) -> Iterator[RunResult]:
+    """Hand every run to ``program``, which trains them as populations in one process.
+
+    ``common`` knows no trainer: the study file names the program (its ``population`` key),
+    which is called as ``<program> --plan <folder>/population/plan.json --population-size N``.
+    The plan is ``{"runs": [{"argv": [...]}, ...]}``: each run's own command line, with
+    ``--resume`` for a run that was cut off, as the local backend would start it. The program
+    packs the runs it can train together into populations of at most ``size``, writes each
+    run's folder as the run's own command would, and exits 0 when every run succeeded. Its
+    output goes to ``<folder>/population/stdout.log`` and ``stderr.log``; each run is then
+    judged as the local backend judges it (a complete ``metrics.json``), in plan order.
+
+    Raises:
+        StudyError: ``size`` below 1.
+    """
+    if size < 1:
+        raise StudyError(f"--population-size {size}: must be >= 1")
+    return _population_results(runs, shlex.split(program), Path(folder), cwd, size)
+
+
+def _population_results(
+    runs: Sequence[RunSpec], program: list[str], folder: Path, cwd: str | Path, size: int
+) -> Iterator[RunResult]:
+    if not runs:
+        return
+    logs = Path(cwd) / folder / "population"
+    logs.mkdir(parents=True, exist_ok=True)
+    prepared = [prepare_run(run, cwd) for run in runs]
+    plan = logs / "plan.json"
+    atomic_write_json({"runs": [{"argv": argv} for argv, _ in prepared]}, plan)
+    argv = [*program, "--plan", str(plan.resolve()), "--population-size", str(size)]
+    start = time.perf_counter()
+    returncode: int | None = None
+    error = ""
+    try:
+        with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:
+            process = start_process(argv, cwd, out, err, threads=default_workers())
+            try:
+                returncode = process.wait()
+            except BaseException:  # Ctrl-C: the populations stop with the study
+                process.terminate()
+                process.wait()
+                raise
+    except OSError as e:
+        error = f"could not start {program[0]!r}: {e.strerror or e}"
+    seconds = time.perf_counter() - start
+    for run, (_, record) in zip(runs, prepared, strict=True):
+        # Judged by its own folder: the program exits non-zero when any of its runs failed.
+        code = returncode
+        if code is not None and not missing_metrics(Path(cwd) / run.dir, run.metrics):
+            code = 0
+        yield conclude_run(run, cwd, record, code, seconds, logs / "stderr.log", error)

@@ -50,6 +50,8 @@ __all__ = [
     "missing_metrics",
     "is_done",
     "resolve_command",
+    "prepare_run",
+    "conclude_run",
     "execute_run",
 ]
 
@@ -321,6 +323,75 @@ def _exit(returncode: int | None) -> str:
     return f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
 
 
+def prepare_run(run: RunSpec, cwd: str | Path = ".") -> tuple[list[str], dict[str, Any]]:
+    """Ready ``run``'s folder to run now; the command line to run and its ``study_run.json``.
+
+    A cut-off run of the same command line resumes (``--resume``), a run of another is moved
+    aside; stale ``metrics.json`` and ``error.txt`` are removed; ``study_run.json`` records the
+    command line and the start.
+    """
+    folder = Path(cwd) / run.dir
+    argv = _continue_or_set_aside(run, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "error.txt"):
+        (folder / stale).unlink(missing_ok=True)
+    record: dict[str, Any] = {"argv": list(run.argv), "started": time.strftime("%FT%T%z")}
+    if argv != list(run.argv):
+        record["resumed"] = True
+    atomic_write_json(record, folder / "study_run.json")
+    return argv, record
+
+
+def conclude_run(
+    run: RunSpec,
+    cwd: str | Path,
+    record: dict[str, Any],
+    returncode: int | None,
+    seconds: float,
+    stderr: Path,
+    error: str = "",
+) -> RunResult:
+    """The result of ``run`` after its program ended with ``returncode`` (``None``: it did not
+    start, ``error`` says why); ``study_run.json`` completed, ``error.txt`` if it failed (the
+    last lines of ``stderr``, or what ``metrics.json`` lacks)."""
+    folder = Path(cwd) / run.dir
+    if returncode is not None:
+        missing = missing_metrics(folder, run.metrics)
+        if returncode != 0:
+            error = _tail(stderr) or f"{_exit(returncode)}, no stderr"
+        elif missing:
+            error = f"exited 0 but {run.dir}/metrics.json lacks {', '.join(missing)}"
+    record.update(returncode=returncode, seconds=round(seconds, 3), ok=not error)
+    atomic_write_json(record, folder / "study_run.json")
+    if error:
+        text = f"{run.name}: {_exit(returncode)}\n{error}\n"
+        atomic_write(folder / "error.txt", lambda f: f.write(text.encode()))
+    return RunResult(run=run, ok=not error, returncode=returncode, seconds=seconds, error=error)
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """This process's environment with ``OMP_NUM_THREADS`` etc. set to ``threads`` (unless
+    already set)."""
+    env = dict(os.environ)
+    for variable in THREAD_VARIABLES:
+        env.setdefault(variable, str(threads))
+    return env
+
+
+def start_process(
+    argv: list[str], cwd: str | Path, stdout: Any, stderr: Any, threads: int
+) -> subprocess.Popen[bytes]:
+    """Start a study's program (a run, or a population of runs) that ends with this process."""
+    return subprocess.Popen(
+        resolve_command(argv),
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        env=thread_environment(threads),
+        preexec_fn=_ends_with_this_process(),
+    )
+
+
 def execute_run(
     run: RunSpec,
     cwd: str | Path = ".",
@@ -338,48 +409,17 @@ def execute_run(
             an interrupted study can stop its runs).
     """
     folder = Path(cwd) / run.dir
-    argv = _continue_or_set_aside(run, folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.json", "error.txt"):
-        (folder / stale).unlink(missing_ok=True)
-    record: dict[str, Any] = {"argv": list(run.argv), "started": time.strftime("%FT%T%z")}
-    if argv != list(run.argv):
-        record["resumed"] = True
-    atomic_write_json(record, folder / "study_run.json")
-    env = dict(os.environ)
-    for variable in THREAD_VARIABLES:
-        env.setdefault(variable, str(threads))
-
+    argv, record = prepare_run(run, cwd)
     start = time.perf_counter()
     returncode: int | None = None
+    error = ""
     try:
         with open(folder / "stdout.log", "wb") as out, open(folder / "stderr.log", "wb") as err:
-            process = subprocess.Popen(
-                resolve_command(argv),
-                cwd=cwd,
-                stdout=out,
-                stderr=err,
-                env=env,
-                preexec_fn=_ends_with_this_process(),
-            )
+            process = start_process(argv, cwd, out, err, threads)
             if on_start is not None:
                 on_start(process)
             returncode = process.wait()
     except OSError as e:  # the program is missing or not executable
         error = f"could not start {run.argv[0]!r}: {e.strerror or e}"
-    else:
-        missing = missing_metrics(folder, run.metrics)
-        if returncode != 0:
-            error = _tail(folder / "stderr.log") or f"{_exit(returncode)}, no stderr"
-        elif missing:
-            error = f"exited 0 but {run.dir}/metrics.json lacks {', '.join(missing)}"
-        else:
-            error = ""
     seconds = time.perf_counter() - start
-
-    record.update(returncode=returncode, seconds=round(seconds, 3), ok=not error)
-    atomic_write_json(record, folder / "study_run.json")
-    if error:
-        text = f"{run.name}: {_exit(returncode)}\n{error}\n"
-        atomic_write(folder / "error.txt", lambda f: f.write(text.encode()))
-    return RunResult(run=run, ok=not error, returncode=returncode, seconds=seconds, error=error)
+    return conclude_run(run, cwd, record, returncode, seconds, folder / "stderr.log", error)

@@ -28,7 +28,13 @@ from typing import Any
 from tqdm import tqdm
 
 from common.runs import atomic_write, atomic_write_json
-from common.study.backends import BACKENDS, run_local, run_ray
+from common.study.backends import (
+    BACKENDS,
+    POPULATION_SIZE,
+    run_local,
+    run_population,
+    run_ray,
+)
 from common.study.figures import curve_figure, iqm_figure, phase_figure, save_png
 from common.study.report import read_curves, results_markdown, summarize
 from common.study.run import RunResult, RunSpec, is_done, plan_runs, resolve_command, study_folder
@@ -68,11 +74,12 @@ class StudyOutcome:
         return [shlex.join(run.argv) for run in self.todo]
 
 
-def _check_program(study: Study) -> None:
-    program = resolve_command(shlex.split(study.command))[0]
+def _check_program(study: Study, key: str = "command") -> None:
+    command = getattr(study, key)
+    program = resolve_command(shlex.split(command))[0]
     if not Path(program).is_file():
         raise StudyError(
-            f"command = {study.command!r}: {program!r} is neither on PATH nor beside "
+            f"{key} = {command!r}: {program!r} is neither on PATH nor beside "
             f"{Path(sys.executable).name}; install cyclelab (pip install -e .) or fix the study"
         )
 
@@ -149,13 +156,16 @@ def run_study(
     progress: bool = True,
     cwd: str | Path = ".",
     only: Sequence[str] | None = None,
+    population_size: int | None = None,
 ) -> StudyOutcome:
     """Run every run of ``study`` that is not done yet, then write its report.
 
     Args:
         study: the study (:func:`~common.study.find_study`).
         seeds: runs per arm and config (default: the study's).
-        backend: ``local`` (a pool of processes on this machine) or ``ray`` (Ray tasks).
+        backend: ``local`` (a pool of processes on this machine), ``ray`` (Ray tasks) or
+            ``population`` (the study's ``population`` program trains the runs as batched
+            populations in one process; see :func:`~common.study.backends.run_population`).
         workers: runs at a time with ``local`` (default: one per core).
         address: the Ray cluster to join with ``ray`` (default: start a local instance).
         runs_root: folder holding the study's folder.
@@ -167,16 +177,24 @@ def run_study(
         cwd: working directory of the runs (relative paths start here).
         only: run only these base configs (by label, e.g. ``ring8``) this time; the report
             still covers every config, the others as far as their runs are done.
+        population_size: most runs per population with ``population`` (default 64).
 
     Raises:
         StudyError: a bad option (the message names it) or a program that cannot be found.
     """
     if backend not in BACKENDS:
         raise StudyError(f"--backend {backend!r}: must be one of {' | '.join(BACKENDS)}")
-    if backend == "ray" and workers is not None:
-        raise StudyError("--workers: only for --backend local; Ray runs one run per CPU")
-    if backend == "local" and address is not None:
+    if backend != "local" and workers is not None:
+        raise StudyError(f"--workers: only for --backend local, not {backend}")
+    if backend != "ray" and address is not None:
         raise StudyError("--address: only for --backend ray")
+    if backend != "population" and population_size is not None:
+        raise StudyError("--population-size: only for --backend population")
+    if backend == "population" and not study.population:
+        raise StudyError(
+            f"--backend population: study {study.name} names no population program; add e.g. "
+            'population = "python -m gancycle.population_cli" to its file'
+        )
     runs = plan_runs(study, runs_root, seeds, steps)
     folder = study_folder(study, runs_root, steps)
     todo = [run for run in runs if not is_done(run, cwd)]
@@ -195,8 +213,16 @@ def run_study(
         return outcome
     if todo and backend == "local":
         _check_program(study)
+    if todo and backend == "population":
+        _check_program(study, "population")
 
-    execute = run_local(todo, cwd, workers) if backend == "local" else run_ray(todo, cwd, address)
+    if backend == "local":
+        execute = run_local(todo, cwd, workers)
+    elif backend == "ray":
+        execute = run_ray(todo, cwd, address)
+    else:
+        size = POPULATION_SIZE if population_size is None else population_size
+        execute = run_population(todo, study.population, folder, cwd, size)
     bar = tqdm(
         total=len(runs),
         initial=len(runs) - len(todo),

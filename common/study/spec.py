@@ -4,6 +4,8 @@ A study is a TOML file::
 
     name = "gan_rhythm"
     command = "gancycle-train"          # the program each run is; see common.study.run
+    population = "python -m gancycle.population_cli"   # optional: the program that trains
+                                        # runs as populations (--backend population)
     configs = ["ring8", "grid25"]       # or config = "ring8", or [configs.<name>] tables (below);
                                         # each base config gets its own results table
     seeds = 10                          # runs seed0 .. seed9 of every arm
@@ -99,6 +101,7 @@ _KEYS = {
     "name": "the study's name (its folder under the runs root)",
     "description": "one line saying what the study asks",
     "command": "the program each run is, e.g. gancycle-train",
+    "population": "the program that trains many runs as populations (--backend population)",
     "config": "one base config",
     "configs": "several base configs: a list, or tables of per-config overrides",
     "seeds": "runs per arm and config (seeds 0 .. seeds-1)",
@@ -226,6 +229,8 @@ class Study:
     Attributes:
         name: folder name of the study under the runs root.
         command: the program of each run, split with :func:`shlex.split` when run.
+        population: the program that trains a list of runs as populations, or ``""`` (see
+            :func:`common.study.backends.run_population`).
         configs: base config (a shipped name or a TOML path) -> its own ``--set`` overrides.
         seeds: runs per arm and config, seeds ``0 .. seeds-1``; at least 1.
         baseline: the arm every other arm is compared with.
@@ -256,6 +261,7 @@ class Study:
     diagnostic: Diagnostic | None = None
     description: str = ""
     source: Path | None = field(default=None, compare=False)
+    population: str = ""
 
     @property
     def headline(self) -> str:
@@ -537,6 +543,7 @@ def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
         curve=curve,
         diagnostic=_diagnostic(raw, curve, where),
         description=_string(raw, "description", where) if "description" in raw else "",
+        population=_string(raw, "population", where) if "population" in raw else "",
     )
 
 
