@@ -64,6 +64,7 @@ SHARED = (
     "loss.d_steps",
     "optim.name",
     "optim.beta2",
+    "amp",
 )
 """Config keys every member must share (they make the members one batched model)."""
 
@@ -333,6 +334,22 @@ class Population:
         """One generator update after ``loss.d_steps`` discriminator updates, every member."""
         *d_draws, g_draws = self._draws()
         std = self._noise_std()
+        with self._autocast():
+            self._forward_backward(d_draws, g_draws, std)
+        self._update_ema()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the population's device (``amp = true``), as the single trainer."""
+        if self.configs[0]["amp"]:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _forward_backward(
+        self,
+        d_draws: list[dict[str, torch.Tensor]],
+        g_draws: dict[str, torch.Tensor],
+        std: torch.Tensor,
+    ) -> None:
         for draws in d_draws:
             real = draws["real"] + std * draws["real_noise"]
             fake = self.G(draws["z"])  # keeps its graph for the G update below
@@ -346,7 +363,6 @@ class Population:
             self._update("D", loss_D)
         fake_score = self.D(fake + std * g_draws["g_noise"])
         self._update("G", self._g_loss(fake_score))
-        self._update_ema()
 
     def _d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """:func:`gancycle.losses.discriminator_loss` per member: scores (N, batch) -> (N,)."""

@@ -23,6 +23,7 @@ resumed from ``checkpoints/last.pt`` continues exactly as if it had never stoppe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import sys
 import time
@@ -629,11 +630,26 @@ class GanTrainer:
         self._build_rhythm()
         for net in NETS:
             self.drivers[net].load_state_dict(state[f"driver_{net}"])
-        self.generator.set_state(state["generator"])
+        self._restore_generator(state["generator"])
         set_rng_state(state["rng"])
         self.snapshots.load_state_dict(state["snapshots"])
         self.window.load_state_dict(state["window"])
         self.history = list(state["history"])
+
+    def _restore_generator(self, saved: torch.Tensor) -> None:
+        """The training generator's state; a state of another device kind's generator (a run
+        written on CUDA resumed on the CPU, or back: Philox against Mersenne Twister) cannot be
+        restored, so the stream is seeded from it instead, the same way each time."""
+        if saved.numel() == self.generator.get_state().numel():
+            self.generator.set_state(saved)
+            return
+        seed = int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little")
+        self.generator.manual_seed(seed)
+        tqdm.write(
+            f"resumed on {self.device.type}: the checkpoint's random stream is another device's; "
+            "training goes on with a new stream seeded from it",
+            file=sys.stderr,
+        )
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/last.pt`` atomically."""
