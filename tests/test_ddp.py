@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from common.runs import load_checkpoint
-from gancycle.ddp import DataParallelTrainer, train_data_parallel, world_from_env
+from gancycle.ddp import DataParallelTrainer, train_data_parallel
 from gancycle.settings import SCHEMA
 from gancycle.trainer import GanTrainer, train
 
@@ -116,13 +116,21 @@ def test_two_gloo_ranks_match_one_process_on_the_whole_batch_and_rank0_writes_th
     assert resumed["steps"] == 8 and resumed["resumes"] == 1
 
 
-def test_outside_torchrun_is_a_one_line_error(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    with pytest.raises(ValueError, match="torchrun --nproc-per-node"):
-        world_from_env()
-
-
 def test_a_batch_that_does_not_split_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"data.batch = 15: must be a multiple of the 2 ranks"):
         DataParallelTrainer(tiny_digits("data.batch=15"), tmp_path, rank=0, world=2)
+
+
+def test_the_command_outside_torchrun_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from conftest import assert_one_line_error, run_main, set_args
+
+    from gancycle.ddp import main
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    argv = ["--config", "digits", "--out", str(tmp_path / "run"), *set_args(*TINY_DIGITS)]
+    code, _, err = run_main(main, argv, capsys)
+    assert_one_line_error(code, err, "RANK and WORLD_SIZE are not set", "torchrun")
+    assert not (tmp_path / "run").exists()  # nothing made
+    code, out, _ = run_main(main, [*argv, "--check"], capsys)
+    assert code == 0 and out.startswith("ok: digits")
