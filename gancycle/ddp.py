@@ -22,9 +22,10 @@ ranks. Drawing K times the random numbers a rank uses costs little next to the n
 
 The generator's BatchNorm layers normalise with the whole batch's statistics
 (:class:`GlobalBatchNorm`, two all-reduces per layer; torch's ``SyncBatchNorm`` runs on GPUs
-only), so the run matches one process on the whole batch to rounding (``tests/test_ddp.py``, float64). The discriminator has no
-BatchNorm. Losses are averaged over the ranks before they are logged and checked for NaN/Inf, so
-every rank takes the same divergence decision (``on_nan`` stop or rollback).
+only), so the run matches one process on the whole batch to rounding (``tests/test_ddp.py``,
+float64). The discriminator has no BatchNorm. Losses are averaged over the ranks before they
+are logged and checked for NaN/Inf, so every rank takes the same divergence decision (``on_nan``
+stop or rollback).
 
 Rank 0 alone writes the run folder (``config.toml``, events, ``metrics.json``, checkpoints,
 snapshots) and evaluates; the other ranks only train and keep their rollback checkpoint in
