@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -49,7 +50,6 @@ from typing import Any, NoReturn
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce
 from torch.nn.parallel import DistributedDataParallel
 
 from common.config import CheckedConfig, ConfigError, check_run_package, save_config
@@ -58,6 +58,7 @@ from gancycle.settings import check_config
 from gancycle.trainer import NETS, GanTrainer
 
 __all__ = [
+    "all_reduce",
     "GlobalBatchNorm",
     "use_global_batch_norm",
     "DataParallelTrainer",
@@ -65,6 +66,19 @@ __all__ = [
     "train_data_parallel",
     "main",
 ]
+
+
+def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over the ranks, differentiable (its backward sums the gradients over the ranks).
+
+    torch 2.14 marks ``torch.distributed.nn.functional.all_reduce`` deprecated in favour of a
+    private module; it is still the public differentiable one, so its warning is silenced.
+    """
+    from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return differentiable_all_reduce(tensor)
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
