@@ -46,10 +46,10 @@ class Classifier(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (n, classes) and features (n, 128) of images in [-1, 1], on the CPU."""
         self.eval()
-        device = next(self.parameters()).device
+        weight = next(self.parameters())
         logits, features = [], []
         for part in x.split(chunk):
-            h = self.body(part.to(device).float())
+            h = self.body(part.to(weight.device, weight.dtype))
             features.append(h.cpu())
             logits.append(self.head(h).cpu())
         return torch.cat(logits), torch.cat(features)

@@ -17,7 +17,7 @@ import numpy as np
 from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
 from common.config import ConfigError, read_run_config, shipped_configs
 
-__all__ = ["train_main", "sample_main", "eval_main", "train_command"]
+__all__ = ["train_main", "sample_main", "eval_main", "train_command", "resolve_train_command"]
 
 TRAIN_HELP = """\
 Train a GAN whose generator and discriminator learning rates run cosine cycles out of phase.
@@ -59,7 +59,9 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(argv: Sequence[str] | None) -> int:
+def train_command(argv: Sequence[str] | None, data_parallel: bool = False) -> int:
+    """``gancycle-train``, or with ``data_parallel`` one rank of ``python -m gancycle.ddp``
+    (only rank 0 prints)."""
     args = _train_parser().parse_args(argv)  # --help stops here, before torch is imported
     from gancycle.settings import check_single_run
 
@@ -68,9 +70,14 @@ def _train(argv: Sequence[str] | None) -> int:
     if args.check:
         print(check_line(checked, str(args.resume or args.config)))
         return 0
-    from gancycle.trainer import train
+    if data_parallel:
+        from gancycle.ddp import train_data_parallel as train
+    else:
+        from gancycle.trainer import train
 
     metrics = train(checked, run_dir, resume=resume)
+    if metrics is None:  # a rank other than 0: rank 0 reports
+        return 0
     print(_summary(metrics, run_dir))
     if "diverged" in metrics:
         d = metrics["diverged"]
@@ -82,7 +89,7 @@ def _train(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def train_command(argv: Sequence[str]) -> tuple[Any, Path, bool]:
+def resolve_train_command(argv: Sequence[str]) -> tuple[Any, Path, bool]:
     """What ``gancycle-train <argv>`` would train: the checked config, the run folder and
     whether it resumes (a bad argument is a :class:`ConfigError`)."""
     try:
@@ -222,7 +229,7 @@ def _eval(argv: Sequence[str] | None) -> int:
 
 def train_main(argv: Sequence[str] | None = None) -> NoReturn:
     """``gancycle-train``: see ``gancycle-train --help``."""
-    run_cli(lambda: _train(argv))
+    run_cli(lambda: train_command(argv))
 
 
 def sample_main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -126,8 +126,9 @@ class ImageData:
         )
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images at ``index`` scaled to [-1, 1], and their labels."""
-        images = self.images[index.to(self.images.device)].float() / 127.5 - 1.0
+        """Images at ``index`` scaled to [-1, 1] (in torch's default dtype), and their labels."""
+        images = self.images[index.to(self.images.device)].to(torch.get_default_dtype())
+        images = images / 127.5 - 1.0
         return images, self.labels[index.to(self.labels.device)]
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LOSSES", "discriminator_loss", "generator_loss", "gradient_penalty", "d_output"]
+__all__ = [
+    "LOSSES",
+    "discriminator_loss",
+    "generator_loss",
+    "gradient_penalty",
+    "mixing_weights",
+    "d_output",
+]
 
 LOSSES = ("ns", "hinge", "wgan")
 
@@ -52,14 +59,30 @@ def generator_loss(name: str, fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(
-    D: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator
+    D: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
+    alpha: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """WGAN-GP: mean (|grad D(x)| - 1)^2 at random points x between real and fake samples."""
-    shape = (len(real),) + (1,) * (real.dim() - 1)
-    alpha = torch.rand(shape, generator=generator, device=generator.device).to(real.device)
+    """WGAN-GP: mean (|grad D(x)| - 1)^2 at random points x between real and fake samples.
+
+    The mixing weights are ``alpha`` (shape (batch, 1, ...)) or drawn from ``generator``.
+    """
+    if alpha is None:
+        assert generator is not None, "gradient_penalty: give a generator or alpha"
+        alpha = mixing_weights(len(real), real.dim(), generator)
+    alpha = alpha.to(real.device)
     mixed = (alpha * real + (1.0 - alpha) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1.0).square().mean()
+
+
+def mixing_weights(batch: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """WGAN-GP's uniform weights between real and fake, shape (batch, 1, ...) for ``dim``-D
+    samples."""
+    shape = (batch,) + (1,) * (dim - 1)
+    return torch.rand(shape, generator=generator, device=generator.device)
 
 
 def d_output(name: str, scores: torch.Tensor) -> float:

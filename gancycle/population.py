@@ -82,6 +82,7 @@ SHARED = (
     "optim.name",
     "optim.beta2",
     "population",
+    "amp",
 )
 """Config keys every member must share (they make the members one batched model)."""
 
@@ -411,6 +412,24 @@ class Population:
         """One generator update after ``loss.d_steps`` discriminator updates, every member."""
         *d_draws, g_draws = self._draws()
         std = self._noise_std()
+        with self._autocast():
+            self._forward_backward(d_draws, g_draws, std)
+        self._update_ema()
+        if self.averaging.due(self.step + 1):
+            self.average()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the population's device (``amp = true``), as the single trainer."""
+        if self.configs[0]["amp"]:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _forward_backward(
+        self,
+        d_draws: list[dict[str, torch.Tensor]],
+        g_draws: dict[str, torch.Tensor],
+        std: torch.Tensor,
+    ) -> None:
         pack = self.pack
         for draws in d_draws:
             real = pack_samples(draws["real"] + std * draws["real_noise"], pack, dim=1)
@@ -428,9 +447,6 @@ class Population:
             self._record_outputs(real_score, fake_score)
         if not self.simultaneous:
             self._update_g(fake, std * g_draws["g_noise"])
-        self._update_ema()
-        if self.averaging.due(self.step + 1):
-            self.average()
 
     def _update_g(self, fake: torch.Tensor, noise: torch.Tensor) -> None:
         fake_score = self.D(pack_samples(fake + noise, self.pack, dim=1))

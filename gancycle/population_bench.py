@@ -21,12 +21,15 @@ from typing import Any
 
 import torch
 
-from common.benchmark import compare_in_chunks
-from common.runs import torch_threads
+from common.benchmark import compare_in_chunks, timed
+from common.config import save_config
+from common.runs import resolve_device, torch_threads
+from common.study.backends import default_workers, run_local
+from common.study.run import RunSpec
 from gancycle.population import Population
 from gancycle.trainer import GanTrainer
 
-__all__ = ["member_configs", "run_population_bench"]
+__all__ = ["member_configs", "run_population_bench", "run_pool_bench"]
 
 NEVER = 10**9
 """A ``log.every`` / ``dynamics.every`` no bench run reaches."""
@@ -87,4 +90,71 @@ def run_population_bench(
         "steps": chunk * turns,
         "threads": threads,
         "device": str(population.device),
+    }
+
+
+def run_pool_bench(
+    config: dict[str, Any],
+    members: int = 50,
+    steps: int = 1000,
+    workers: int | None = None,
+    population_threads: int | None = None,
+) -> dict[str, Any]:
+    """The same ``members`` runs of ``steps`` steps as one population, then through the study
+    runner's local process pool (``gancycle-train`` processes, ``workers`` at a time: default
+    one per core), each arm timed from start to end.
+
+    Every run only trains (:func:`member_configs`); a ``gancycle-train`` process still starts
+    Python and torch, writes its run folder and evaluates once at the end (on 10 samples):
+    what a study pays per run. The population gets ``population_threads`` torch threads
+    (default: the cores the pool uses, ``workers`` runs on one thread each).
+
+    Returns:
+        ``population_member_steps_per_s``, ``pool_member_steps_per_s``, ``ratio`` (population
+        over pool), both wall times (``population_s``, ``pool_s``), ``members``, ``steps``,
+        ``workers``, ``population_threads`` and ``device``.
+
+    Raises:
+        RuntimeError: a run of the pool failed (its error).
+    """
+    workers = default_workers() if workers is None else workers
+    threads = population_threads or workers
+    configs = member_configs({**config, "steps": steps}, members)
+    for member in configs:
+        member["eval"]["samples"] = 10
+        member["progress"] = False
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = []
+        for k, member in enumerate(configs):
+            path = Path(tmp) / f"member{k}.toml"
+            save_config(member, path)
+            argv = ("gancycle-train", "--config", str(path), "--out", str(Path(tmp) / f"run{k}"))
+            runs.append(RunSpec(str(path), "bench", "pool", k, f"run{k}", argv, ("final.steps",)))
+
+        def pool() -> None:
+            for result in run_local(runs, cwd=tmp, workers=workers):
+                if not result.ok:
+                    raise RuntimeError(f"{result.run.name}: {result.error}")
+
+        def population() -> Population:
+            with torch_threads(threads):
+                population = Population([{**c, "threads": threads} for c in configs])
+                population.advance(steps)
+            return population
+
+        pool_s = timed(pool)
+        device = resolve_device(configs[0]["device"])
+        population_s = timed(population, device)
+    work = members * steps
+    return {
+        "population_member_steps_per_s": work / population_s,
+        "pool_member_steps_per_s": work / pool_s,
+        "ratio": pool_s / population_s,
+        "population_s": population_s,
+        "pool_s": pool_s,
+        "members": members,
+        "steps": steps,
+        "workers": workers,
+        "population_threads": threads,
+        "device": str(device),
     }

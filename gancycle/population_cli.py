@@ -54,11 +54,11 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.population_size < 1:
         raise ConfigError(f"--population-size {args.population_size}: must be >= 1")
-    from gancycle.cli import train_command
+    from gancycle.cli import resolve_train_command
     from gancycle.population_runs import pack_populations, train_population
     from gancycle.trainer import train
 
-    runs = [train_command(argv) for argv in read_plan(args.plan)]
+    runs = [resolve_train_command(argv) for argv in read_plan(args.plan)]
     groups, alone = pack_populations([checked for checked, _, _ in runs], args.population_size)
     failed = 0
     for group in [*groups, *([k] for k in alone)]:

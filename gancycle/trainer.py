@@ -28,6 +28,7 @@ resumed from ``checkpoints/last.pt`` continues exactly as if it had never stoppe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import sys
 import time
@@ -65,10 +66,15 @@ from gancycle.classifier import load_or_train_classifier
 from gancycle.data import ImageData, Mixture2D, load_data
 from gancycle.ema import EMA
 from gancycle.inception import InceptionFeatures
-from gancycle.losses import d_output, discriminator_loss, generator_loss, gradient_penalty
+from gancycle.losses import (
+    d_output,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    mixing_weights,
+)
 from gancycle.metrics import evaluate
 from gancycle.models import build_models, generate_in_packs, pack_samples
-from gancycle.plots import image_grid, scatter_over_modes
 from gancycle.sampling import generate, generate_mixture
 from gancycle.settings import COUPLED, RESETS, check_config, check_single_run
 
@@ -159,7 +165,7 @@ class GanTrainer:
         self.config = config = self.checked.config
         self.run_dir = Path(run_dir)
         self.device = torch.device(device) if device else resolve_device(config["device"])
-        self.amp = bool(config["amp"]) and self.device.type == "cuda"
+        self.amp = bool(config["amp"])
         if config["threads"] > 0:
             torch.set_num_threads(config["threads"])
         seed = config["seed"]
@@ -172,6 +178,8 @@ class GanTrainer:
             net.to(self.device) for net in build_models(config["model"], self.data.shape)
         )
         self.nets = {"G": self.G, "D": self.D}
+        # What train_step calls: these, or their DistributedDataParallel wrappers (gancycle.ddp).
+        self.train_nets: dict[str, torch.nn.Module] = dict(self.nets)
         # Each network's weights and gradients in one buffer: per-step dynamics in a few kernels.
         self.flat = {net: FlatParameters(self.nets[net].parameters()) for net in NETS}
         self.z_dim = int(config["model"]["z_dim"])
@@ -263,19 +271,32 @@ class GanTrainer:
     # -- one step ---------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the run's device (``amp = true``; CUDA or CPU)."""
         if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _shard(self, draw: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a draw for the whole batch: all of them here; one rank's
+        share under data parallelism (:class:`gancycle.ddp.DataParallelTrainer`)."""
+        return draw
+
     def _noise(self, batch: int) -> torch.Tensor:
-        return torch.randn(batch, self.z_dim, generator=self.generator, device=self.device)
+        z = torch.randn(batch, self.z_dim, generator=self.generator, device=self.device)
+        return self._shard(z)
 
     def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (this process's rows of the batch) plus noise drawn for the whole batch."""
         std = self.coupled["instance_noise"]
         if std == 0.0:
             return x
-        noise = torch.randn(x.shape, generator=self.generator, device=self.device)
-        return x + std * noise
+        shape = (self.config["data"]["batch"], *x.shape[1:])
+        noise = torch.randn(shape, generator=self.generator, device=self.device)
+        return x + std * self._shard(noise)
+
+    def _loss_value(self, loss: torch.Tensor) -> float:
+        """The loss as logged and checked for NaN (data parallel: the mean over the ranks)."""
+        return float(loss.detach())
 
     def _update(self, net: str, loss: torch.Tensor) -> None:
         """backward, (thermostat,) optimizer step; records the loss and, every
@@ -285,7 +306,7 @@ class GanTrainer:
             Divergence: a non-finite loss (the update is not applied), or a non-finite gradient
                 norm or kinetic energy on a measured step (it was).
         """
-        value = float(loss.detach())
+        value = self._loss_value(loss)
         if not math.isfinite(value):
             raise Divergence(self.step, f"loss/{net}", value)
         self.window.add(f"loss/{net}", value)
@@ -328,22 +349,23 @@ class GanTrainer:
         cfg = self.config
         batch, loss_name = cfg["data"]["batch"], cfg["loss"]["name"]
         gp_weight, d_steps = cfg["loss"]["gp_weight"], cfg["loss"]["d_steps"]
+        G, D = self.train_nets["G"], self.train_nets["D"]
         pack, simultaneous = self.pack, cfg["loss"]["simultaneous"]
         with self._autocast():
             for _ in range(d_steps):
-                real = self._instance_noise(self.data.sample(batch, self.generator))
-                # fake keeps its graph for the G update below
-                fake = generate_in_packs(self.G, self._noise(batch), pack)
+                real = self._shard(self.data.sample(batch, self.generator))
+                real = self._instance_noise(real)
+                fake = generate_in_packs(G, self._noise(batch), pack)  # graph kept for G
                 real = pack_samples(real, pack)  # D scores packs of model.pack samples
                 fake_in = pack_samples(self._instance_noise(fake.detach()), pack)
-                real_score, fake_score = self.D(real), self.D(fake_in)
+                real_score, fake_score = D(real), D(fake_in)
                 loss_D = discriminator_loss(
                     loss_name, real_score, fake_score, self.coupled["label_smoothing"]
                 )
                 if gp_weight > 0:
-                    loss_D = loss_D + gp_weight * gradient_penalty(
-                        self.D, real, fake_in, self.generator
-                    )
+                    packs = batch // pack  # one mixing weight per pack, drawn for the whole batch
+                    alpha = self._shard(mixing_weights(packs, real.dim(), self.generator))
+                    loss_D = loss_D + gp_weight * gradient_penalty(D, real, fake_in, alpha=alpha)
                 if simultaneous:  # G's gradient at the D that scored this batch (PacGAN's)
                     self._update_g(fake, loss_name)
                 self._update("D", loss_D)
@@ -355,7 +377,7 @@ class GanTrainer:
 
     def _update_g(self, fake: torch.Tensor, loss_name: str) -> None:
         fake_in = pack_samples(self._instance_noise(fake), self.pack)
-        self._update("G", generator_loss(loss_name, self.D(fake_in)))
+        self._update("G", generator_loss(loss_name, self.train_nets["D"](fake_in)))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -594,6 +616,10 @@ class GanTrainer:
         return result
 
     def _log_samples(self) -> None:
+        # Imported here: matplotlib and torchvision take seconds, and ranks of gancycle.ddp
+        # other than 0 never plot.
+        from gancycle.plots import image_grid, scatter_over_modes
+
         if isinstance(self.data, Mixture2D):
             points = generate(self.G, self.eval_z.to(self.device)).cpu()
             title = f"step {self.step}"
@@ -646,11 +672,26 @@ class GanTrainer:
         self._build_rhythm()
         for net in NETS:
             self.drivers[net].load_state_dict(state[f"driver_{net}"])
-        self.generator.set_state(state["generator"])
+        self._restore_generator(state["generator"])
         set_rng_state(state["rng"])
         self.snapshots.load_state_dict(state["snapshots"])
         self.window.load_state_dict(state["window"])
         self.history = list(state["history"])
+
+    def _restore_generator(self, saved: torch.Tensor) -> None:
+        """The training generator's state; a state of another device kind's generator (a run
+        written on CUDA resumed on the CPU, or back: Philox against Mersenne Twister) cannot be
+        restored, so the stream is seeded from it instead, the same way each time."""
+        if saved.numel() == self.generator.get_state().numel():
+            self.generator.set_state(saved)
+            return
+        seed = int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little")
+        self.generator.manual_seed(seed)
+        tqdm.write(
+            f"resumed on {self.device.type}: the checkpoint's random stream is another device's; "
+            "training goes on with a new stream seeded from it",
+            file=sys.stderr,
+        )
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/last.pt`` atomically."""
