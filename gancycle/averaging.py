@@ -109,19 +109,31 @@ def resolve_offsets(checked: Sequence[CheckedConfig]) -> list[CheckedConfig]:
     """Each member's config with its extra phase offset written into its schedules.
 
     ``checked``: the whole population's members, in order, sharing ``[population]``. Members
-    whose extra offset is zero come back as they were.
+    whose extra offset is zero come back as they were, and so do members whose offsets are
+    already ``"none"``: a resumed member's config holds the offsets it was resolved to.
 
     Raises:
-        ConfigError: offsets that do not fit the members, or a member whose schedules have no
-            cycle to shift (``constant``, ``sequence``, ...).
+        ConfigError: offsets that do not fit the members, members asking for different
+            offsets, or a member whose schedules have no cycle to shift (``constant``,
+            ``sequence``, ...).
     """
-    offsets = checked[0].config["population"]["offsets"]
-    if offsets == "none":
+    asked = {repr(m.config["population"]["offsets"]) for m in checked} - {repr("none")}
+    if not asked:
         return list(checked)
+    if len(asked) > 1:
+        raise ConfigError(f"population.offsets: members ask for {', '.join(sorted(asked))}")
+    offsets = next(
+        m.config["population"]["offsets"]
+        for m in checked
+        if m.config["population"]["offsets"] != "none"
+    )
     out = []
     for k, (member, extra) in enumerate(
         zip(checked, member_offsets(offsets, len(checked)), strict=True)
     ):
+        if member.config["population"]["offsets"] == "none":
+            out.append(member)
+            continue
         config = copy.deepcopy(member.config)
         config["population"]["offsets"] = "none"
         if extra != 0.0:

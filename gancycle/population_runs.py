@@ -33,6 +33,7 @@ from torch.optim.optimizer import _get_scalar_dtype
 from common.config import CheckedConfig, ConfigError, get
 from common.runs import hold_run_folder
 from common.study.run import read_json
+from gancycle.averaging import resolve_offsets
 from gancycle.population import NETS, SHARED, Population, member_problem
 from gancycle.settings import check_config
 from gancycle.trainer import Divergence, GanTrainer, open_run
@@ -289,7 +290,9 @@ def train_population(
     flags = [resume] * len(configs) if isinstance(resume, bool) else list(resume)
     if len(flags) != len(configs):
         raise ConfigError(f"population: {len(configs)} configs but {len(flags)} resume flags")
-    checked = [check_config(config) for config in configs]
+    # Offsets over the whole population, before members that ended are set aside: each
+    # member's folder then holds the schedules it runs.
+    checked = resolve_offsets([check_config(config) for config in configs])
     finals: dict[int, dict[str, Any]] = {}
     for k, (run_dir, again) in enumerate(zip(run_dirs, flags, strict=True)):
         ended = ended_run(run_dir, checked[k].config["steps"]) if again else None

@@ -344,3 +344,22 @@ def test_runs_are_packed_by_what_a_population_shares(float64):
     ]
     assert pack_populations(configs, 64) == ([[0, 2, 4], [1]], [3])
     assert pack_populations(configs, 2) == ([[0, 2], [4], [1]], [3])
+
+
+def test_member_folders_hold_their_resolved_phase_offsets(float64, tmp_path):
+    """With ``population.offsets = "even"`` member k's folder says what it ran (its schedules
+    shifted by k/N, offsets "none"), and a cut-off member resumed beside fresh ones keeps its
+    shift rather than taking another."""
+    sets = ["population.offsets=even", "steps=12", "eval.every=0"]
+    dirs = [tmp_path / f"m{k}" for k in range(3)]
+    train_population([config(["seed=0"], *sets)] * 2, dirs[:2])
+    for k in range(2):
+        saved = SCHEMA.load(str(dirs[k] / "config.toml"))
+        assert saved["population"]["offsets"] == "none"
+        assert saved["lr"]["G"].get("offset", 0.0) == pytest.approx(k / 2)
+    longer = [config(["seed=0"], *sets, "steps=16")] * 3
+    saved = [SCHEMA.load(str(d / "config.toml")) for d in dirs[:2]]
+    again = [{**saved[0], "steps": 16}, {**saved[1], "steps": 16}, longer[2]]
+    train_population(again, dirs, resume=[True, True, False])
+    offsets = [SCHEMA.load(str(d / "config.toml"))["lr"]["G"].get("offset", 0.0) for d in dirs]
+    assert offsets == pytest.approx([0.0, 0.5, 2 / 3])
