@@ -27,6 +27,7 @@ from common.runs import resolve_device, torch_threads
 from common.study.backends import default_workers, run_local
 from common.study.run import RunSpec
 from gancycle.population import Population
+from gancycle.population_runs import train_population
 from gancycle.trainer import GanTrainer
 
 __all__ = ["member_configs", "run_population_bench", "run_pool_bench"]
@@ -100,13 +101,14 @@ def run_pool_bench(
     workers: int | None = None,
     population_threads: int | None = None,
 ) -> dict[str, Any]:
-    """The same ``members`` runs of ``steps`` steps as one population, then through the study
-    runner's local process pool (``gancycle-train`` processes, ``workers`` at a time: default
-    one per core), each arm timed from start to end.
+    """The same ``members`` runs of ``steps`` steps through the study runner's local process
+    pool (``gancycle-train`` processes, ``workers`` at a time: default one per core), then as
+    one population (:func:`~gancycle.population_runs.train_population`), each arm timed from
+    start to end.
 
-    Every run only trains (:func:`member_configs`); a ``gancycle-train`` process still starts
-    Python and torch, writes its run folder and evaluates once at the end (on 10 samples):
-    what a study pays per run. The population gets ``population_threads`` torch threads
+    Every run only trains (:func:`member_configs`) and in both arms writes its run folder and
+    evaluates once at the end (on 10 samples); a ``gancycle-train`` process also starts Python
+    and torch: what a study pays per run. The population gets ``population_threads`` torch threads
     (default: the cores the pool uses, ``workers`` runs on one thread each).
 
     Returns:
@@ -136,11 +138,10 @@ def run_pool_bench(
                 if not result.ok:
                     raise RuntimeError(f"{result.run.name}: {result.error}")
 
-        def population() -> Population:
+        def population() -> None:  # the same runs, the same run folders and final evaluation
+            folders = [Path(tmp) / f"member{k}" for k in range(members)]
             with torch_threads(threads):
-                population = Population([{**c, "threads": threads} for c in configs])
-                population.advance(steps)
-            return population
+                train_population([{**c, "threads": threads} for c in configs], folders)
 
         pool_s = timed(pool)
         device = resolve_device(configs[0]["device"])
