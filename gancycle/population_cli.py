@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = CliParser(prog="python -m gancycle.population_cli", description=__doc__)
     parser.add_argument("--plan", type=Path, required=True, metavar="FILE", help="the runs")
     parser.add_argument("--population-size", type=int, default=64, help="most runs per population")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="resolve every run and how they pack into populations, print one line, train nothing",
+    )
     return parser
 
 
@@ -58,8 +63,21 @@ def _main(argv: Sequence[str] | None) -> int:
     from gancycle.population_runs import pack_populations, train_population
     from gancycle.trainer import train
 
-    runs = [resolve_train_command(argv) for argv in read_plan(args.plan)]
-    groups, alone = pack_populations([checked for checked, _, _ in runs], args.population_size)
+    runs = []
+    for argv in read_plan(args.plan):
+        try:
+            runs.append(resolve_train_command(argv))
+        except ConfigError as e:
+            raise ConfigError(f"{_out(argv)}: {e}") from None
+    groups, alone = pack_populations(
+        [checked for checked, _, _ in runs],
+        args.population_size,
+        [str(Path(run_dir).parent) for _, run_dir, _ in runs],  # a study arm's seeds
+    )
+    if args.check:
+        _check(runs, groups, alone)
+        print(f"checked: {len(runs)} runs, {len(groups)} population(s), {len(alone)} alone")
+        return 0
     failed = 0
     for group in [*groups, *([k] for k in alone)]:
         members = [runs[k] for k in group]
@@ -77,6 +95,32 @@ def _main(argv: Sequence[str] | None) -> int:
             print(f"error: {names}: {e}", file=sys.stderr, flush=True)
             failed += len(group)
     return 1 if failed else 0
+
+
+def _out(argv: Sequence[str]) -> str:
+    """The run folder a command line names (its ``--out`` or ``--resume``), for messages."""
+    for flag in ("--out", "--resume"):
+        if flag in argv[:-1]:
+            return argv[list(argv).index(flag) + 1]
+    return " ".join(argv)
+
+
+def _check(runs: Sequence[tuple], groups: list[list[int]], alone: list[int]) -> None:
+    """What training would refuse before it starts: each population's members together
+    (shared keys, offsets), and the runs trained alone as single runs."""
+    from gancycle.population import check_members
+    from gancycle.settings import check_single_run
+
+    for group in groups:
+        try:
+            check_members([runs[k][0] for k in group])
+        except ConfigError as e:
+            raise ConfigError(f"{runs[group[0]][1]} and its population: {e}") from None
+    for k in alone:
+        try:
+            check_single_run(runs[k][0].config)
+        except ConfigError as e:
+            raise ConfigError(f"{runs[k][1]}: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -317,14 +317,21 @@ def train_population(
 
 
 def pack_populations(
-    configs: Sequence[CheckedConfig], size: int
+    configs: Sequence[CheckedConfig], size: int, families: Sequence[str] | None = None
 ) -> tuple[list[list[int]], list[int]]:
     """Group configs that can train as one population: those sharing
     :data:`~gancycle.population.SHARED` and the device, at most ``size`` per group, in order.
 
+    Members that interact (``population.average_every`` > 0 or ``population.offsets``) must
+    also share their family (``families[k]``, e.g. a study arm's folder: its seeds), so that an
+    arm's seeds average with each other and with no other arm's, and a family is never split.
+
     Returns:
         The groups (indices into ``configs``), and the configs no population takes yet (see
         :func:`~gancycle.population.member_problem`), to train alone.
+
+    Raises:
+        ConfigError: an interacting family larger than ``size``.
     """
     groups: dict[str, list[list[int]]] = {}
     alone = []
@@ -333,9 +340,18 @@ def pack_populations(
         if member_problem(config) is not None:
             alone.append(k)
             continue
-        key = repr([get(config, name) for name in SHARED] + [config["device"]])
-        chunks = groups.setdefault(key, [[]])
+        key = [get(config, name) for name in SHARED] + [config["device"]]
+        table = config["population"]
+        interacting = table["average_every"] > 0 or table["offsets"] != "none"
+        if interacting:
+            key.append(families[k] if families is not None else "")
+        chunks = groups.setdefault(repr(key), [[]])
         if len(chunks[-1]) == size:
+            if interacting:
+                raise ConfigError(
+                    f"--population-size {size}: a population that averages or offsets its "
+                    f"members cannot be split, and {families[k] if families else 'it'} has more"
+                )
             chunks.append([])
         chunks[-1].append(k)
     return [chunk for chunks in groups.values() for chunk in chunks], alone

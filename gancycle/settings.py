@@ -212,7 +212,10 @@ def check_single_run(config: Mapping[str, Any]) -> None:
             ``"none"``, naming the key and where populations train.
     """
     table = config["population"]
-    where = "a population (python -m gancycle.distributed, or torchrun -m gancycle.distributed)"
+    where = (
+        "a population (a study's --backend population, python -m gancycle.distributed, or "
+        "torchrun -m gancycle.distributed)"
+    )
     if table["average_every"] > 0:
         raise ConfigError(
             f"population.average_every = {table['average_every']}: averaging needs {where}; "

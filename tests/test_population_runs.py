@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 from conftest import TINY_RING8
 from conftest import run_main as call
@@ -363,3 +364,53 @@ def test_member_folders_hold_their_resolved_phase_offsets(float64, tmp_path):
     train_population(again, dirs, resume=[True, True, False])
     offsets = [SCHEMA.load(str(d / "config.toml"))["lr"]["G"].get("offset", 0.0) for d in dirs]
     assert offsets == pytest.approx([0.0, 0.5, 2 / 3])
+
+
+def test_a_dry_run_checks_population_arms_with_the_population_program(tmp_path):
+    """Averaging arms are refused by ``gancycle-train --check`` (a single run cannot average)
+    but are what ``--backend population`` trains: its dry run asks the population program."""
+    from common.study import run_study
+    from common.study.spec import parse_study
+
+    shared = dict(
+        tomllib.loads(
+            "\n".join(f'"{k}" = {v}' for k, v in map(str.split, TINY_RING8, "=" * len(TINY_RING8)))
+        ).items()
+    )
+    raw = {
+        "name": "avg",
+        "command": "gancycle-train",
+        "population": "python -m gancycle.population_cli",
+        "config": "ring8",
+        "seeds": 2,
+        "metrics": ["final.G.kl"],
+        "shared": shared,
+        "arms": {
+            "even": {"population.average_every": 4, "population.offsets": "even"},
+            "bad": {
+                "population.average_every": 4,
+                "population.offsets": "even",
+                "lr.G.kind": "constant",
+            },
+        },
+    }
+    study = parse_study(raw)
+    local = run_study(study, dry_run=True, cwd=tmp_path, progress=False)
+    assert len(local.bad_arms) == 2 and "population.average_every" in local.bad_arms[0]
+    batched = run_study(study, backend="population", dry_run=True, cwd=tmp_path, progress=False)
+    assert len(batched.bad_arms) == 1
+    assert "bad" in batched.bad_arms[0] and "offset" in batched.bad_arms[0]
+    assert not list(tmp_path.rglob("metrics.json"))  # nothing trained
+
+
+def test_members_that_average_pack_by_family_and_are_never_split(float64):
+    from gancycle.population_runs import pack_populations
+    from gancycle.settings import check_config
+
+    averaging = [
+        check_config(config([f"seed={k}", "population.average_every=4"])) for k in range(4)
+    ]
+    families = ["arm_a", "arm_b", "arm_a", "arm_b"]
+    assert pack_populations(averaging, 64, families) == ([[0, 2], [1, 3]], [])
+    with pytest.raises(ConfigError, match="--population-size 1: .* cannot be split, and arm_a"):
+        pack_populations(averaging, 1, families)

@@ -19,6 +19,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -84,35 +85,52 @@ def _check_program(study: Study, key: str = "command") -> None:
         )
 
 
-def check_arms(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[str]:
+def check_arms(
+    runs: Sequence[RunSpec], cwd: str | Path = ".", population: str | None = None
+) -> list[str]:
     """Check each (config, arm)'s overrides against the trainer's schema; the bad ones.
 
     The first run of each arm on each config runs with ``--check`` added (the trainer resolves
-    and checks its config, prints one line and trains nothing), several at a time. ``common``
-    knows no package's keys: the trainer itself is the judge.
+    and checks its config, prints one line and trains nothing), several at a time. With a
+    ``population`` program (``--backend population``) that program checks each arm's runs
+    together instead (``--plan <runs> --check``): it trains what a single run refuses (members
+    that average) and knows what members must share. ``common`` knows no package's keys: the
+    trainer itself is the judge.
 
     Returns:
         ``"<config>/<arm>: <the command's last line>"`` for each refused arm, in plan order.
     """
-    firsts: dict[tuple[str, str], RunSpec] = {}
+    arms: dict[tuple[str, str], list[RunSpec]] = {}
     for run in runs:
-        firsts.setdefault((run.label, run.arm), run)
+        arms.setdefault((run.label, run.arm), []).append(run)
 
-    def check(run: RunSpec) -> str | None:
-        argv = resolve_command([*run.argv, "--check"])
+    def command(group: list[RunSpec], scratch: Path) -> list[str]:
+        if population is None:
+            return resolve_command([*group[0].argv, "--check"])
+        plan = scratch / f"{group[0].label}-{group[0].arm}.json"
+        atomic_write_json({"runs": [{"argv": list(run.argv)} for run in group]}, plan)
+        return resolve_command([*shlex.split(population), "--plan", str(plan.resolve()), "--check"])
+
+    def check(group: list[RunSpec], scratch: Path) -> str | None:
+        where = f"{group[0].label}/{group[0].arm}"
+        argv = command(group, scratch)
         try:
             done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
         except OSError as e:
-            return f"{run.label}/{run.arm}: could not start {run.argv[0]!r}: {e.strerror or e}"
+            return f"{where}: could not start {argv[0]!r}: {e.strerror or e}"
         if done.returncode == 0:
             return None
         lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        return f"{run.label}/{run.arm}: {lines[-1] if lines else f'exit code {done.returncode}'}"
+        return f"{where}: {lines[-1] if lines else f'exit code {done.returncode}'}"
 
-    if not firsts:
+    if not arms:
         return []
-    with ThreadPoolExecutor(max_workers=min(len(firsts), os.cpu_count() or 1)) as pool:
-        return [line for line in pool.map(check, firsts.values()) if line]
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        ThreadPoolExecutor(max_workers=min(len(arms), os.cpu_count() or 1)) as pool,
+    ):
+        checks = pool.map(check, arms.values(), [Path(scratch)] * len(arms))
+        return [line for line in checks if line]
 
 
 def write_report(
@@ -209,7 +227,8 @@ def run_study(
     outcome = StudyOutcome(folder=folder, runs=runs, todo=todo)
     if dry_run:
         _check_program(study)
-        outcome.bad_arms = check_arms(runs, cwd)
+        program = study.population if backend == "population" else None
+        outcome.bad_arms = check_arms(runs, cwd, program)
         return outcome
     if todo and backend == "local":
         _check_program(study)
