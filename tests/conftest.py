@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -48,3 +51,29 @@ TINY_RING8 = [
 def set_args(*items: str) -> list[str]:
     """``--set`` before each ``key=value`` item."""
     return [arg for item in items for arg in ("--set", item)]
+
+
+@contextlib.contextmanager
+def default_dtype(name: str) -> Iterator[None]:
+    """torch's default dtype set to ``name`` ("float64", ...) inside, restored after."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, name))
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+@pytest.fixture
+def float64():
+    """Modules and draws in float64, where a population and its single runs agree to rounding."""
+    with default_dtype("float64"):
+        yield
+
+
+@pytest.fixture
+def float32():
+    with default_dtype("float32"):
+        yield

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from conftest import default_dtype
 
 from common.config import ConfigError
 from gancycle.population import Event, Population
@@ -63,14 +64,6 @@ def member_config(sets: list[str], *more: str) -> dict:
     return SCHEMA.load("ring8", [*SMALL, *sets, *more])
 
 
-@pytest.fixture
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
 def single_run(config: dict, run_dir, steps: int) -> tuple[GanTrainer, list[Event]]:
     """The single trainer's own loop, recording its restarts and ends as a population does."""
     trainer = GanTrainer(config, run_dir)
@@ -108,14 +101,10 @@ def test_a_member_starts_as_its_single_run_starts(tmp_path, float64):
 @pytest.fixture(scope="module")
 def trained():
     """The population of MEMBERS after STEPS steps in float64 (shared by the tests below)."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype("float64"):
         configs = [member_config(sets) for sets in MEMBERS]
         population = Population(configs)
         population.advance(STEPS)
-    finally:
-        torch.set_default_dtype(before)
     return configs, population
 
 

@@ -39,12 +39,7 @@ def members(n: int, *sets: str) -> list[dict]:
     return seeded_members(SCHEMA.load("ring8", [*SMALL, *sets]), n)
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def rows(population: Population) -> dict[str, torch.Tensor]:

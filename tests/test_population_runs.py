@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tomllib
 import torch
-from conftest import TINY_RING8
+from conftest import TINY_RING8, default_dtype
 from conftest import run_main as call
 
 from common.config import ConfigError
@@ -47,14 +47,6 @@ def config(sets: list[str], *more: str) -> dict:
     return SCHEMA.load("ring8", [*RUN, *sets, *more])
 
 
-@pytest.fixture(scope="module")
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
 def assert_close(a, b, tol: float, where: str = "") -> None:
     """Nested dicts, lists, tensors and numbers equal (numbers and tensors within ``tol``)."""
     if isinstance(a, dict):
@@ -89,15 +81,16 @@ def final(run_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory, float64):
+def folders(tmp_path_factory):
     """The members trained as a population and each alone by ``gancycle.trainer.train``."""
     root = tmp_path_factory.mktemp("population")
     configs = [config(sets) for sets in MEMBERS]
     members = [root / f"member{k}" for k in range(len(configs))]
-    returned = train_population(configs, members)
     singles = [root / f"single{k}" for k in range(len(configs))]
-    for conf, single in zip(configs, singles, strict=True):
-        train(conf, single)
+    with default_dtype("float64"):
+        returned = train_population(configs, members)
+        for conf, single in zip(configs, singles, strict=True):
+            train(conf, single)
     return configs, members, singles, returned
 
 
@@ -163,14 +156,6 @@ def test_sample_eval_and_resume_read_a_member_folder(folders, tmp_path, capsys):
 
 D_LEAPS = ['lr.D.kind="triangular"', "lr.D.max=1e30", "lr.D.offset=0.0"]
 """D's learning rate leaps to 1e30 at once: in float32 its loss turns NaN within steps."""
-
-
-@pytest.fixture
-def float32():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(before)
 
 
 def test_a_diverging_member_stops_or_rolls_back_alone(tmp_path, float32):
