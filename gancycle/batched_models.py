@@ -169,6 +169,16 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
+def _to_channels(x: torch.Tensor) -> torch.Tensor:
+    """(N, batch, C, H, W) -> (batch, N * C, H, W): the members on the channel axis."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+
+
+def _from_channels(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(batch, N * C, H, W) -> (N, batch, C, H, W)."""
+    return x.view(x.shape[0], n, -1, *x.shape[2:]).transpose(0, 1)
+
+
 def _grouped(
     x: torch.Tensor,
     layer: nn.Conv2d | nn.ConvTranspose2d,
@@ -176,30 +186,19 @@ def _grouped(
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
     """Each member's ``layer`` (with its own ``weight`` and ``bias``, stacked on dim 0) on its
-    images, as one grouped convolution: (N, batch, C, H, W) -> (N, batch, C', H', W').
+    images, as one grouped convolution on (batch, N * C, H, W): group ``k`` is member ``k``.
 
-    The members go on the channel axis, (batch, N * C, H, W), and group ``k`` is member ``k``:
     ``Conv2d``'s weight (N, C', C, kh, kw) and ``ConvTranspose2d``'s (N, C, C', kh, kw) both
     become their grouped forms by merging the first two dimensions.
     """
-    n, b = x.shape[:2]
-    stacked = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:])
+    n = weight.shape[0]
     w = weight.reshape(n * weight.shape[1], *weight.shape[2:])
     flat_bias = None if bias is None else bias.reshape(-1)
     if isinstance(layer, nn.ConvTranspose2d):
-        y = F.conv_transpose2d(
-            stacked,
-            w,
-            flat_bias,
-            layer.stride,
-            layer.padding,
-            layer.output_padding,
-            n,
-            layer.dilation,
+        return F.conv_transpose2d(
+            x, w, flat_bias, layer.stride, layer.padding, layer.output_padding, n, layer.dilation
         )
-    else:
-        y = F.conv2d(stacked, w, flat_bias, layer.stride, layer.padding, layer.dilation, n)
-    return y.view(b, n, -1, *y.shape[2:]).transpose(0, 1)
+    return F.conv2d(x, w, flat_bias, layer.stride, layer.padding, layer.dilation, n)
 
 
 class BatchedConvGenerator(BatchedNet):
@@ -220,9 +219,9 @@ class BatchedConvGenerator(BatchedNet):
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         n, b = z.shape[:2]
         x = F.relu(self.project_norm(torch.bmm(z, self.project.transpose(1, 2))))
-        x = x.view(n, b, -1, self.base, self.base)
-        x = F.relu(self.up_norm(_grouped(x, *self.up, None)))
-        return torch.tanh(_grouped(x, *self.out))
+        x = _to_channels(x.view(n, b, -1, self.base, self.base))
+        x = F.relu(self.up_norm.on_channels(_grouped(x, *self.up, None)))
+        return _from_channels(torch.tanh(_grouped(x, *self.out)), n)
 
 
 class BatchedConvDiscriminator(BatchedNet):
@@ -237,9 +236,10 @@ class BatchedConvDiscriminator(BatchedNet):
         self.head = params["net.5.weight"], params["net.5.bias"]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, x = x.shape[0], _to_channels(x)
         for conv in self.convs:
             x = F.leaky_relu(_grouped(x, *conv), 0.2)
-        return _linear(x.flatten(2), *self.head).squeeze(-1)
+        return _linear(_from_channels(x, n).flatten(2), *self.head).squeeze(-1)
 
 
 BATCHED: dict[type, type[BatchedNet]] = {
@@ -301,13 +301,39 @@ class BatchedBatchNorm:
             self.running_mean.mul_(1 - m).add_(mean.flatten(1), alpha=m)
             self.running_var.mul_(1 - m).add_(var.flatten(1) * (n / (n - 1)), alpha=m)
             self.num_batches_tracked += 1
-            if old is not None:  # stopped members keep the statistics they stopped with
-                for now, before in zip(self._statistics(), old, strict=True):
-                    frozen = self.frozen.view(-1, *([1] * (now.dim() - 1)))
-                    now.copy_(torch.where(frozen, before, now))
+            if old is not None:
+                self._keep_frozen(old)
         shape = mean.shape  # (N, 1, C, 1, ...)
         scale = self.weight.view(shape) * torch.rsqrt(var + self.eps)
         return (x - mean) * scale + self.bias.view(shape)
+
+    def on_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """The same on images with the members on the channel axis, (batch, N * C, H, W): one
+        ``F.batch_norm`` over N * C channels, which is each member's ``BatchNorm2d`` (the same
+        kernel on the same channels; its running statistics move in place)."""
+        old = [t.clone() for t in self._statistics()] if self._any_frozen() else None
+        y = F.batch_norm(
+            x,
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            self.weight.reshape(-1),
+            self.bias.reshape(-1),
+            True,
+            self.momentum,
+            self.eps,
+        )
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            if old is not None:
+                self._keep_frozen(old)
+        return y
+
+    def _keep_frozen(self, old: Sequence[torch.Tensor]) -> None:
+        """Stopped members keep the statistics they stopped with."""
+        assert self.frozen is not None
+        for now, before in zip(self._statistics(), old, strict=True):
+            frozen = self.frozen.view(-1, *([1] * (now.dim() - 1)))
+            now.copy_(torch.where(frozen, before, now))
 
     def _statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.running_mean, self.running_var, self.num_batches_tracked
