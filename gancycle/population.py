@@ -1,5 +1,9 @@
 """A population: N GAN runs of one architecture trained as one batched model on one device.
 
+The MLP pair (on ring8, grid25) and the DCGAN pair (on the image sets) batch their layers by
+hand (:mod:`gancycle.batched_models`: ``baddbmm`` for linear layers, grouped convolutions for
+convolutions, per-member BatchNorm; why there, rather than ``vmap``).
+
 Each member is a run of its own: its own config (seed, ``[lr.G]`` and ``[lr.D]`` schedules of any
 kind, ``[reset]``, ``optim.beta1``, instance noise and label smoothing, ``ema.decay``), its own
 data stream and its own restarts. What the members share is what makes them one batched model:
@@ -33,8 +37,6 @@ The shared ``[population]`` table adds what only a population can do (:mod:`ganc
 phase offsets between members (resolved into each member's schedules when the population is
 built) and periodic averaging of G and D (optionally of the optimizer's moments) after every
 ``population.average_every``-th update, stopped members left out.
-
-Not here yet: DCGAN pairs.
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ from gancycle.averaging import (
     local_gather,
     resolve_offsets,
 )
-from gancycle.batched_models import BatchedMLP
-from gancycle.data import Mixture2D, load_data
+from gancycle.batched_models import BatchedNet, batched
+from gancycle.data import MIXTURES, load_data
 from gancycle.models import build_models, generate_in_packs, pack_samples
 from gancycle.settings import COUPLED, RESETS, check_config
 from gancycle.trainer import Divergence
@@ -74,6 +76,9 @@ NETS = ("G", "D")
 SHARED = (
     "data.name",
     "data.batch",
+    "data.fake_size",
+    "data.channels",
+    "data.image_size",
     "model",
     "loss.name",
     "loss.gp_weight",
@@ -159,16 +164,27 @@ def _check_members(
 
 def member_problem(config: Mapping[str, Any]) -> str | None:
     """Why a (full, checked) config cannot be a population's member yet, or ``None``."""
-    if config["model"]["arch"] != "mlp" or config["data"]["name"] not in ("ring8", "grid25"):
-        return "a population trains model.arch = 'mlp' on ring8 or grid25 so far"
+    if (config["model"]["arch"] == "mlp") != (config["data"]["name"] in MIXTURES):
+        return (
+            "a population trains model.arch = 'mlp' on ring8 or grid25, or model.arch = 'dcgan' "
+            "on images"
+        )
     for net in NETS:
         if config["thermostat"][net] > 0:
             return f"thermostat.{net}: not in a population yet"
-    if config["model"]["g_batchnorm"] and config["population"]["average_every"] > 0:
-        return (
-            f"population.average_every = {config['population']['average_every']}: not with "
-            "model.g_batchnorm = true (BatchNorm's running statistics have no mean here yet)"
+    if config["population"]["average_every"] > 0:
+        batchnorm = (
+            "model.arch = 'dcgan'"  # its G always has BatchNorm
+            if config["model"]["arch"] == "dcgan"
+            else "model.g_batchnorm = true"
+            if config["model"]["g_batchnorm"]
+            else None
         )
+        if batchnorm is not None:
+            return (
+                f"population.average_every = {config['population']['average_every']}: not "
+                f"with {batchnorm} (BatchNorm's running statistics have no mean here yet)"
+            )
     return None
 
 
@@ -209,7 +225,8 @@ class Population:
         dtype: parameters' dtype (default: torch's default dtype, as a single run uses).
 
     Attributes:
-        G, D: the batched generator and discriminator (:class:`BatchedMLP`).
+        G, D: the batched generator and discriminator
+            (:class:`~gancycle.batched_models.BatchedNet`).
         opts: their batched optimizers, by network.
         ema: the EMA of every member's G, same layout as ``G.data``.
         members: the per-member side (:class:`Member`).
@@ -239,9 +256,7 @@ class Population:
         self.size = len(self.configs)
         if first["threads"] > 0:
             torch.set_num_threads(first["threads"])  # as the single trainer does
-        data = load_data(first["data"])
-        assert isinstance(data, Mixture2D)
-        self.data = data.to(self.device)
+        self.data = load_data(first["data"]).to(self.device)
         self.batch, self.z_dim = int(first["data"]["batch"]), int(first["model"]["z_dim"])
         self.pack = int(first["model"]["pack"])
         self.simultaneous = bool(first["loss"]["simultaneous"])
@@ -269,7 +284,7 @@ class Population:
 
     # -- building ---------------------------------------------------------------------------
 
-    def _build_models(self) -> tuple[BatchedMLP, BatchedMLP]:
+    def _build_models(self) -> tuple[BatchedNet, BatchedNet]:
         """Each member's G and D initialised exactly as its single run initialises them."""
         pairs = []
         with torch.random.fork_rng(devices=[]), _default_dtype(self.dtype):
@@ -277,7 +292,7 @@ class Population:
                 torch.manual_seed(config["seed"])  # what seed_everything does for torch
                 G, D = build_models(config["model"], self.data.shape)
                 pairs.append((G.to(self.device), D.to(self.device)))
-        return BatchedMLP([G for G, _ in pairs]), BatchedMLP([D for _, D in pairs])
+        return batched([G for G, _ in pairs]), batched([D for _, D in pairs])
 
     def _optimizer(self, net: str) -> BatchedOptimizer:
         params, cfg = [self.nets[net].data], self.configs[0]["optim"]
@@ -405,8 +420,10 @@ class Population:
         return torch.randn(shape, generator=generator, device=self.device)
 
     def _noise_std(self) -> torch.Tensor:
-        std = [[[m.coupled["instance_noise"]]] for m in self.members]
-        return torch.tensor(std, dtype=torch.float64).to(self.device, self.dtype)
+        """Each member's instance noise std, shaped to scale its (N, batch, *sample) draws."""
+        std = torch.tensor([m.coupled["instance_noise"] for m in self.members], dtype=torch.float64)
+        std = std.view(self.size, 1, *(1 for _ in self.data.shape))
+        return std.to(self.device, self.dtype)
 
     def train_step(self) -> None:
         """One generator update after ``loss.d_steps`` discriminator updates, every member."""
@@ -471,9 +488,12 @@ class Population:
         self, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor
     ) -> torch.Tensor:
         """:func:`gancycle.losses.gradient_penalty` per member, ``alpha`` drawn beforehand."""
+        alpha = alpha.view(
+            *alpha.shape[:2], *(1 for _ in real.shape[2:])
+        )  # images: (N, n, 1, 1, 1)
         mixed = (alpha * real + (1.0 - alpha) * fake).requires_grad_(True)
         (grad,) = torch.autograd.grad(self.D(mixed).sum(), mixed, create_graph=True)
-        return (grad.norm(dim=2) - 1.0).square().mean(1)
+        return (grad.flatten(2).norm(dim=2) - 1.0).square().mean(1)
 
     def _record_outputs(self, real: torch.Tensor, fake: torch.Tensor) -> None:
         """:func:`gancycle.losses.d_output` per member, as ``D/real`` and ``D/fake`` records."""

@@ -113,8 +113,9 @@ class MemberRun:
     def push(self) -> None:
         """The shell's state (a restored checkpoint) into the member's rows and clock."""
         population, k, trainer = self.population, self.k, self.trainer
-        population.G.stack.load_member(k, trainer.G.state_dict())
-        population.D.stack.load_member(k, trainer.D.state_dict())
+        # weights and BatchNorm's running statistics (a DCGAN G; an MLP G with g_batchnorm)
+        population.G.load_member_state_dict(k, trainer.G.state_dict())
+        population.D.load_member_state_dict(k, trainer.D.state_dict())
         population.G.stack.load_member(k, trainer.ema.model.state_dict(), population.ema)
         for net in NETS:
             self._push_optimizer(net)

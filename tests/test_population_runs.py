@@ -326,10 +326,11 @@ def test_runs_are_packed_by_what_a_population_shares(float64):
             ["seed=2", "lr.G.max=1e-2"],
             ["seed=3", "data.name=digits", "model.arch=dcgan"],
             ["seed=4"],
+            ["seed=5", "thermostat.D=0.1", "optim.name=sgd"],
         )
     ]
-    assert pack_populations(configs, 64) == ([[0, 2, 4], [1]], [3])
-    assert pack_populations(configs, 2) == ([[0, 2], [4], [1]], [3])
+    assert pack_populations(configs, 64) == ([[0, 2, 4], [1], [3]], [5])
+    assert pack_populations(configs, 2) == ([[0, 2], [4], [1], [3]], [5])
 
 
 def test_member_folders_hold_their_resolved_phase_offsets(float64, tmp_path):
