@@ -66,14 +66,6 @@ def member_config(sets: list[str], *more: str) -> dict:
     return SCHEMA.load("digits", [*TINY, *sets, *more])
 
 
-@pytest.fixture
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
 @pytest.mark.filterwarnings("ignore:grad and param do not obey")  # views into one buffer
 def test_batched_conv_nets_compute_and_track_what_each_member_does(float64):
     gens = [ConvGenerator(4, 2, 8, 3) for _ in range(3)]
