@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plan", type=Path, required=True, metavar="FILE", help="the runs")
     parser.add_argument("--population-size", type=int, default=64, help="most runs per population")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads for each population (default 0: the runs' own threads setting)",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="resolve every run and how they pack into populations, print one line, train nothing",
@@ -59,6 +65,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.population_size < 1:
         raise ConfigError(f"--population-size {args.population_size}: must be >= 1")
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: must be >= 0 (0: the runs' own setting)")
     from gancycle.cli import resolve_train_command
     from gancycle.population_runs import pack_populations, train_population
     from gancycle.trainer import train
@@ -89,7 +97,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 train(checked, run_dir, resume=resume, progress=False)
             else:
                 configs, run_dirs, resume = zip(*members, strict=True)
-                train_population(configs, run_dirs, resume=resume)
+                train_population(configs, run_dirs, resume=resume, threads=args.threads)
         except Exception as e:  # one population failing does not stop the others
             traceback.print_exc()
             print(f"error: {names}: {e}", file=sys.stderr, flush=True)

@@ -31,7 +31,7 @@ import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
 from common.config import CheckedConfig, ConfigError, get
-from common.runs import hold_run_folder
+from common.runs import hold_run_folder, torch_threads
 from common.study.run import read_json
 from gancycle.averaging import resolve_offsets
 from gancycle.population import NETS, SHARED, Population, member_problem
@@ -264,6 +264,7 @@ def train_population(
     run_dirs: Sequence[str | Path],
     resume: bool | Sequence[bool] = False,
     device: torch.device | str | None = None,
+    threads: int = 0,
 ) -> list[dict[str, Any]]:
     """Train ``configs`` as one population, member ``k`` writing run folder ``run_dirs[k]``.
 
@@ -278,6 +279,9 @@ def train_population(
             trained again, one whose config asks for more steps goes on (as ``gancycle-train
             --resume --steps``).
         device: overrides member 0's ``device``.
+        threads: torch CPU threads while the population trains (0: the members' ``threads``,
+            as a single run would use). A member's ``threads`` is one run's share of the
+            cores; a population is all the runs at once, so a study gives it all of them.
 
     Returns:
         Each member's final metrics (a member that had ended: those of its ``metrics.json``).
@@ -310,7 +314,8 @@ def train_population(
                 runs.append(MemberRun(population, row, trainer))
             for run in runs:
                 run.trainer.begin()
-            PopulationRun(population, runs).train()
+            with torch_threads(threads):
+                PopulationRun(population, runs).train()
         for run in runs:
             assert run.final is not None
             finals[todo[run.k]] = run.final

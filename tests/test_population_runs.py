@@ -400,3 +400,14 @@ def test_members_that_average_pack_by_family_and_are_never_split(float64):
     assert pack_populations(averaging, 64, families) == ([[0, 2], [1, 3]], [])
     with pytest.raises(ConfigError, match="--population-size 1: .* cannot be split, and arm_a"):
         pack_populations(averaging, 1, families)
+
+
+def test_the_population_program_refuses_negative_threads(tmp_path, capsys):
+    from conftest import assert_one_line_error
+
+    from gancycle.population_cli import main
+
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"runs": []}')
+    code, _, err = call(main, ["--plan", str(plan), "--threads", "-1"], capsys)
+    assert_one_line_error(code, err, "--threads -1: must be >= 0")

@@ -152,9 +152,10 @@ def run_population(
     """Hand every run to ``program``, which trains them as populations in one process.
 
     ``common`` knows no trainer: the study file names the program (its ``population`` key),
-    which is called as ``<program> --plan <folder>/population/plan.json --population-size N``.
-    The plan is ``{"runs": [{"argv": [...]}, ...]}``: each run's own command line, with
-    ``--resume`` for a run that was cut off, as the local backend would start it. The program
+    which is called as ``<program> --plan <folder>/population/plan.json --population-size N
+    --threads C`` (C: the cores the local pool would use). The plan is ``{"runs": [{"argv":
+    [...]}, ...]}``: each run's own command line, with ``--resume`` for a run that was cut off,
+    as the local backend would start it. The program
     packs the runs it can train together into populations of at most ``size``, writes each
     run's folder as the run's own command would, and exits 0 when every run succeeded. Its
     output goes to ``<folder>/population/stdout.log`` and ``stderr.log``; each run is then
@@ -179,6 +180,7 @@ def _population_results(
     plan = logs / "plan.json"
     atomic_write_json({"runs": [{"argv": argv} for argv, _ in prepared]}, plan)
     argv = [*program, "--plan", str(plan.resolve()), "--population-size", str(size)]
+    argv += ["--threads", str(default_workers())]  # one process: every core, as the pool uses
     start = time.perf_counter()
     returncode: int | None = None
     error = ""
