@@ -43,7 +43,7 @@ from torch import nn
 from common.config import CheckedConfig, ConfigError
 from common.schedules import KINDS
 from gancycle.metrics import evaluate
-from gancycle.sampling import generate
+from gancycle.sampling import evaluation_draws, generate
 from gancycle.settings import NETS, check_config
 
 if TYPE_CHECKING:
@@ -230,11 +230,9 @@ def evaluate_generator(generator: nn.Module, config: Mapping[str, Any]) -> dict[
     from gancycle.data import load_data
 
     data = load_data(config["data"])
-    seed, n = config["seed"], config["eval"]["samples"]
-    z_dim = int(config["model"]["z_dim"])
     weight = next(generator.parameters())
-    draws = torch.Generator().manual_seed(seed + 1)
-    z = torch.randn(n, z_dim, generator=draws, dtype=weight.dtype)  # a run draws in its dtype
-    real = data.sample(n, draws.manual_seed(seed + 2)).cpu()
+    z, real = evaluation_draws(  # a run draws in its dtype
+        data, config["eval"]["samples"], int(config["model"]["z_dim"]), config["seed"], weight.dtype
+    )
     with torch.no_grad():
         return evaluate(lambda k: generate(generator, z[:k].to(weight.device)), real, data)

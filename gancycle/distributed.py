@@ -26,7 +26,6 @@ prints the metrics as one JSON line. Per-member run folders are not written here
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 from common.cli import CliParser, add_config_argument, add_set_argument, run_cli
 
-__all__ = ["member_block", "seeded_members", "RankGather", "train_population_ranks", "main"]
+__all__ = ["member_block", "RankGather", "train_population_ranks", "main"]
 
 
 def member_block(members: int, rank: int, world: int) -> range:
@@ -46,16 +45,6 @@ def member_block(members: int, rank: int, world: int) -> range:
     size, extra = divmod(members, world)
     start = rank * size + min(rank, extra)
     return range(start, start + size + (rank < extra))
-
-
-def seeded_members(config: Mapping[str, Any], members: int) -> list[dict[str, Any]]:
-    """``members`` copies of ``config`` with seeds ``seed, seed + 1, ...``."""
-    out = []
-    for k in range(members):
-        member = copy.deepcopy(dict(config))
-        member["seed"] = config["seed"] + k
-        out.append(member)
-    return out
 
 
 class RankGather:
@@ -174,6 +163,7 @@ def _main(argv: Sequence[str] | None) -> int:
     import torch
 
     from gancycle.averaging import evaluate_generator, mean_generator
+    from gancycle.population import seeded_members
 
     dtype = getattr(torch, args.dtype)
     start = time.perf_counter()

@@ -42,6 +42,7 @@ built) and periodic averaging of G and D (optionally of the optimizer's moments)
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +70,16 @@ from gancycle.models import build_models, generate_in_packs, pack_samples
 from gancycle.settings import COUPLED, RESETS, check_config
 from gancycle.trainer import Divergence
 
-__all__ = ["Population", "Member", "Event", "SHARED", "NETS", "check_members", "member_problem"]
+__all__ = [
+    "Population",
+    "Member",
+    "Event",
+    "SHARED",
+    "NETS",
+    "check_members",
+    "member_problem",
+    "seeded_members",
+]
 
 NETS = ("G", "D")
 
@@ -160,6 +170,16 @@ def _check_members(
         if problem is not None:
             raise ConfigError(f"member {k}: {problem}")
     return checked
+
+
+def seeded_members(config: Mapping[str, Any], members: int) -> list[dict[str, Any]]:
+    """``members`` copies of ``config`` with seeds ``seed, seed + 1, ...``."""
+    out = []
+    for k in range(members):
+        member = copy.deepcopy(dict(config))
+        member["seed"] = config["seed"] + k
+        out.append(member)
+    return out
 
 
 def member_problem(config: Mapping[str, Any]) -> str | None:

@@ -26,7 +26,7 @@ from common.config import save_config
 from common.runs import resolve_device, torch_threads
 from common.study.backends import default_workers, run_local
 from common.study.run import RunSpec
-from gancycle.population import Population
+from gancycle.population import Population, seeded_members
 from gancycle.population_runs import train_population
 from gancycle.trainer import GanTrainer
 
@@ -44,12 +44,7 @@ def member_configs(config: dict[str, Any], members: int) -> list[dict[str, Any]]
     base["dynamics"]["every"] = NEVER
     base["checkpoint"]["every"] = 0
     base["snapshots"]["max"] = 0
-    out = []
-    for k in range(members):
-        member = copy.deepcopy(base)
-        member["seed"] = base["seed"] + k
-        out.append(member)
-    return out
+    return seeded_members(base, members)
 
 
 def run_population_bench(

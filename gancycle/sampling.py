@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["generate", "generate_mixture"]
+__all__ = ["generate", "generate_mixture", "evaluation_draws"]
+
+
+def evaluation_draws(
+    data: Any, n: int, z_dim: int, seed: int, dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed noise and real samples a run with ``seed`` evaluates on: ``n`` rows of z
+    (from ``seed + 1``) and ``n`` real samples (from ``seed + 2``, on the CPU), drawn apart from
+    the training generator so that every evaluation of the run, and every generator scored as
+    the run scores its own, sees the same draws."""
+    draws = torch.Generator().manual_seed(seed + 1)
+    z = torch.randn(n, z_dim, generator=draws, dtype=dtype)
+    real = data.sample(n, draws.manual_seed(seed + 2)).cpu()
+    return z, real
 
 
 @torch.no_grad()

@@ -75,7 +75,7 @@ from gancycle.losses import (
 )
 from gancycle.metrics import evaluate
 from gancycle.models import build_models, generate_in_packs, pack_samples
-from gancycle.sampling import generate, generate_mixture
+from gancycle.sampling import evaluation_draws, generate, generate_mixture
 from gancycle.settings import COUPLED, RESETS, check_config, check_single_run
 
 __all__ = ["GanTrainer", "Divergence", "train", "open_run", "NETS", "WHICH"]
@@ -204,11 +204,9 @@ class GanTrainer:
         self.window = RunningMeans()  # what happened since the last log
         self._build_rhythm()
 
-        # Fixed draws for evaluations, apart from the training generator.
-        eval_gen = torch.Generator().manual_seed(seed + 1)
-        n = config["eval"]["samples"]
-        self.eval_z = torch.randn(n, self.z_dim, generator=eval_gen)
-        self.eval_real = self.data.sample(n, eval_gen.manual_seed(seed + 2)).cpu()
+        self.eval_z, self.eval_real = evaluation_draws(
+            self.data, config["eval"]["samples"], self.z_dim, seed
+        )
         self._classifier: Any = None
         self.classifier_accuracy: float | None = None  # images: on the held-out real tenth
         self._inception: Any = None

@@ -16,9 +16,9 @@ import torch
 from common.config import ConfigError
 from common.schedules import with_offset
 from gancycle.averaging import evaluate_generator, mean_generator, resolve_offsets
-from gancycle.distributed import member_block, seeded_members, train_population_ranks
+from gancycle.distributed import member_block, train_population_ranks
 from gancycle.models import MLPGenerator
-from gancycle.population import Population, check_members
+from gancycle.population import Population, check_members, seeded_members
 from gancycle.settings import SCHEMA, check_config
 
 ROOT = Path(__file__).resolve().parents[1]
