@@ -383,8 +383,8 @@ class GanTrainer:
         """Train until ``steps`` updates are done (default: ``config["steps"]``), then evaluate.
 
         See :meth:`advance` for what happens on the way. At the end the G cycle that ends with
-        the run is snapshotted, a checkpoint written, and G, its EMA and the snapshot ensemble
-        evaluated. A divergence that stops the run restores the last checkpoint first, so the
+        the run is snapshotted, G, its EMA and the snapshot ensemble evaluated, and a checkpoint
+        written (its history ends with this evaluation). A divergence that stops the run restores the last checkpoint first, so the
         final metrics describe the state ``checkpoints/last.pt`` holds.
 
         Args:
@@ -424,14 +424,15 @@ class GanTrainer:
         evaluation, ``metrics.json`` and hparams. Returns the final metrics."""
         if diverged is None:
             self.set_schedules(self.step)  # a cycle ending with the run is snapshotted too
-            self.save_checkpoint()
-            if self.window.sums and self.step > 0:  # the last, partial window (in the checkpoint)
-                self._log(self.step - 1)
         else:
             if self.window.sums:
                 self._log(diverged.step)  # what led to the divergence stays in the events
             self._back_to_checkpoint()  # metrics.json describes what last.pt holds
         final = self.evaluate_and_log(final=True)
+        # After the evaluation: a run extended by --resume keeps this end in its history.
+        self.save_checkpoint()
+        if diverged is None and self.window.sums and self.step > 0:
+            self._log(self.step - 1)  # the last, partial window (still in the checkpoint)
         final.update(
             steps=self.step,
             wall_s=wall,

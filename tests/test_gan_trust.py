@@ -249,6 +249,18 @@ def test_resumes_are_counted(tmp_path, capsys):
         assert (final["resumes"], final["steps"]) == (resumes, int(steps))
 
 
+def test_a_run_extended_by_resume_keeps_each_earlier_end_in_its_history(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--out", str(run), "--steps", "5", "--no-progress", *sets(*TINY)]
+    assert call(train_main, args, capsys)[0] == 0
+    for steps in ("8", "12"):
+        argv = ["--resume", str(run), "--steps", steps, "--no-progress"]
+        assert call(train_main, argv, capsys)[0] == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [row["step"] for row in metrics["history"]] == [5, 8, 12]
+    assert metrics["history"][-1]["G"] == metrics["final"]["G"]
+
+
 # D's rate leaps from 1e-4 at step 0 to 2e29 at step 1: step 1 diverges, after step 0 was logged
 # past the only checkpoint (step 0).
 D_LEAPS = ['lr.D.kind="triangular"', "lr.D.max=1e30", "lr.D.min=1e-4", "lr.D.period=10"]

@@ -220,7 +220,7 @@ def test_gancycle_eval_reads_a_dcgan_member_folder(folders, capsys, float64):
 
 
 def test_a_resumed_dcgan_member_keeps_its_batchnorm_statistics(tmp_path, float64):
-    run = [*RUN, "eval.every=0"]  # (an evaluation at the first run's end would not be in last.pt)
+    run = [*RUN, "eval.every=0"]
     configs = [member_config(sets, *run) for sets in MEMBERS[:2]]
     longer = [member_config(sets, *run, "steps=22") for sets in MEMBERS[:2]]
     dirs = [tmp_path / f"member{k}" for k in range(2)]
@@ -231,4 +231,7 @@ def test_a_resumed_dcgan_member_keeps_its_batchnorm_statistics(tmp_path, float64
     for k in range(2):
         ours, theirs = checkpoint(dirs[k]), checkpoint(straight[k])
         assert ours.pop("resumes") == 1 and theirs.pop("resumes") == 0
+        first_end = configs[k]["steps"]  # its evaluation stays in the resumed member's history
+        assert [row["step"] for row in ours["history"]] == [first_end, 22]
+        ours["history"] = ours["history"][1:]
         assert_close(ours, theirs, 1e-12, f"member {k}")

@@ -197,16 +197,20 @@ def test_a_population_resumes_each_member_from_its_checkpoint(tmp_path, float64)
     assert (dirs[2] / "metrics.json").read_text() == ended[0]
     assert (dirs[2] / "checkpoints" / "last.pt").stat().st_mtime_ns == ended[1].st_mtime_ns
     assert resumed[2] == json.loads(ended[0])["final"]
-    # The others went on from their checkpoints as if never stopped.
+    # The others went on from their checkpoints as if never stopped; their histories also keep
+    # the evaluation at their first end.
     straight = [tmp_path / f"straight{k}" for k in range(2)]
     train_population(longer[:2], straight)
     for k in range(2):
         assert_close(checkpoint(dirs[k])["G"], checkpoint(straight[k])["G"], 1e-12)
         ours, theirs = checkpoint(dirs[k]), checkpoint(straight[k])
         assert ours.pop("resumes") == 1 and theirs.pop("resumes") == 0
+        assert [row["step"] for row in ours["history"]].count(STEPS) == 1
+        ours["history"] = [row for row in ours["history"] if row["step"] != STEPS]
         assert_close(ours, theirs, 1e-12, f"member {k}")
         ours, theirs = final(dirs[k]), final(straight[k])
         assert ours[0].pop("resumes") == 1 and theirs[0].pop("resumes") == 0
+        ours = ours[0], [row for row in ours[1] if row["step"] != STEPS]
         assert_close(ours, theirs, 1e-12, f"member {k} metrics")
     # A fresh population refuses folders that hold runs; one trainer per folder.
     with pytest.raises(ConfigError, match="holds a run|already"):
