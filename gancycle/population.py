@@ -85,6 +85,8 @@ NETS = ("G", "D")
 
 SHARED = (
     "data.name",
+    "data.root",
+    "data.download",
     "data.batch",
     "data.fake_size",
     "data.channels",
@@ -99,7 +101,8 @@ SHARED = (
     "population",
     "amp",
 )
-"""Config keys every member must share (they make the members one batched model)."""
+"""Config keys every member must share (they make the members one batched model, trained on
+one copy of the data)."""
 
 
 @dataclass(frozen=True)

@@ -225,6 +225,8 @@ def test_a_member_whose_loss_turns_nan_stops_alone(float64):
     ("sets", "message"),
     [
         (["data.batch=32"], "member 1: data.batch = 32 differs from member 0's 48"),
+        (['data.root="elsewhere"'], "member 1: data.root = 'elsewhere' differs"),
+        (["data.download=true"], "member 1: data.download = True differs"),
         (["model.hidden=8"], "member 1: model = "),
         (["optim.beta2=0.99"], "member 1: optim.beta2 = 0.99 differs"),
         (["thermostat.D=0.1", "optim.name=sgd"], "member 1: optim.name = 'sgd' differs"),
