@@ -139,7 +139,7 @@ def resolve_run(
     ``--device``. With a :class:`Schema` the result is checked and full (defaults filled in);
     with a package name it is the config as its file gives it.
     """
-    from common.runs import default_run_dir  # torch: imported only when a run starts
+    from common.runs import default_run_dir, refuse_a_held_run  # torch: only when a run starts
 
     layered = isinstance(schema, Schema)
     if args.resume is not None:
@@ -171,8 +171,8 @@ def resolve_run(
         config["progress"] = False
     config = schema.check(config)
     checking = getattr(args, "check", False)
-    if not resuming and not checking and (Path(run_dir) / "checkpoints" / "last.pt").exists():
-        raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
+    if not resuming and not checking:
+        refuse_a_held_run(run_dir)  # before a model is built; hold_run_folder checks again
     return config, Path(run_dir), resuming
 
 

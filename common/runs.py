@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "hold_run_folder",
+    "refuse_a_held_run",
     "remove_interrupted_writes",
     "atomic_write",
     "atomic_torch_save",
@@ -86,12 +87,19 @@ def hold_run_folder(run_dir: str | Path, resume: bool) -> Iterator[Path]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        if not resume and (run_dir / "checkpoints" / "last.pt").exists():
-            raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
+        if not resume:
+            refuse_a_held_run(run_dir)
         remove_interrupted_writes(run_dir)
         yield run_dir
     finally:
         os.close(fd)  # releases the lock; the file stays (unlinking it would race a waiting opener)
+
+
+def refuse_a_held_run(run_dir: str | Path) -> None:
+    """A fresh run never overwrites: raise :class:`ConfigError` if ``run_dir`` holds a run
+    (``checkpoints/last.pt``)."""
+    if (Path(run_dir) / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"--out {run_dir}: already holds a run; continue it with --resume")
 
 
 def _holder(fd: int) -> str:

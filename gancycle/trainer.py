@@ -384,8 +384,9 @@ class GanTrainer:
 
         See :meth:`advance` for what happens on the way. At the end the G cycle that ends with
         the run is snapshotted, G, its EMA and the snapshot ensemble evaluated, and a checkpoint
-        written (its history ends with this evaluation). A divergence that stops the run restores the last checkpoint first, so the
-        final metrics describe the state ``checkpoints/last.pt`` holds.
+        written (its history ends with this evaluation). A divergence that stops the run
+        restores the last checkpoint first, so the final metrics describe the state
+        ``checkpoints/last.pt`` holds.
 
         Args:
             steps: train until this many updates are done.
