@@ -19,6 +19,7 @@ from gancycle.averaging import evaluate_generator, mean_generator, resolve_offse
 from gancycle.distributed import member_block, train_population_ranks
 from gancycle.models import MLPGenerator
 from gancycle.population import Population, check_members, seeded_members
+from gancycle.population_runs import train_population
 from gancycle.settings import SCHEMA, check_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +154,25 @@ def test_members_drift_apart_between_averages(float64):
     assert spread > 1e-6  # own data streams: apart again after two steps
     population.advance(10)
     assert torch.equal(population.G.data[0], population.G.data[2])
+
+
+def test_member_run_folders_average_as_the_population_does(tmp_path, float64):
+    # The study backend's path (train_population, a run folder per member) averages and shifts
+    # as Population.advance does: every 6th update, each member the mean, offsets spread.
+    sets = ["population.average_every=6", "population.offsets=even", "steps=14"]
+    sets += ["eval.every=0", "checkpoint.every=4"]
+    configs = members(3, *sets)
+    dirs = [tmp_path / f"member{k}" for k in range(3)]
+    train_population(configs, dirs)
+    population = Population(members(3, *sets))
+    population.advance(14)
+    saved = [torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in dirs]
+    for k in range(3):
+        expected = population.member_state(k)["G"]
+        for key, value in expected.items():
+            assert torch.allclose(saved[k]["G"][key], value, rtol=0, atol=1e-12), (k, key)
+    lr = [float(s["opt_G"]["param_groups"][0]["lr"]) for s in saved]
+    assert len(set(lr)) == 3  # shifted clocks: three rates at the same step
 
 
 def test_a_stopped_member_is_left_out_of_the_mean_and_left_as_it_is(float64):
