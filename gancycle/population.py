@@ -450,13 +450,21 @@ class Population:
 
     def train_step(self) -> None:
         """One generator update after ``loss.d_steps`` discriminator updates, every member."""
+        update = self._update_number()
         *d_draws, g_draws = self._draws()
         std = self._noise_std()
         with self._autocast():
             self._forward_backward(d_draws, g_draws, std)
         self._update_ema()
-        if self.averaging.due(self.step + 1):
+        if self.averaging.due(update):
             self.average()
+
+    def _update_number(self) -> int:
+        """The (1-based) number of the coming update, counted by the running members' own
+        steps, whichever loop drives them; one that is behind (rolled back) keeps no rhythm."""
+        stopped = self.stopped.tolist()
+        steps = [m.step for m, out in zip(self.members, stopped, strict=True) if not out]
+        return max(steps, default=0) + 1
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on the population's device (``amp = true``), as the single trainer."""

@@ -206,9 +206,6 @@ class PopulationRun:
         population.measure = (steps % self.every == 0).to(population.device)
         population.apply_clock()
         population.records.clear()
-        # The population's count of updates done, by which it averages every H-th update: its
-        # members'; one rolled back is behind, and the others keep the rhythm.
-        population.step = max(run.member.step for run in training) if training else 0
         population.train_step()
         records = [(tag, values.tolist()) for tag, values in population.records]
         finite = self._finite_parameters()
