@@ -38,6 +38,7 @@ from rlcycle.lr import StepSchedule
 from rlcycle.settings import CheckedConfig, check_config
 
 __all__ = [
+    "EVAL_ENVS_MAX",
     "EVAL_SEED_OFFSET",
     "EnsemblePolicy",
     "evaluate",
@@ -48,6 +49,9 @@ __all__ = [
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation environments are seeded ``seed + EVAL_SEED_OFFSET``, apart from training's."""
+
+EVAL_ENVS_MAX = 100
+"""Most environments one evaluation steps together (one per episode up to this many)."""
 
 
 class EnsemblePolicy:
@@ -114,7 +118,7 @@ def evaluate(
     difficulty: float,
     episodes: int = 10,
     seed: int = 0,
-    n_envs: int = 5,
+    n_envs: int | None = None,
     deterministic: bool = True,
 ) -> tuple[float, float]:
     """Mean return and success rate of ``policy`` over ``episodes`` episodes at ``difficulty``.
@@ -125,7 +129,10 @@ def evaluate(
         difficulty: in [0, 1].
         episodes: episodes to average (>= 1).
         seed: environment seed (the evaluation environments' own).
-        n_envs: environments stepped together (at most ``episodes``).
+        n_envs: environments stepped together, at most ``episodes``. The default, one per
+            episode (up to :data:`EVAL_ENVS_MAX`), gives episode ``i`` the environment seeded
+            ``seed + i``, so an episode's start does not depend on how many are evaluated, and
+            one batched policy call serves every episode's step.
         deterministic: act on the policy's mode; ``False`` draws actions as training does, from
             torch's generator seeded with ``seed`` (the caller's random state is left as it was).
     """
@@ -134,7 +141,7 @@ def evaluate(
         raise ValueError(f"episodes = {episodes}: must be >= 1")
     env = make_vec_env(
         make_env,
-        n_envs=min(n_envs, episodes),
+        n_envs=min(n_envs or EVAL_ENVS_MAX, episodes),
         seed=seed,
         env_kwargs={"id": env_id, "difficulty": difficulty},
         vec_env_cls=DummyVecEnv,

@@ -14,8 +14,9 @@ from common.runs import load_checkpoint
 from common.schedules import from_spec
 from common.tb import read_scalars
 from rlcycle.algos import ALGOS, algo_optimizers
+from rlcycle.checkpoints import policy_weights, read_checkpoint
 from rlcycle.curriculum import curriculum_from_spec
-from rlcycle.evaluate import evaluate_run
+from rlcycle.evaluate import evaluate, evaluate_run, rebuild_policy
 from rlcycle.settings import check_config
 from rlcycle.train import train
 
@@ -293,3 +294,15 @@ def test_sampled_evaluation_beside_the_deterministic_one(tmp_path):
     assert final["eval/sampled_return/d=0"] != final["eval/return/d=0"]
     again = evaluate_run(tmp_path / "run", [0.0], episodes=3, sampled=True)
     assert again["eval/sampled_return/d=0"] == final["eval/sampled_return/d=0"]
+
+
+def test_each_evaluation_episode_starts_from_its_own_seed(ppo_run):
+    """Episode i of an evaluation is the one-episode evaluation seeded ``seed + i``: a policy's
+    score on 7 episodes is the mean of the first 7 of 50, whatever the count (all stepped
+    together, one environment per episode)."""
+    config, run, _ = ppo_run
+    policy = rebuild_policy(check_config(config), policy_weights(read_checkpoint(run)))
+    env_id, seed = config["env"]["id"], 123
+    alone = [evaluate(policy, env_id, 1.0, 1, seed + i)[0] for i in range(7)]
+    assert len(set(alone)) > 1  # the starts differ, so the check below can fail
+    assert evaluate(policy, env_id, 1.0, 7, seed)[0] == pytest.approx(np.mean(alone), abs=1e-9)
