@@ -771,3 +771,20 @@ def test_rl_study_v2_budget_whole_rollout_cycles_and_mean_matched_rates(
         clip = from_spec(first["gated"]["ppo"]["clip_range"])
         steps = first["gated"]["steps"]
         assert clip.values(np.array([0, steps / 2, steps])) == pytest.approx([0.2, 0.1, 0.0])
+
+
+def test_progress_off_a_terminal_is_one_line_per_finished_run(tmp_path, capsys):
+    """A study's stderr in a log file: a line per run with the count and the time left, no bar
+    redrawn with carriage returns."""
+    study = load_study(write_study(tmp_path))
+    run_study(study, runs_root=tmp_path / "runs", workers=1, progress=True, cwd=REPO)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert [line.split(";")[0] for line in lines] == [
+        f"digits_lr: {k}/4 runs" for k in (1, 2, 3, 4)
+    ]
+    assert "left" in lines[0] and lines[-1].endswith("all done")
+    assert sorted(line.split("; ")[1].split(" ok in ")[0] for line in lines) == [
+        f"digits/{arm}/seed{seed}" for arm in ("fast", "slow") for seed in (0, 1)
+    ]

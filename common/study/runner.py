@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from common.runs import atomic_write, atomic_write_json
 from common.study.backends import (
     BACKENDS,
@@ -37,6 +35,7 @@ from common.study.backends import (
     run_ray,
 )
 from common.study.figures import curve_figure, iqm_figure, phase_figure, save_png
+from common.study.progress import RunProgress
 from common.study.report import read_curves, results_markdown, summarize
 from common.study.run import RunResult, RunSpec, is_done, plan_runs, resolve_command, study_folder
 from common.study.spec import Study, StudyError
@@ -191,7 +190,8 @@ def run_study(
             ``<runs_root>/<study>-steps<N>``.
         dry_run: plan only: the outcome lists the runs to do and their commands, and the arms
             whose overrides the trainer refuses (:func:`check_arms`).
-        progress: show a progress bar over runs on stderr.
+        progress: report finished runs on stderr: a bar on a terminal, a line per run off one
+            (:class:`~common.study.progress.RunProgress`).
         cwd: working directory of the runs (relative paths start here).
         only: run only these base configs (by label, e.g. ``ring8``) this time; the report
             still covers every config, the others as far as their runs are done.
@@ -242,20 +242,10 @@ def run_study(
     else:
         size = POPULATION_SIZE if population_size is None else population_size
         execute = run_population(todo, study.population, folder, cwd, size)
-    bar = tqdm(
-        total=len(runs),
-        initial=len(runs) - len(todo),
-        desc=study.name,
-        unit="run",
-        disable=not progress,
-    )
-    with bar:
+    done = len(runs) - len(todo)
+    with RunProgress(study.name, len(runs), done, progress) as report:
         for result in execute:
             outcome.results.append(result)
-            if not result.ok:
-                last = result.error.splitlines()[-1] if result.error else ""
-                bar.write(f"failed: {result.run.name}: {last} ({result.run.dir}/error.txt)")
-                bar.set_postfix(failed=len(outcome.failed))
-            bar.update(1)
+            report.update(result)
     outcome.summary = write_report(study, runs, folder, cwd)
     return outcome
