@@ -39,7 +39,15 @@ from common.schedules import from_spec
 from rlcycle.envs import ENVS
 from rlcycle.lr import StepSchedule
 
-__all__ = ["ALGOS", "ON_POLICY", "SCHEDULED", "check_algo", "build_model", "algo_optimizers"]
+__all__ = [
+    "ALGOS",
+    "ON_POLICY",
+    "SCHEDULED",
+    "check_algo",
+    "build_model",
+    "algo_optimizers",
+    "rollout_steps",
+]
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
 ON_POLICY = ("ppo", "a2c")
@@ -129,3 +137,13 @@ def algo_optimizers(model: BaseAlgorithm) -> dict[str, torch.optim.Optimizer]:
             out["ent_coef"] = model.ent_coef_optimizer
         return out
     return {"policy": model.policy.optimizer}
+
+
+def rollout_steps(algo: str, n_envs: int, hyper: Mapping[str, Any]) -> int:
+    """Env steps an on-policy update trains on (``n_envs`` x ``n_steps``, SB3's default
+    ``n_steps`` where the table sets none); 0 for the off-policy algorithms, whose updates
+    sample a replay buffer."""
+    if algo not in ON_POLICY:
+        return 0
+    default = inspect.signature(ALGOS[algo].__init__).parameters["n_steps"].default
+    return n_envs * int(hyper.get("n_steps", default))

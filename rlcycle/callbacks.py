@@ -19,6 +19,16 @@ Logging goes through SB3's own logger, and SB3's periodic dumps are switched off
 which that update ran, and ours (``lr/policy``, ``schedule/level``, ``curriculum/difficulty``...)
 share the same steps and event file.
 
+An on-policy algorithm collects a rollout, then trains on it at the learning rate of the step
+it has reached (SB3 reads the rate once per ``train()``): the update at step ``T`` trains on
+the steps just before ``T``. So the environments run one rollout ahead of the clock: during the
+rollout that the update at ``T`` trains on, they are sent the curriculum's difficulty from
+``T`` on (``lead`` env steps ahead). The update at a restart then applies the peak rate to the
+easiest rollout of the new cycle, and the cycle's hardest rollout is trained at its lowest
+rate: the curriculum's anti-phase holds at the resolution SB3 gives (one rate per rollout).
+The logged ``curriculum/difficulty`` is the mean of the values sent during the rollout the
+update trained on. Each episode takes the value sent before its reset.
+
 The difficulty sent to the environments is the curriculum's value rounded to
 :data:`DECIMALS` decimals: a pure function of the step (so a resumed run sends the same values)
 that changes about a hundred times per sweep of [0, 1] instead of at every step. A
@@ -127,6 +137,8 @@ class ClockCallback(BaseCallback):
             :func:`common.torch_driver.default_reset_keys`) or the state keys.
         snapshots: where to keep the policy at each cycle end, ``cycle_<k>.pt`` for the 0-based
             cycle k it ends (None: no snapshots).
+        lead: env steps the difficulty runs ahead of the clock: the steps each update trains
+            on for an on-policy algorithm (:func:`rlcycle.algos.rollout_steps`), 0 otherwise.
     """
 
     def __init__(
@@ -137,14 +149,18 @@ class ClockCallback(BaseCallback):
         couplings: Mapping[str, Coupled] | None = None,
         reset: bool | tuple[str, ...] | None = None,
         snapshots: SnapshotEnsemble | None = None,
+        lead: int = 0,
     ) -> None:
         super().__init__()
         self.clock, self.curriculum, self.success = clock, curriculum, success
+        self.lead = lead
         self.couplings = dict(couplings or {})
         self.reset, self.snapshots = reset, snapshots
         self.driver = ScheduleDriver(clock)
         self.difficulty = math.nan  # the value last sent to the environments
         self._in_play: list[float] = []  # random_d: each environment's episode's difficulty
+        self._sent: list[float] = []  # the difficulty in effect at each step of this rollout
+        self.rollout_difficulty = math.nan  # their mean over the last complete rollout
 
     def _init_callback(self) -> None:
         for name, coupled in self.couplings.items():
@@ -171,8 +187,9 @@ class ClockCallback(BaseCallback):
         self.curriculum.load_state_dict(state["curriculum"])
 
     def target_difficulty(self, step: float) -> float:
-        """The difficulty the environments should run at ``step`` (rounded)."""
-        return round(self.curriculum.difficulty(step), DECIMALS)
+        """The difficulty the environments should run at ``step``: the curriculum's at
+        ``step + lead`` (rounded)."""
+        return round(self.curriculum.difficulty(step + self.lead), DECIMALS)
 
     def send_difficulty(self, step: float) -> float:
         """Send the difficulty for ``step`` to every worker if it changed; returns it."""
@@ -215,8 +232,16 @@ class ClockCallback(BaseCallback):
                 self._ask_next_draw(i)
         self.send_difficulty(self.num_timesteps)
 
+    def _on_rollout_start(self) -> None:
+        self._sent = []
+
+    def _on_rollout_end(self) -> None:
+        if self._sent:
+            self.rollout_difficulty = float(np.mean(self._sent))
+
     def _on_step(self) -> bool:
         step = self.num_timesteps
+        self._sent.append(self.difficulty)  # what the step just taken was sent
         self.driver.set(step)
         for info in self.locals.get("infos", ()):
             episode = info.get("episode")
@@ -358,8 +383,9 @@ class LogCallback(UpdateCallback):
     """Writes the logs every ``every`` env steps (at update boundaries) and at the end.
 
     Each write records the clock's scalars (``lr/<optimizer>``, ``schedule/level``,
-    ``schedule/cycle``, ``curriculum/difficulty``, ``hparam/<coupling>``) beside what SB3 and
-    the other callbacks recorded, then dumps them all at the current step.
+    ``schedule/cycle``, ``curriculum/difficulty``: the mean sent during the rollout the last
+    update trained on, ``hparam/<coupling>``) beside what SB3 and the other callbacks recorded,
+    then dumps them all at the current step.
 
     Args:
         clock: the clock callback, whose difficulty and couplings are logged.
@@ -398,7 +424,7 @@ class LogCallback(UpdateCallback):
                 self.logger.record(f"lr/{name}", float(optimizer.param_groups[0]["lr"]))
         self.logger.record("schedule/level", phase.level)
         self.logger.record("schedule/cycle", phase.cycle)
-        self.logger.record("curriculum/difficulty", self.clock.difficulty)
+        self.logger.record("curriculum/difficulty", self.clock.rollout_difficulty)
         for name, value in self.clock.driver.values(step).items():
             self.logger.record(f"hparam/{name}", value)
         if isinstance(self.model, OnPolicyAlgorithm):

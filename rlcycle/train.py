@@ -58,7 +58,7 @@ from common.runs import (
 )
 from common.snapshots import SnapshotEnsemble
 from common.tb import RunWriter
-from rlcycle.algos import build_model
+from rlcycle.algos import build_model, rollout_steps
 from rlcycle.callbacks import (
     BUCKETS,
     CheckpointCallback,
@@ -223,6 +223,7 @@ def _clock_callback(
         couplings=checked.couplings,
         reset=RESETS[config["reset"]["policy"]],
         snapshots=snapshots,
+        lead=rollout_steps(config["algo"], config["n_envs"], config.get(config["algo"], {})),
     )
     if checkpoint:
         callback.load_state_dict(checkpoint["callbacks"]["clock"])

@@ -77,3 +77,28 @@ def float64():
 def float32():
     with default_dtype("float32"):
         yield
+
+
+def sent_difficulty(config, curriculum, step: int) -> float:
+    """The difficulty an rlcycle run sends its environments after env step ``step``: the
+    curriculum's one rollout ahead for an on-policy algorithm (rounded as sent)."""
+    from rlcycle.algos import rollout_steps
+
+    lead = rollout_steps(config["algo"], config["n_envs"], config.get(config["algo"], {}))
+    return round(curriculum.difficulty(step + lead), 2)
+
+
+def logged_difficulty(config, curriculum, step: int) -> float:
+    """``curriculum/difficulty`` logged at the update of ``step``: the mean sent during the
+    rollout it trained on (on-policy)."""
+    import numpy as np
+
+    from rlcycle.algos import rollout_steps
+
+    n_envs = config["n_envs"]
+    rollout = rollout_steps(config["algo"], n_envs, config.get(config["algo"], {}))
+    return float(
+        np.mean(
+            [sent_difficulty(config, curriculum, t) for t in range(step - rollout, step, n_envs)]
+        )
+    )

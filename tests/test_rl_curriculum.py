@@ -125,3 +125,31 @@ def test_random_d_draws_the_anti_phase_difficulties_uniformly_in_time():
 def test_bad_specs_name_the_key(spec, message):
     with pytest.raises(ValueError, match=message):
         build(**spec)
+
+
+@pytest.mark.parametrize("name", ["cartpole", "lunarlander"])
+def test_shipped_anti_phase_holds_at_the_rate_sb3_applies_once_per_rollout(name):
+    """SB3 reads the learning rate once per rollout, when it trains on it: in a shipped
+    on-policy config that rate falls as the difficulty sent during the rollout rises, within
+    every cycle (a period of whole rollouts; 15.5 rollouts on LunarLander put a restart inside
+    a rollout), and the last update is not trained at a peak."""
+    from conftest import logged_difficulty
+
+    from common.config import load_config
+    from rlcycle.settings import check_config
+
+    checked = check_config(load_config(name, "rlcycle"))
+    config, clock = checked.config, checked.schedules["policy"]
+    curriculum = checked.extras["curriculum"]
+    assert config["algo"] == "ppo" and config["curriculum"]["mode"] == "anti"
+    rollout = config["n_envs"] * config["ppo"]["n_steps"]
+    assert config["lr"]["period"] % rollout == 0
+    ends = np.arange(rollout, config["steps"] + 1, rollout)  # SB3's updates
+    applied = clock.values(ends)
+    hardness = np.array([logged_difficulty(config, curriculum, int(end)) for end in ends])
+    cycles = np.array([clock.phase(int(end)).cycle for end in ends])
+    for cycle in np.unique(cycles):
+        within = cycles == cycle
+        if within.sum() > 2:
+            assert np.corrcoef(applied[within], hardness[within])[0, 1] < -0.95, cycle
+    assert clock.phase(int(ends[-1])).position > 0.5

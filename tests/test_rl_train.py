@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import logged_difficulty, sent_difficulty
 from stable_baselines3.common.callbacks import BaseCallback
 
 from common.config import ConfigError, load_config, read_config
@@ -92,7 +93,7 @@ def test_logged_difficulty_follows_the_curriculum(ppo_run):
     level = read_scalars(run, "schedule/level")
     assert len(difficulty) == len(level) >= 5
     for (step, d), (_, lv) in zip(difficulty, level, strict=True):
-        assert d == pytest.approx(round(curriculum.difficulty(step), 2), abs=1e-6)
+        assert d == pytest.approx(logged_difficulty(config, curriculum, step), abs=1e-6), step
         assert lv == pytest.approx(clock.phase(step).level, abs=1e-6)
     assert len({round(d, 2) for _, d in difficulty}) >= 3
 
@@ -118,7 +119,7 @@ class Watch(BaseCallback):
     def __init__(self, config, every: int = 1):
         super().__init__()
         self.clock, self.curriculum = clock_and_curriculum(config)
-        self.every = every
+        self.config, self.every = config, every
         self.seen: list[tuple[int, float, list[float]]] = []  # step, expected, workers' values
         self.restarts: list[dict[str, float]] = []  # |exp_avg| per optimizer at each restart
         self.before: list[dict[str, float]] = []  # the same one step earlier
@@ -138,7 +139,7 @@ class Watch(BaseCallback):
     def _on_step(self) -> bool:
         step = self.num_timesteps
         if self.n_calls % self.every == 0:
-            expected = round(self.curriculum.difficulty(step), 2)
+            expected = sent_difficulty(self.config, self.curriculum, step)
             self.seen.append((step, expected, self.training_env.get_attr("next_difficulty")))
         now = self.moments()
         if self.clock.cycle(step) > self.cycle:
@@ -240,7 +241,7 @@ def test_run_folder_metrics_and_hparams(ppo_run):
     assert set(final) == keys
     assert final["steps"] == 1280 and final["resumes"] == 0
     _, curriculum = clock_and_curriculum(config)
-    assert final["difficulty"] == round(curriculum.difficulty(1280), 2)
+    assert final["difficulty"] == sent_difficulty(config, curriculum, 1280)  # the last sent
     assert final["steps_per_s"] == pytest.approx(1280 / final["wall_s"])
     assert saved["history"] == [{"step": 1280, "metrics": final["eval"]}]
     assert read_config(run / "config.toml")["steps"] == 1280
@@ -306,3 +307,52 @@ def test_each_evaluation_episode_starts_from_its_own_seed(ppo_run):
     alone = [evaluate(policy, env_id, 1.0, 1, seed + i)[0] for i in range(7)]
     assert len(set(alone)) > 1  # the starts differ, so the check below can fail
     assert evaluate(policy, env_id, 1.0, 7, seed)[0] == pytest.approx(np.mean(alone), abs=1e-9)
+
+
+class RolloutPairs(BaseCallback):
+    """Per PPO update: the learning rate it applied (read once SB3's ``train()`` set it) and
+    the mean difficulty of the episodes in the rollout it trained on (from the workers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates: list[float] = []
+        self.difficulties: list[float] = []
+        self._seen: list[float] = []
+
+    def _applied(self) -> None:
+        if len(self.rates) < len(self.difficulties):
+            self.rates.append(float(self.model.policy.optimizer.param_groups[0]["lr"]))
+
+    def _on_rollout_start(self) -> None:
+        self._applied()
+        self._seen = []
+
+    def _on_step(self) -> bool:
+        self._seen += [info["difficulty"] for info in self.locals["infos"]]
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.difficulties.append(float(np.mean(self._seen)))
+
+    def _on_training_end(self) -> None:
+        self._applied()
+
+
+def test_each_ppo_update_applies_the_rate_in_anti_phase_with_the_rollout_it_trains_on(tmp_path):
+    """SB3 trains on a rollout after collecting it and reads the learning rate then: the update
+    at a restart applies the peak rate, so it must train on the cycle's easiest rollout, not
+    on the hardest one just collected (4 rollouts per cycle here). An episode takes the
+    difficulty sent before its reset, so rollouts are long against episodes here (128 steps
+    per environment, an untrained CartPole's episodes last about 20)."""
+    config = tiny("cartpole", 16 * 1024, 4 * 1024)
+    config["ppo"].update(n_steps=128, n_epochs=2)  # 8 envs x 128 steps = 1024 per rollout
+    config["curriculum"].update(mode="anti", lo=0.0, hi=1.0, ceiling=1.0, rise=0.0)
+    pairs = RolloutPairs()
+    train(config, tmp_path, callbacks=[pairs])
+    rates, hardness = np.array(pairs.rates), np.array(pairs.difficulties)
+    assert len(rates) == len(hardness) == 16
+    assert np.corrcoef(rates, hardness)[0, 1] < -0.9
+    for cycle in range(4):
+        rollouts = slice(4 * cycle, 4 * cycle + 4)
+        assert np.argmax(rates[rollouts]) == np.argmin(hardness[rollouts]), cycle
+        assert np.argmin(rates[rollouts]) == np.argmax(hardness[rollouts]), cycle
