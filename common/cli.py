@@ -3,7 +3,9 @@
 ``--config NAME|PATH`` (a shipped config, or a file holding only the keys it changes),
 ``--out DIR``, ``--seed``, ``--steps``, ``--device auto|cpu|cuda``, ``--resume DIR``,
 ``--set key=value`` (repeatable, dotted keys), ``--no-progress`` (``progress = false``) and
-``--check`` (check the resolved config, print one line, train nothing). A bad key or value ends
+``--check`` (check the resolved config, print one line, train nothing) and ``--print-config``
+(print the resolved config as TOML: what the run's ``config.toml`` will hold; a study started
+again compares it with its runs' folders). A bad key or value ends
 the program with one line on stderr naming it and what is allowed, and exit code 2.
 
 Nothing here imports torch: ``--help`` and the study's dry run stay fast.
@@ -114,6 +116,12 @@ def add_run_arguments(
         action="store_true",
         help="check the resolved config, print one line and exit; trains nothing",
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as TOML (what the run's config.toml will hold) and "
+        "exit; trains nothing",
+    )
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -170,7 +178,7 @@ def resolve_run(
     if getattr(args, "no_progress", False):
         config["progress"] = False
     config = schema.check(config)
-    checking = getattr(args, "check", False)
+    checking = getattr(args, "check", False) or getattr(args, "print_config", False)
     if not resuming and not checking:
         refuse_a_held_run(run_dir)  # before a model is built; hold_run_folder checks again
     return config, Path(run_dir), resuming

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from common.schedules import Schedule
 
 __all__ = [
+    "config_toml",
     "ConfigError",
     "Key",
     "Table",
@@ -757,9 +758,14 @@ def apply_overrides(
     return config
 
 
+def config_toml(config: Mapping[str, Any]) -> str:
+    """``config`` as the TOML text a run's ``config.toml`` holds."""
+    return tomli_w.dumps(dict(config))
+
+
 def save_config(config: Mapping[str, Any], path: str | Path) -> None:
     """Write ``config`` as TOML atomically (:func:`common.runs.atomic_write`)."""
     from common.runs import atomic_write  # torch: imported only when a run is written
 
-    data = tomli_w.dumps(dict(config)).encode()
+    data = config_toml(config).encode()
     atomic_write(path, lambda f: f.write(data))

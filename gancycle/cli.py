@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
-from common.config import ConfigError, read_run_config, shipped_configs
+from common.config import ConfigError, config_toml, read_run_config, shipped_configs
 
 __all__ = ["train_main", "sample_main", "eval_main", "train_command", "resolve_train_command"]
 
@@ -70,6 +70,9 @@ def train_command(argv: Sequence[str] | None, data_parallel: bool = False) -> in
     if args.check:
         print(check_line(checked, str(args.resume or args.config)))
         return 0
+    if args.print_config:
+        print(config_toml(checked.config), end="")
+        return 0
     if data_parallel:
         from gancycle.ddp import train_data_parallel as train
     else:
@@ -89,11 +92,12 @@ def train_command(argv: Sequence[str] | None, data_parallel: bool = False) -> in
     return 0
 
 
-def resolve_train_command(argv: Sequence[str]) -> tuple[Any, Path, bool]:
+def resolve_train_command(argv: Sequence[str], check: bool = False) -> tuple[Any, Path, bool]:
     """What ``gancycle-train <argv>`` would train: the checked config, the run folder and
-    whether it resumes (a bad argument is a :class:`ConfigError`)."""
+    whether it resumes (a bad argument is a :class:`ConfigError`). With ``check`` (as with
+    ``--check``) a folder that already holds a run is not refused: nothing will train."""
     try:
-        args = _train_parser().parse_args(list(argv))
+        args = _train_parser().parse_args([*argv, "--check"] if check else list(argv))
     except SystemExit:  # the parser printed why
         raise ConfigError(f"gancycle-train {' '.join(argv)}: bad arguments") from None
     return _resolve_train(args)

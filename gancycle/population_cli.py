@@ -74,7 +74,7 @@ def _main(argv: Sequence[str] | None) -> int:
     runs = []
     for argv in read_plan(args.plan):
         try:
-            runs.append(resolve_train_command(argv))
+            runs.append(resolve_train_command(argv, check=args.check))
         except ConfigError as e:
             raise ConfigError(f"{_out(argv)}: {e}") from None
     groups, alone = pack_populations(

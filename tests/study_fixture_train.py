@@ -1,8 +1,9 @@
 """A small real trainer for the study tests: softmax regression on the digits, in NumPy.
 
 It follows the project's CLI convention (``--config NAME|PATH --out DIR --seed K --steps N
---set key=value``, ``--resume DIR``) and writes ``<out>/config.toml``,
-``<out>/checkpoints/last.pt`` (at each evaluation) and ``<out>/metrics.json``::
+--set key=value``, ``--resume DIR``, ``--check``, ``--print-config``) and writes
+``<out>/config.toml``, ``<out>/checkpoints/last.pt`` (at each evaluation) and
+``<out>/metrics.json``::
 
     {"final": {"accuracy": ..., "loss": ...}, "history": [{"step": ..., "accuracy": ...}, ...]}
 
@@ -121,6 +122,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--check", action="store_true", help="check the config, train nothing")
+    parser.add_argument("--print-config", action="store_true", help="the config as TOML, no run")
     args = parser.parse_args()
     if (args.out is None) == (args.resume is None):
         print("error: give --out DIR or --resume DIR", file=sys.stderr)
@@ -137,6 +139,12 @@ def main() -> int:
     if args.check:
         print(f"ok: {args.config}")
         return 0
+    for key in ("seed", "steps"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    if args.print_config:
+        print(tomli_w.dumps(config), end="")
+        return 0
     args.out = args.out or args.resume
     if args.resume is None and (args.out / "checkpoints" / "last.pt").exists():
         print(
@@ -144,9 +152,6 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    for key in ("seed", "steps"):
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
     args.out.mkdir(parents=True, exist_ok=True)
     if os.environ.get("STUDY_FIXTURE_LOG"):
         with open(os.environ["STUDY_FIXTURE_LOG"], "a") as log:

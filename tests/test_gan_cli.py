@@ -276,3 +276,15 @@ def test_inception_weights_that_are_not_inception(tmp_path):
 def test_usage_errors_are_one_line_too(capsys, main, argv, needle):
     code, _, err = call(main, argv, capsys)
     one_line_error(code, err, needle)
+
+
+def test_print_config_is_what_the_run_wrote_and_trains_nothing(run, tmp_path, capsys):
+    """``--print-config`` prints the config.toml the same command line writes (a study compares
+    the two to find runs of an edited base config); the run's folder is left as it was."""
+    before = sorted(p.name for p in run.iterdir())
+    code, out, err = call(train_main, [*train_args(run), "--print-config"], capsys)
+    assert code == 0, err
+    assert out == (run / "config.toml").read_text()
+    assert sorted(p.name for p in run.iterdir()) == before
+    code, other, _ = call(train_main, [*train_args(run), "--print-config", "--seed", "7"], capsys)
+    assert code == 0 and other != out and "seed = 7" in other

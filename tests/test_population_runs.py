@@ -283,6 +283,10 @@ def test_the_population_backend_writes_the_local_backends_run_folders(tmp_path):
     for k in (1, 2):
         local_run = tmp_path / local.runs[k].dir
         assert_close(checkpoint(tmp_path / runs[k].dir)["G"], checkpoint(local_run)["G"], 1e-4)
+    # A dry run of the finished study: nothing to do, and no arm refused for its full folders.
+    options = dict(backend="population", runs_root="pop", cwd=tmp_path, progress=False)
+    planned = run_study(study, dry_run=True, **options)
+    assert planned.todo == [] and planned.bad_arms == []
 
 
 def test_a_member_cut_off_after_its_last_step_only_finishes(tmp_path):

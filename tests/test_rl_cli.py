@@ -255,3 +255,13 @@ def test_a_layered_config_and_check(tmp_path, capsys):
     config = SCHEMA.load(str(mine))
     assert config["env"]["id"] == "rlcycle/LunarLander-v3" and config["n_envs"] == 16
     assert check_config(config).extras["curriculum"].mode == "in"
+
+
+def test_print_config_is_what_the_run_wrote_and_trains_nothing(finished_run, capsys):
+    """``--print-config`` prints the config.toml the same command line writes."""
+    before = sorted(p.name for p in finished_run.iterdir())
+    argv = ["--out", str(finished_run), "--steps", "256", *FAST, "--set", "snapshots.max=0"]
+    code, out, err = run_main(train_main, [*argv, "--print-config"], capsys)
+    assert code == 0, err
+    assert out == (finished_run / "config.toml").read_text()
+    assert sorted(p.name for p in finished_run.iterdir()) == before

@@ -788,3 +788,36 @@ def test_progress_off_a_terminal_is_one_line_per_finished_run(tmp_path, capsys):
     assert sorted(line.split("; ")[1].split(" ok in ")[0] for line in lines) == [
         f"digits/{arm}/seed{seed}" for arm in ("fast", "slow") for seed in (0, 1)
     ]
+
+
+def test_runs_of_an_edited_base_config_are_set_aside_and_run_again(tmp_path, executed):
+    """The same command line trains something else once a base config it names is edited: a
+    study started again finds those runs by their config.toml, moves them aside and reruns
+    them; the other config's runs are kept."""
+    base = tmp_path / "l2.toml"
+    base.write_text(
+        "seed = 0\nsteps = 40\nlr = 0.5\nl2 = 0.01\neval_every = 20\ntest_fraction = 0.3\n"
+        "fail = false\n"
+    )
+    configs = f'configs = ["digits", "{base.as_posix()}"]'
+    study = load_study(write_study(tmp_path, configs))
+    options = dict(runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
+    run_study(study, **options)
+    assert len(executed()) == 8
+
+    assert run_study(study, dry_run=True, **options).todo == []  # nothing changed
+    base.write_text(base.read_text().replace("l2 = 0.01", "l2 = 0.02"))
+    planned = run_study(study, dry_run=True, **options)
+    assert sorted(run.name for run in planned.stale) == [
+        f"l2/{arm}/seed{seed}" for arm in ("fast", "slow") for seed in (0, 1)
+    ]
+    assert planned.todo == planned.stale and executed() == []  # a dry run moves nothing
+    outcome = run_study(study, **options)
+    assert executed() == [f"l2/{arm}/seed{seed}" for arm in ("fast", "slow") for seed in (0, 1)]
+    assert read_metrics(tmp_path / "runs/digits_lr/l2/fast/seed0") != {}
+    aside = sorted((tmp_path / "runs/digits_lr/l2/fast").glob("seed0.replaced-*"))
+    assert len(aside) == 1 and "l2 = 0.01" in (aside[0] / "config.toml").read_text()
+    assert "l2 = 0.02" in (tmp_path / "runs/digits_lr/l2/fast/seed0/config.toml").read_text()
+    assert outcome.summary["done"] == 8
+    run_study(study, **options)
+    assert executed() == []

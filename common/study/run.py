@@ -51,6 +51,7 @@ __all__ = [
     "is_done",
     "resolve_command",
     "prepare_run",
+    "set_aside",
     "conclude_run",
     "execute_run",
 ]
@@ -302,9 +303,16 @@ def _continue_or_set_aside(run: RunSpec, folder: Path) -> list[str]:
     if same and "--out" in argv[:-1]:
         argv[argv.index("--out")] = "--resume"
         return argv
+    set_aside(folder)
+    return argv
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename a run folder to ``<folder>.replaced-<time>``, so a new run starts there and
+    nothing is lost; the new name."""
     aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.rename(aside)
-    return argv
+    return aside
 
 
 def _tail(path: Path, lines: int = ERROR_LINES) -> str:

@@ -9,7 +9,8 @@
 - ``figures/phase_<config>[_<k>].png``: the phase diagnostic (if the study asks for it), the
   k-th of its metrics from the second on.
 
-Stopping a study and starting it again reruns only the runs that are not done; a failed run is
+Stopping a study and starting it again reruns only the runs that are not done, or whose
+``config.toml`` their command no longer builds (:mod:`common.study.stale`); a failed run is
 reported with its error and does not stop the others.
 """
 
@@ -37,8 +38,17 @@ from common.study.backends import (
 from common.study.figures import curve_figure, iqm_figure, phase_figure, save_png
 from common.study.progress import RunProgress
 from common.study.report import read_curves, results_markdown, summarize
-from common.study.run import RunResult, RunSpec, is_done, plan_runs, resolve_command, study_folder
+from common.study.run import (
+    RunResult,
+    RunSpec,
+    is_done,
+    plan_runs,
+    resolve_command,
+    set_aside,
+    study_folder,
+)
 from common.study.spec import Study, StudyError
+from common.study.stale import stale_runs
 
 __all__ = ["StudyOutcome", "run_study", "write_report", "check_arms"]
 
@@ -55,6 +65,8 @@ class StudyOutcome:
         summary: the content of ``summary.json`` (``None`` after a dry run).
         bad_arms: after a dry run, one line per (config, arm) whose config the command refused
             (see :func:`check_arms`).
+        stale: the runs whose ``config.toml`` their command no longer builds
+            (:func:`~common.study.stale.stale_runs`); set aside and in ``todo``.
     """
 
     folder: Path
@@ -63,6 +75,7 @@ class StudyOutcome:
     results: list[RunResult] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     bad_arms: list[str] = field(default_factory=list)
+    stale: list[RunSpec] = field(default_factory=list)
 
     @property
     def failed(self) -> list[RunResult]:
@@ -215,7 +228,6 @@ def run_study(
         )
     runs = plan_runs(study, runs_root, seeds, steps)
     folder = study_folder(study, runs_root, steps)
-    todo = [run for run in runs if not is_done(run, cwd)]
     if only:
         labels = sorted({run.label for run in runs})
         for name in only:
@@ -223,8 +235,19 @@ def run_study(
                 raise StudyError(
                     f"--only {name!r}: not a config of {study.name}; configs: {', '.join(labels)}"
                 )
-        todo = [run for run in todo if run.label in only]
-    outcome = StudyOutcome(folder=folder, runs=runs, todo=todo)
+    mine = [run for run in runs if not only or run.label in only]
+    stale = stale_runs(mine, cwd)
+    todo = [run for run in mine if run in stale or not is_done(run, cwd)]
+    outcome = StudyOutcome(folder=folder, runs=runs, todo=todo, stale=stale)
+    if stale and not dry_run:
+        for run in stale:
+            set_aside(Path(cwd) / run.dir)
+        print(
+            f"{len(stale)} run(s) hold a config.toml that their command no longer builds (a "
+            f"base config changed), e.g. {stale[0].name}: set aside as <folder>.replaced-<time> "
+            "and run again",
+            file=sys.stderr,
+        )
     if dry_run:
         _check_program(study)
         program = study.population if backend == "population" else None
