@@ -821,3 +821,20 @@ def test_runs_of_an_edited_base_config_are_set_aside_and_run_again(tmp_path, exe
     assert outcome.summary["done"] == 8
     run_study(study, **options)
     assert executed() == []
+
+
+@pytest.mark.parametrize(
+    "name, configs",
+    [("rl_defaults", ["cartpole", "lunarlander"]), ("gan_defaults", ["ring8", "grid25"])],
+)
+def test_the_defaults_studies_run_the_shipped_configs_unchanged(name, configs):
+    """What the README says a default run reaches comes from the shipped configs as they are
+    (on the CPU), at least five seeds each."""
+    runs = plan_runs(find_study(name))
+    assert sorted({run.label for run in runs}) == sorted(configs)
+    for label in configs:
+        assert sorted(run.seed for run in runs if run.label == label) == [0, 1, 2, 3, 4]
+    for run in runs:
+        argv = list(run.argv)
+        assert argv[argv.index("--config") + 1] == run.label
+        assert [argv[i + 1] for i, a in enumerate(argv) if a == "--set"] == ['device="cpu"']
