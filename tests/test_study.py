@@ -838,3 +838,39 @@ def test_the_defaults_studies_run_the_shipped_configs_unchanged(name, configs):
         argv = list(run.argv)
         assert argv[argv.index("--config") + 1] == run.label
         assert [argv[i + 1] for i, a in enumerate(argv) if a == "--set"] == ['device="cpu"']
+
+
+def test_a_study_continues_from_the_run_records_git_keeps(tmp_path, executed):
+    """Run folders under records/ keep in git only config.toml, metrics.json and
+    study_run.json: a clone holds no checkpoint, event file or log, and a study started there
+    runs nothing again and reports what the original reported."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    (origin / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    study = load_study(write_study(tmp_path))
+    options = dict(workers=2, progress=False, cwd=REPO)
+    first = run_study(study, runs_root=origin / "records", **options)
+    assert first.summary["done"] == 4
+    (origin / "runs").mkdir()  # the default root keeps nothing
+    (origin / "runs" / "metrics.json").write_text("{}")
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", str(origin)], check=True)
+    subprocess.run([*git, "-C", str(origin), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(origin), "commit", "-qm", "records"], check=True)
+    tracked = subprocess.run(
+        ["git", "-C", str(origin), "ls-files"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    kept = {Path(path).name for path in tracked if path.startswith("records/")}
+    assert kept == {"config.toml", "metrics.json", "study_run.json"}
+    assert sum(path.endswith("/metrics.json") for path in tracked) == 4
+    assert not any(path.startswith("runs/") for path in tracked)
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    assert not list(clone.glob("records/**/checkpoints"))
+    (tmp_path / "executed.txt").unlink()  # the first start's runs
+    again = run_study(study, runs_root=clone / "records", **options)
+    assert again.todo == [] and not again.stale
+    assert not (tmp_path / "executed.txt").exists()  # no trainer started
+    assert again.summary["configs"] == first.summary["configs"]
