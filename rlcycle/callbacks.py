@@ -186,6 +186,13 @@ class ClockCallback(BaseCallback):
         self.driver.load_state_dict(state["driver"])
         self.curriculum.load_state_dict(state["curriculum"])
 
+    @property
+    def trained_difficulty(self) -> float:
+        """The mean difficulty sent during the last complete rollout, the one the last update
+        trained on; before any rollout, the value last sent. Not :attr:`difficulty`, which runs
+        one rollout ahead (at a run's end: the next cycle's restart, never trained on)."""
+        return self.difficulty if math.isnan(self.rollout_difficulty) else self.rollout_difficulty
+
     def target_difficulty(self, step: float) -> float:
         """The difficulty the environments should run at ``step``: the curriculum's at
         ``step + lead`` (rounded)."""

@@ -128,8 +128,9 @@ def train(
         ``{"final": {"steps", "wall_s", "steps_per_s", "eval": {tag: value},
         "snapshot_cycles", "resumes", "difficulty"}, "history": [{"step", "metrics"}...],
         "run_dir"}``; ``wall_s`` times this session's ``model.learn`` alone; ``difficulty`` is
-        the training environments' at the end (``gated``: the level it reached; ``random_d``:
-        the mean over the episodes in play).
+        the mean difficulty sent during the rollout the last update trained on (``gated``: the
+        level it reached; ``random_d``: the mean over the episodes in play), as the last
+        ``curriculum/difficulty`` logs it.
     """
     checked = check_config(config)
     run_dir = Path(run_dir)
@@ -385,7 +386,7 @@ def _finish(run: _Run, wall: float) -> dict[str, Any]:
             "eval": final,
             "snapshot_cycles": list(snapshots.cycles) if snapshots is not None else [],
             "resumes": run.resumes,
-            "difficulty": run.callbacks["clock"].difficulty,  # training's, at the end
+            "difficulty": run.callbacks["clock"].trained_difficulty,
         },
         "history": run.evaluations.history,
     }

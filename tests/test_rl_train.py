@@ -179,11 +179,11 @@ def test_random_d_plays_each_episode_at_its_own_draw(tmp_path):
     config = tiny("cartpole", 768, 300, n_envs=2)
     config["curriculum"] = {"mode": "random_d"}
     config["ppo"].update(n_steps=256, batch_size=64, n_epochs=1)
-    seen = EpisodeDifficulties()
-    final = train(config, tmp_path, callbacks=[seen])["final"]
+    seen, pairs = EpisodeDifficulties(), RolloutPairs()
+    final = train(config, tmp_path, callbacks=[seen, pairs])["final"]
     _, curriculum = clock_and_curriculum(config)
-    in_play = [curriculum.episode_difficulty(i, len(seen.played[i])) for i in (0, 1)]
-    assert final["difficulty"] == pytest.approx(np.mean(in_play))  # metrics.json: at the end
+    # metrics.json: the episodes in play during the last rollout, on average over its steps
+    assert final["difficulty"] == pytest.approx(pairs.difficulties[-1])
     for env, played in seen.played.items():  # episode k of env i at draw (seed, i, k)
         assert len(played) >= 10
         assert played == [curriculum.episode_difficulty(env, k) for k in range(len(played))]
@@ -241,7 +241,8 @@ def test_run_folder_metrics_and_hparams(ppo_run):
     assert set(final) == keys
     assert final["steps"] == 1280 and final["resumes"] == 0
     _, curriculum = clock_and_curriculum(config)
-    assert final["difficulty"] == sent_difficulty(config, curriculum, 1280)  # the last sent
+    # the difficulty the last update trained on (its rollout's mean), not the next one sent
+    assert final["difficulty"] == pytest.approx(logged_difficulty(config, curriculum, 1280))
     assert final["steps_per_s"] == pytest.approx(1280 / final["wall_s"])
     assert saved["history"] == [{"step": 1280, "metrics": final["eval"]}]
     assert read_config(run / "config.toml")["steps"] == 1280
@@ -307,6 +308,22 @@ def test_each_evaluation_episode_starts_from_its_own_seed(ppo_run):
     alone = [evaluate(policy, env_id, 1.0, 1, seed + i)[0] for i in range(7)]
     assert len(set(alone)) > 1  # the starts differ, so the check below can fail
     assert evaluate(policy, env_id, 1.0, 7, seed)[0] == pytest.approx(np.mean(alone), abs=1e-9)
+
+
+def test_the_final_difficulty_is_the_last_trained_rollouts_not_the_restart_sent_next(tmp_path):
+    """A run that ends one rollout before a restart trained its last update on the cycle's
+    hardest rollout; the environments were already sent the next cycle's easiest (one rollout
+    ahead), which no update trains on. The run reports the former, as curriculum/difficulty
+    logs it."""
+    config = tiny("cartpole", 3 * 256, 2 * 256)  # rollouts of 8 x 32, two to a cycle: the
+    config["curriculum"].update(mode="anti", lo=0.0, hi=1.0, ceiling=1.0, rise=0.0)  # run
+    final = train(config, tmp_path)["final"]  # ends one rollout before the second restart
+    _, curriculum = clock_and_curriculum(config)
+    assert sent_difficulty(config, curriculum, 768) == 0.0  # the restart, sent ahead
+    assert final["difficulty"] == pytest.approx(logged_difficulty(config, curriculum, 768))
+    logged = read_scalars(tmp_path, "curriculum/difficulty")
+    assert final["difficulty"] == pytest.approx(logged[-1][1])
+    assert final["difficulty"] > 0.5
 
 
 class RolloutPairs(BaseCallback):
