@@ -874,3 +874,60 @@ def test_a_study_continues_from_the_run_records_git_keeps(tmp_path, executed):
     assert again.todo == [] and not again.stale
     assert not (tmp_path / "executed.txt").exists()  # no trainer started
     assert again.summary["configs"] == first.summary["configs"]
+
+
+def test_comparing_two_arms_gives_the_reports_statistic_for_any_pair(finished):
+    from common.study.report import compare_arms
+
+    made_up = {
+        "study": "made_up",
+        "bootstrap": {"level": 0.95, "reps": 200, "seed": 0},
+        "metrics": {"acc": {"higher_is_better": True}, "loss": {"higher_is_better": False}},
+        "configs": {
+            "c": {
+                "arms": {
+                    "a": {"metrics": {"acc": {"scores": [3, 4, 5]}, "loss": {"scores": [1, 1]}}},
+                    "b": {"metrics": {"acc": {"scores": [0, 1, 2]}, "loss": {"scores": []}}},
+                    "d": {"metrics": {"acc": {"scores": [3, 4, 5]}, "loss": {"scores": [0.5]}}},
+                }
+            }
+        },
+    }
+    a_b = compare_arms(made_up, "a", "b")["c"]
+    assert a_b["acc"]["poi"] == 1.0 and a_b["acc"]["poi_ci"] == [1.0, 1.0]
+    assert compare_arms(made_up, "b", "a")["c"]["acc"]["poi"] == 0.0
+    assert compare_arms(made_up, "a", "d")["c"]["acc"]["poi"] == 0.5  # the same scores
+    assert compare_arms(made_up, "d", "a")["c"]["loss"]["poi"] == 1.0  # lower is better
+    assert a_b["loss"] == {"n": (2, 0), "poi": None, "poi_ci": None}
+    with pytest.raises(StudyError, match="arm 'e': not in study made_up; arms: a, b, d"):
+        compare_arms(made_up, "e", "a")
+
+    _, outcome, _ = finished  # against the baseline: what the report says
+    for label, metrics in compare_arms(outcome.summary, "fast", "slow").items():
+        for metric, entry in metrics.items():
+            reported = outcome.summary["configs"][label]["arms"]["fast"]["metrics"][metric]
+            assert (entry["poi"], entry["poi_ci"]) == (reported["poi"], reported["poi_ci"])
+
+
+def test_compare_arms_script_prints_a_table_and_refuses_an_unknown_arm(finished, tmp_path):
+    _, outcome, folder = finished
+    script = REPO / "scripts" / "compare_arms.py"
+    shown = subprocess.run(
+        [sys.executable, script, folder / "summary.json", "fast", "slow"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert shown.returncode == 0, shown.stderr
+    poi = outcome.summary["configs"]["digits"]["arms"]["fast"]["metrics"]["accuracy"]["poi"]
+    assert f"| accuracy | 2 vs 2 | {poi:.2f} [" in shown.stdout
+    for args, message in [
+        (["fast", "quick"], "error: arm 'quick': not in study digits_lr; arms: "),
+        (["fast", "slow"], f"error: {tmp_path / 'none.json'}: not a readable summary.json"),
+    ]:
+        path = folder / "summary.json" if "quick" in args else tmp_path / "none.json"
+        refused = subprocess.run(
+            [sys.executable, script, path, *args], capture_output=True, text=True, cwd=REPO
+        )
+        assert refused.returncode == 2 and refused.stderr.startswith(message), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1

@@ -36,7 +36,7 @@ from common.stats import (
     probability_of_improvement_ci,
 )
 from common.study.run import RunSpec, get_path, is_done, read_json
-from common.study.spec import Area, Curve, Reach, Study, config_label
+from common.study.spec import Area, Curve, Reach, Study, StudyError, config_label
 
 __all__ = [
     "score",
@@ -51,6 +51,8 @@ __all__ = [
     "summarize",
     "diagnostic_markdown",
     "results_markdown",
+    "compare_arms",
+    "comparison_markdown",
 ]
 
 
@@ -280,11 +282,19 @@ def _metric_stats(
         out["iqm"] = iqm(values)
         out["iqm_ci"] = _interval(bootstrap_ci(values, iqm, **bootstrap))
     if values and baseline:
-        sign = 1.0 if higher else -1.0
-        x, y = sign * np.asarray(values), sign * np.asarray(baseline)
-        out["poi"] = probability_of_improvement(x, y)
-        out["poi_ci"] = _interval(probability_of_improvement_ci(x, y, **bootstrap))
+        out["poi"], out["poi_ci"] = _improvement(values, baseline, higher, bootstrap)
     return out
+
+
+def _improvement(
+    values: list[float], other: list[float], higher: bool, bootstrap: dict[str, Any]
+) -> tuple[float, list[float]]:
+    """P(a run scoring ``values`` beats a run scoring ``other``) and its bootstrap interval."""
+    sign = 1.0 if higher else -1.0
+    x, y = sign * np.asarray(values), sign * np.asarray(other)
+    return probability_of_improvement(x, y), _interval(
+        probability_of_improvement_ci(x, y, **bootstrap)
+    )
 
 
 def _finite_or_none(obj: Any) -> Any:
@@ -547,5 +557,54 @@ def results_markdown(summary: dict[str, Any]) -> str:
         for f in summary["failed"]:
             last = f["error"].splitlines()[-1] if f["error"] else "no error recorded"
             lines.append(f"- `{f['dir']}`: {last}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def compare_arms(summary: dict[str, Any], arm: str, other: str) -> dict[str, dict[str, Any]]:
+    """How often a run of ``arm`` beats a run of ``other``, per base config and metric.
+
+    The report's probability of improvement over the baseline, for any two arms of a finished
+    (or partly finished) study, from the per-seed scores its ``summary.json`` holds, with the
+    study's bootstrap settings. Per config and metric: ``{"n": (n_arm, n_other), "poi",
+    "poi_ci"}`` (``poi`` ``None`` where either arm has no score).
+
+    Raises:
+        StudyError: an arm the summary does not have (the message lists its arms).
+    """
+    arms = next(iter(summary["configs"].values()))["arms"]
+    for name in (arm, other):
+        if name not in arms:
+            raise StudyError(
+                f"arm {name!r}: not in study {summary['study']}; arms: {', '.join(arms)}"
+            )
+    out: dict[str, dict[str, Any]] = {}
+    for label, config in summary["configs"].items():
+        out[label] = {}
+        for metric, info in summary["metrics"].items():
+            x = config["arms"][arm]["metrics"][metric]["scores"]
+            y = config["arms"][other]["metrics"][metric]["scores"]
+            entry: dict[str, Any] = {"n": (len(x), len(y)), "poi": None, "poi_ci": None}
+            if x and y:
+                higher = info["higher_is_better"]
+                entry["poi"], entry["poi_ci"] = _improvement(x, y, higher, summary["bootstrap"])
+            out[label][metric] = entry
+    return out
+
+
+def comparison_markdown(summary: dict[str, Any], arm: str, other: str) -> str:
+    """:func:`compare_arms` as a table per base config."""
+    level = round(100 * summary["bootstrap"]["level"])
+    lines = [
+        f"P({arm} beats {other}) in study `{summary['study']}`: how often a run of `{arm}` beats "
+        f"a run of `{other}` (ties count half; 0.5 = no difference), {level}% CI.",
+        "",
+    ]
+    for label, metrics in compare_arms(summary, arm, other).items():
+        lines += [f"## {label}", "", f"| metric | n | P({arm} > {other}) [{level}% CI] |"]
+        lines.append("|---|---:|---:|")
+        for metric, entry in metrics.items():
+            n = f"{entry['n'][0]} vs {entry['n'][1]}"
+            lines.append(f"| {metric} | {n} | {_probability(entry['poi'], entry['poi_ci'])} |")
         lines.append("")
     return "\n".join(lines)
