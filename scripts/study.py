@@ -44,7 +44,13 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=None, help="runs at a time (local only; default: cores)"
     )
-    parser.add_argument("--runs-root", type=Path, default=Path("runs"), help="where run folders go")
+    parser.add_argument(
+        "--runs-root",
+        type=Path,
+        default=Path("runs"),
+        help="where run folders go; 'records' keeps each run's config, metrics and command "
+        "line in git, so a long study continues from any clone (records/README.md)",
+    )
     parser.add_argument(
         "--steps",
         type=int,
