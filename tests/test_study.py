@@ -921,11 +921,12 @@ def test_compare_arms_script_prints_a_table_and_refuses_an_unknown_arm(finished,
     assert shown.returncode == 0, shown.stderr
     poi = outcome.summary["configs"]["digits"]["arms"]["fast"]["metrics"]["accuracy"]["poi"]
     assert f"| accuracy | 2 vs 2 | {poi:.2f} [" in shown.stdout
-    for args, message in [
-        (["fast", "quick"], "error: arm 'quick': not in study digits_lr; arms: "),
-        (["fast", "slow"], f"error: {tmp_path / 'none.json'}: not a readable summary.json"),
+    summary, missing = folder / "summary.json", tmp_path / "none.json"
+    unknown_arm = "error: arm 'quick': not in study digits_lr; arms: "
+    for path, args, message in [
+        (summary, ["fast", "quick"], unknown_arm),
+        (missing, ["fast", "slow"], f"error: {missing}: not a readable summary.json"),
     ]:
-        path = folder / "summary.json" if "quick" in args else tmp_path / "none.json"
         refused = subprocess.run(
             [sys.executable, script, path, *args], capture_output=True, text=True, cwd=REPO
         )
