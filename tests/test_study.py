@@ -4,6 +4,7 @@ the digits): run layout, overrides, statistics, failure isolation, resuming, the
 import json
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -874,6 +875,79 @@ def test_a_study_continues_from_the_run_records_git_keeps(tmp_path, executed):
     assert again.todo == [] and not again.stale
     assert not (tmp_path / "executed.txt").exists()  # no trainer started
     assert again.summary["configs"] == first.summary["configs"]
+
+
+def _git(folder: Path, *args: str) -> str:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder), *args]
+    return subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_each_run_records_the_code_it_ran_and_the_report_counts_the_versions(tmp_path):
+    """A study over several sittings may run its seeds with different code: each run's
+    study_run.json records the commit (and uncommitted .py changes) it started with, a run
+    resumed with other code keeps the first, and the summary and results.md count the runs of
+    each version."""
+    from common.study.run import code_version
+
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    shutil.copy(REPO / "tests" / "study_fixture_train.py", project / "tests")
+    (project / "notes.md").write_text("notes\n")
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "first")
+    first = _git(project, "rev-parse", "HEAD")
+    study = load_study(write_study(tmp_path))
+    options = dict(runs_root=tmp_path / "runs", workers=2, progress=False, cwd=project)
+    root = tmp_path / "runs" / "digits_lr"
+
+    def record(run: str) -> dict:
+        return json.loads((root / run / "study_run.json").read_text())
+
+    outcome = run_study(study, **options)
+    assert record("fast/seed0")["code"] == {"commit": first, "py_changed": False}
+    assert [(v["commit"], len(v["runs"])) for v in outcome.summary["code"]] == [(first, 4)]
+    assert f"Code: every done run ran commit `{first[:7]}`." in results_markdown(outcome.summary)
+
+    (project / "tests" / "extra.py").write_text("X = 1\n")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "second")
+    second = _git(project, "rev-parse", "HEAD")
+    shutil.rmtree(root / "slow" / "seed1")  # run again from scratch at the second commit
+    (root / "fast" / "seed0" / "metrics.json").unlink()  # cut off: resumes at the second
+    run_study(study, **options)
+    assert record("fast/seed0")["resumed"] is True
+    assert record("fast/seed0")["code_at_start"] == {"commit": first, "py_changed": False}
+
+    (project / "notes.md").write_text("edited\n")  # not code
+    assert code_version(project) == {"commit": second, "py_changed": False}
+    (project / "tests" / "extra.py").write_text("X = 2\n")  # code, not committed
+    shutil.rmtree(root / "fast" / "seed1")
+    outcome = run_study(study, **options)
+    assert record("fast/seed1")["code"] == {"commit": second, "py_changed": True}
+
+    versions = {
+        (v["commit"], v["py_changed"], v["commit_at_start"], tuple(v["runs"]))
+        for v in outcome.summary["code"]
+    }
+    assert versions == {
+        (first, False, None, ("digits/slow/seed0",)),
+        (second, False, None, ("digits/slow/seed1",)),
+        (second, False, first, ("digits/fast/seed0",)),
+        (second, True, None, ("digits/fast/seed1",)),
+    }
+    text = results_markdown(outcome.summary)
+    assert "the done runs ran 4 versions of the code" in text
+    assert f"`{second[:7]}` with uncommitted .py changes (1)" in text
+    assert f"`{second[:7]}` (started at `{first[:7]}`): digits/fast seed 0" in text
+    assert "## Code versions" in text
+
+    unrecorded = record("slow/seed0")  # a run from before runs recorded their code
+    del unrecorded["code"]
+    (root / "slow" / "seed0" / "study_run.json").write_text(json.dumps(unrecorded))
+    summary = summarize(study, plan_runs(study, tmp_path / "runs"), cwd=project)
+    assert ("not recorded (1)") in results_markdown(summary)
+    assert code_version(tmp_path / "runs") is None  # outside a git work tree
 
 
 def test_comparing_two_arms_gives_the_reports_statistic_for_any_pair(finished):

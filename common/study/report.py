@@ -12,7 +12,9 @@ is left out of that metric's statistics, and ``n`` says how many scores remain.
 
 A run resumed from a checkpoint (``final.resumes`` in its ``metrics.json``: how many times) may
 not end exactly as an uninterrupted run of its seed would, so the summary counts resumed runs
-per arm and lists them, and ``results.md`` marks them, for matched-seed comparisons.
+per arm and lists them, and ``results.md`` marks them, for matched-seed comparisons. Likewise a
+study that runs over several sittings may run its seeds with different code: the summary counts
+the done runs of each code version (:func:`read_code_versions`) and ``results.md`` names them.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "read_scores",
     "resume_count",
     "read_resumes",
+    "read_code_versions",
     "read_curves",
     "run_clock",
     "read_diagnostic",
@@ -176,6 +179,27 @@ def read_resumes(runs: Sequence[RunSpec], cwd: str | Path = ".") -> dict[tuple[s
         for run in runs
         if is_done(run, cwd)
     }
+
+
+def read_code_versions(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[dict[str, Any]]:
+    """The code the done runs ran (their ``study_run.json``'s ``code``), most runs first:
+    ``[{"commit", "py_changed", "commit_at_start", "runs": [run names]}]``; ``commit`` is
+    ``None`` for runs that recorded none (outside git, or before studies recorded it), and
+    ``commit_at_start`` names the other code a resumed run started with (else ``None``)."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for run in runs:
+        if not is_done(run, cwd):
+            continue
+        record = read_json(Path(cwd) / run.dir / "study_run.json")
+        record = record if isinstance(record, dict) else {}
+        code, start = record.get("code") or {}, record.get("code_at_start") or {}
+        key = (code.get("commit"), bool(code.get("py_changed")), start.get("commit"))
+        groups.setdefault(key, []).append(run.name)
+    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
+    return [
+        {"commit": commit, "py_changed": changed, "commit_at_start": start, "runs": names}
+        for (commit, changed, start), names in ordered
+    ]
 
 
 def read_curves(
@@ -332,7 +356,8 @@ def summarize(
         "resumed": [...]}``; views are listed among the arms, with ``view_of`` naming their
         arm; ``poi`` is absent for the baseline. ``resumes`` is each seed's resume count (0 for
         a run not done), ``resumed`` how many of the arm's runs were resumed; the top-level
-        ``resumed`` lists those runs (``{"config", "arm", "seed", "dir", "resumes"}``). A study
+        ``resumed`` lists those runs (``{"config", "arm", "seed", "dir", "resumes"}``), and
+        ``code`` the done runs' code versions (:func:`read_code_versions`). A study
         with a diagnostic adds ``"diagnostic": {"metrics", "clock", "bins"}`` and, per config
         with done runs, ``"diagnostic": {metric path: {arm: ...}}`` (:func:`read_diagnostic`).
     """
@@ -410,6 +435,7 @@ def summarize(
                 for run in runs
                 if resumes.get((run.label, run.arm, run.seed))
             ],
+            "code": read_code_versions(runs, cwd),
             **extra,
         }
     )
@@ -438,6 +464,56 @@ def _probability(p: float | None, ci: list[float] | None) -> str:
 
 def _seeds(seeds: list[int]) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+
+
+def _code_name(version: dict[str, Any]) -> str:
+    """``abc1234``, ``abc1234 with uncommitted .py changes``, ``not recorded``; ``resumed
+    from def5678`` for a run that started with other code."""
+    if version["commit"] is None:
+        name = "not recorded"
+    else:
+        name = f"`{version['commit'][:7]}`"
+        if version["py_changed"]:
+            name += " with uncommitted .py changes"
+    if version.get("commit_at_start"):
+        name += f" (started at `{version['commit_at_start'][:7]}`)"
+    return name
+
+
+def _code_line(versions: list[dict[str, Any]]) -> str:
+    """The code the done runs ran, in one sentence."""
+    if len(versions) == 1:
+        return f"Code: every done run ran commit {_code_name(versions[0])}."
+    counts = ", ".join(f"{_code_name(v)} ({len(v['runs'])})" for v in versions)
+    commits = [v["commit"][:7] for v in versions if v["commit"]]
+    diff = (
+        f"; `git diff {commits[0]} {commits[1]} -- '*.py'` shows what changed"
+        if len(commits) >= 2
+        else ""
+    )
+    return (
+        f"Code: the done runs ran {len(versions)} versions of the code, runs per version "
+        f"{counts} (listed under Code versions{diff})."
+    )
+
+
+def _run_list(names: list[str]) -> str:
+    """``grid25/gan seeds 0–2, 5; grid25/pacgan4 seed 0`` from run names."""
+    seeds: dict[str, list[int]] = {}
+    for name in names:
+        group, seed = name.rsplit("/seed", 1)
+        seeds.setdefault(group, []).append(int(seed))
+    parts = []
+    for group, numbers in seeds.items():
+        numbers.sort()
+        ranges, start = [], numbers[0]
+        for previous, current in zip(numbers, [*numbers[1:], None], strict=True):
+            if current != previous + 1:
+                ranges.append(f"{start}" if start == previous else f"{start}–{previous}")
+                start = current
+        word = "seed" if len(numbers) == 1 else "seeds"
+        parts.append(f"{group} {word} {', '.join(ranges)}")
+    return "; ".join(parts)
 
 
 def _row_name(arm: str, entry: dict[str, Any], baseline: str) -> str:
@@ -509,6 +585,9 @@ def results_markdown(summary: dict[str, Any]) -> str:
         "(ties count half; 0.5 = no difference).",
         "",
     ]
+    versions = summary.get("code", [])
+    if versions:
+        lines += [_code_line(versions), ""]
     for name, view in summary["views"].items():
         paths = ", ".join(f"{m} at `{p}`" for m, p in view["metrics"].items())
         lines += [f"View `{name}`: the runs of `{view['arm']}`, reading {paths}.", ""]
@@ -551,6 +630,11 @@ def results_markdown(summary: dict[str, Any]) -> str:
         for r in resumed:
             times = "once" if r["resumes"] == 1 else f"{r['resumes']} times"
             lines.append(f"- `{r['dir']}`: seed {r['seed']}, resumed {times}")
+        lines.append("")
+    if len(versions) > 1:
+        lines += ["## Code versions", ""]
+        for version in versions:
+            lines.append(f"- {_code_name(version)}: {_run_list(version['runs'])}")
         lines.append("")
     if summary["failed"]:
         lines += [f"## Failed runs ({len(summary['failed'])})", ""]

@@ -6,11 +6,12 @@ A run is a subprocess, the boundary that keeps ``common`` free of the research p
               [--steps N] --set key=value ...
 
 It runs in the study's working directory (the repository root, usually) with its output in the
-run folder: ``stdout.log``, ``stderr.log``, ``study_run.json`` (the command line, exit code and
-wall time) and, if it fails, ``error.txt`` (exit code and the last lines of stderr). A run is
-*done* when its ``metrics.json`` holds every metric of the study and its ``study_run.json``
-(when present) records the same command line (but for ``--out``, so a runs folder may move); a
-run whose arm changed is therefore run again, and a complete one is never run twice.
+run folder: ``stdout.log``, ``stderr.log``, ``study_run.json`` (the command line, exit code,
+wall time and the code it ran: see :func:`code_version`) and, if it fails, ``error.txt`` (exit
+code and the last lines of stderr). A run is *done* when its ``metrics.json`` holds every metric
+of the study and its ``study_run.json`` (when present) records the same command line (but for
+``--out``, so a runs folder may move); a run whose arm changed is therefore run again, and a
+complete one is never run twice.
 
 A run that was cut off (its folder holds ``checkpoints/last.pt`` but no complete
 ``metrics.json``) continues from its checkpoint: the same command line with ``--resume <dir>``
@@ -50,6 +51,7 @@ __all__ = [
     "missing_metrics",
     "is_done",
     "resolve_command",
+    "code_version",
     "prepare_run",
     "set_aside",
     "conclude_run",
@@ -331,21 +333,57 @@ def _exit(returncode: int | None) -> str:
     return f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
 
 
+def code_version(cwd: str | Path = ".") -> dict[str, Any] | None:
+    """The code a run started in ``cwd`` imports: ``{"commit": <HEAD's hash>, "py_changed":
+    <tracked .py files differ from it>}``, or ``None`` outside a git work tree.
+
+    A study that runs over several sittings may run its seeds with different code; the report
+    counts the runs of each version (:func:`common.study.report.summarize`), and
+    ``git diff <a> <b> -- '*.py'`` shows what changed. Only tracked Python files count as
+    changes: configs reach a run through its ``config.toml``, which the study compares anyway.
+    """
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--verify", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no", "--", "*.py")
+    if commit is None or changes is None:
+        return None
+    return {"commit": commit.strip(), "py_changed": bool(changes.strip())}
+
+
 def prepare_run(run: RunSpec, cwd: str | Path = ".") -> tuple[list[str], dict[str, Any]]:
     """Ready ``run``'s folder to run now; the command line to run and its ``study_run.json``.
 
     A cut-off run of the same command line resumes (``--resume``), a run of another is moved
     aside; stale ``metrics.json`` and ``error.txt`` are removed; ``study_run.json`` records the
-    command line and the start.
+    command line, the start and the code (:func:`code_version`); a run resumed with other
+    code than it started with keeps the first as ``code_at_start``.
     """
     folder = Path(cwd) / run.dir
     argv = _continue_or_set_aside(run, folder)
+    earlier = read_json(folder / "study_run.json") if argv != list(run.argv) else None
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "error.txt"):
         (folder / stale).unlink(missing_ok=True)
     record: dict[str, Any] = {"argv": list(run.argv), "started": time.strftime("%FT%T%z")}
+    code = code_version(cwd)
+    if code is not None:
+        record["code"] = code
     if argv != list(run.argv):
         record["resumed"] = True
+        first = None
+        if isinstance(earlier, dict):
+            first = earlier.get("code_at_start", earlier.get("code"))
+        if first is not None and first != code:  # trained partly with other code
+            record["code_at_start"] = first
     atomic_write_json(record, folder / "study_run.json")
     return argv, record
 
