@@ -24,6 +24,7 @@ from common.config import (
     ConfigError,
     Schema,
     apply_overrides,
+    config_toml,
     load_config,
     read_run_config,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "CliParser",
     "add_set_argument",
     "check_line",
+    "answer_without_training",
 ]
 
 
@@ -195,6 +197,18 @@ def check_line(checked: CheckedConfig, source: str) -> str:
     couplings = ", ".join(checked.couplings) or "none"
     steps = checked.config.get("steps")
     return f"ok: {source}: {steps} steps; schedules {schedules}; couplings {couplings}"
+
+
+def answer_without_training(args: argparse.Namespace, checked: CheckedConfig) -> bool:
+    """Print what ``--check`` (one line: what would train) or ``--print-config`` (the resolved
+    config as TOML) asks for; ``True`` when one did, so nothing trains."""
+    if args.check:
+        print(check_line(checked, str(args.resume or args.config)))
+        return True
+    if args.print_config:
+        print(config_toml(checked.config), end="")
+        return True
+    return False
 
 
 def run_cli(main: Callable[[], int | None]) -> NoReturn:

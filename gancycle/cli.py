@@ -14,8 +14,14 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
-from common.config import ConfigError, config_toml, read_run_config, shipped_configs
+from common.cli import (
+    CliParser,
+    add_run_arguments,
+    answer_without_training,
+    resolve_run,
+    run_cli,
+)
+from common.config import ConfigError, read_run_config, shipped_configs
 
 __all__ = ["train_main", "sample_main", "eval_main", "train_command", "resolve_train_command"]
 
@@ -67,11 +73,7 @@ def train_command(argv: Sequence[str] | None, data_parallel: bool = False) -> in
 
     checked, run_dir, resume = _resolve_train(args)
     check_single_run(checked.config)
-    if args.check:
-        print(check_line(checked, str(args.resume or args.config)))
-        return 0
-    if args.print_config:
-        print(config_toml(checked.config), end="")
+    if answer_without_training(args, checked):
         return 0
     if data_parallel:
         from gancycle.ddp import train_data_parallel as train

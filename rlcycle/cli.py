@@ -12,8 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from common.cli import CliParser, add_run_arguments, check_line, resolve_run, run_cli
-from common.config import ConfigError, config_toml, read_run_config, shipped_configs
+from common.cli import (
+    CliParser,
+    add_run_arguments,
+    answer_without_training,
+    resolve_run,
+    run_cli,
+)
+from common.config import ConfigError, read_run_config, shipped_configs
 
 __all__ = ["train_main", "eval_main", "train_parser", "eval_parser"]
 
@@ -72,11 +78,7 @@ def _train(argv: Sequence[str] | None) -> int:
         if value is not None:
             config[key] = value
     checked = check_config(config)
-    if args.check:
-        print(check_line(checked, str(args.resume or args.config)))
-        return 0
-    if args.print_config:
-        print(config_toml(checked.config), end="")
+    if answer_without_training(args, checked):
         return 0
     from rlcycle.train import train
 
