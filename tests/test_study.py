@@ -701,6 +701,37 @@ def test_gan_study_v2_arms_share_budget_seeds_and_mean_rates():
         assert first["pacgan4_const"].config["lr"] == first["constant"].config["lr"]
 
 
+def test_gan_control_arms_differ_only_in_packing_at_pacgans_settings():
+    """gan_control's arms are PacGAN's GAN and PacGAN4: the same budget, seeds, evaluation and
+    rates (their Adam at 1e-4 with beta1 0.8), D scoring 100 packs per batch in both; only the
+    pack size (and with it the samples per batch) differs."""
+    from common.config import get
+    from gancycle.settings import SCHEMA, check_config
+
+    study = find_study("gan_control")
+    runs = plan_runs(study)
+    assert study.seeds == 10 and study.baseline == "gan" and len(runs) == 2 * 10
+    first = {
+        arm: check_config(SCHEMA.load(run.config, _sets(run))).config
+        for arm, run in _first_runs(runs, "grid25_pacgan").items()
+    }
+    gan, pacgan4 = first["gan"], first["pacgan4"]
+    assert (gan["model"]["pack"], pacgan4["model"]["pack"]) == (1, 4)
+    assert gan["data"]["batch"] // 1 == pacgan4["data"]["batch"] // 4 == 100
+    assert gan["steps"] == 50_000 and gan["eval"]["samples"] == 2500
+    for key in ("lr.G", "lr.D"):
+        assert get(gan, key)["kind"] == "constant" and get(gan, key)["max"] == 1e-4
+    assert (gan["optim"]["name"], gan["optim"]["beta1"]) == ("adam", 0.8)
+
+    def rest(config):  # all but the pack and the batch
+        other = {k: v for k, v in config.items() if k != "seed"}
+        other["model"] = {k: v for k, v in config["model"].items() if k != "pack"}
+        other["data"] = {k: v for k, v in config["data"].items() if k != "batch"}
+        return other
+
+    assert rest(gan) == rest(pacgan4)
+
+
 def _sets(run) -> list[str]:
     return [run.argv[i + 1] for i, arg in enumerate(run.argv) if arg == "--set"]
 
