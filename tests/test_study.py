@@ -977,7 +977,11 @@ def test_each_run_records_the_code_it_ran_and_the_report_counts_the_versions(tmp
     del unrecorded["code"]
     (root / "slow" / "seed0" / "study_run.json").write_text(json.dumps(unrecorded))
     summary = summarize(study, plan_runs(study, tmp_path / "runs"), cwd=project)
-    assert ("not recorded (1)") in results_markdown(summary)
+    assert "not recorded (1)" in results_markdown(summary)
+    for run in ("slow/seed1", "fast/seed0", "fast/seed1"):
+        (root / run / "study_run.json").write_text(json.dumps({"argv": record(run)["argv"]}))
+    summary = summarize(study, plan_runs(study, tmp_path / "runs"), cwd=project)
+    assert "Code: not recorded by the done runs" in results_markdown(summary)
     assert code_version(tmp_path / "runs") is None  # outside a git work tree
 
 

@@ -482,6 +482,8 @@ def _code_name(version: dict[str, Any]) -> str:
 
 def _code_line(versions: list[dict[str, Any]]) -> str:
     """The code the done runs ran, in one sentence."""
+    if len(versions) == 1 and versions[0]["commit"] is None:
+        return "Code: not recorded by the done runs (they ran before studies recorded it)."
     if len(versions) == 1:
         return f"Code: every done run ran commit {_code_name(versions[0])}."
     counts = ", ".join(f"{_code_name(v)} ({len(v['runs'])})" for v in versions)
