@@ -1,5 +1,5 @@
-"""A study's figures: IQM with its confidence interval per arm, curves over steps, and the
-phase diagnostic (metric change per position bin of the cycle).
+"""A study's figures: IQM with its confidence interval per arm, the same against a swept knob,
+curves over steps, and the phase diagnostic (metric change per position bin of the cycle).
 
 Drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no display needed) and
 written atomically as PNG.
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from common.runs import atomic_write
 
-__all__ = ["save_png", "iqm_figure", "mean_band", "curve_figure", "phase_figure"]
+__all__ = ["save_png", "iqm_figure", "sweep_figure", "mean_band", "curve_figure", "phase_figure"]
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
@@ -73,6 +73,41 @@ def iqm_figure(summary: dict[str, Any], label: str) -> Figure:
         for a in arms
     ]
     axes[0].set_yticks(rows, names)
+    fig.suptitle(f"{summary['study']}: {label}", fontsize=11)
+    return fig
+
+
+def sweep_figure(summary: dict[str, Any], label: str) -> Figure:
+    """One panel per metric: the IQM (dot) and its CI (bar) of each point of the study's sweep
+    against the knob's value on base config ``label``; the dashed line is the baseline's IQM."""
+    sweep, config = summary["sweep"], summary["configs"][label]
+    metrics = summary["metrics"]
+    level = round(100 * summary["bootstrap"]["level"])
+    fig = Figure(figsize=(3.6 * len(metrics), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, (metric, info) in zip(axes, metrics.items(), strict=True):
+        points = []  # (x, IQM, CI low, CI high) of the points with scores
+        for arm, x in sweep["points"].items():
+            s = config["arms"][arm]["metrics"][metric]
+            if s["iqm"] is not None:
+                points.append((x, s["iqm"], *(s["iqm_ci"] or (s["iqm"], s["iqm"]))))
+        if points:
+            x, iqm, low, high = np.array(points).T
+            yerr = np.array([iqm - low, high - iqm])
+            ax.errorbar(x, iqm, yerr=yerr, fmt="o-", color="tab:blue", capsize=3, lw=1)
+        base = config["arms"][summary["baseline"]]["metrics"][metric]["iqm"]
+        if base is not None:
+            ax.axhline(
+                base, color="black", ls="--", lw=0.8, label=f"baseline {summary['baseline']}"
+            )
+            ax.legend(fontsize=8)
+        arrow = "↑" if info["higher_is_better"] else "↓"
+        ax.set_title(f"{metric} {arrow}", fontsize=10)
+        ax.set_xlabel(sweep["x"])
+        ax.set_ylabel(f"IQM, {level}% CI")
+        values = sorted(set(sweep["points"].values()))
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.grid(alpha=0.3)
     fig.suptitle(f"{summary['study']}: {label}", fontsize=11)
     return fig
 

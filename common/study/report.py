@@ -53,6 +53,7 @@ __all__ = [
     "read_diagnostic",
     "summarize",
     "diagnostic_markdown",
+    "sweep_markdown",
     "results_markdown",
     "compare_arms",
     "comparison_markdown",
@@ -357,7 +358,8 @@ def summarize(
         arm; ``poi`` is absent for the baseline. ``resumes`` is each seed's resume count (0 for
         a run not done), ``resumed`` how many of the arm's runs were resumed; the top-level
         ``resumed`` lists those runs (``{"config", "arm", "seed", "dir", "resumes"}``), and
-        ``code`` the done runs' code versions (:func:`read_code_versions`). A study
+        ``code`` the done runs' code versions (:func:`read_code_versions`). A study with a
+        sweep adds ``"sweep": {"x", "points": {arm: value}}``. A study
         with a diagnostic adds ``"diagnostic": {"metrics", "clock", "bins"}`` and, per config
         with done runs, ``"diagnostic": {metric path: {arm: ...}}`` (:func:`read_diagnostic`).
     """
@@ -395,6 +397,8 @@ def summarize(
             table[arm] = entry
         configs[label] = {"config": config, "arms": {a: table[a] for a in rows}}
     extra: dict[str, Any] = {}
+    if study.sweep is not None:
+        extra["sweep"] = {"x": study.sweep.x, "points": dict(study.sweep.points)}
     if study.diagnostic is not None:
         d = study.diagnostic
         extra["diagnostic"] = {"metrics": list(d.metrics), "clock": d.clock, "bins": d.bins}
@@ -534,6 +538,31 @@ def _mean_ci_cell(part: dict[str, Any]) -> str:
     return "—" if part["mean"] is None else f"{_fmt(part['mean'])}{_ci(part['ci'])}"
 
 
+def sweep_markdown(summary: dict[str, Any], label: str) -> list[str]:
+    """The sweep's section of ``results.md`` for base config ``label`` (lines): each point's
+    arm and every metric's IQM with its CI, in the order of the knob's values."""
+    sweep = summary.get("sweep")
+    if sweep is None:
+        return []
+    level = round(100 * summary["bootstrap"]["level"])
+    arms = summary["configs"][label]["arms"]
+    metrics = list(summary["metrics"])
+    lines = [
+        f"### Sweep: {sweep['x']}",
+        "",
+        f"| {sweep['x']} | arm | n | "
+        + " | ".join(f"{m} IQM [{level}% CI]" for m in metrics)
+        + " |",
+        "|---:|---|---:|" + "---:|" * len(metrics),
+    ]
+    for arm, x in sweep["points"].items():
+        stats = arms[arm]["metrics"]
+        n = stats[metrics[0]]["n"]
+        cells = " | ".join(f"{_fmt(stats[m]['iqm'])}{_ci(stats[m]['iqm_ci'])}" for m in metrics)
+        lines.append(f"| {x:g} | {arm} | {n} | {cells} |")
+    return [*lines, ""]
+
+
 def diagnostic_markdown(summary: dict[str, Any], label: str) -> list[str]:
     """The diagnostic's section of ``results.md`` for base config ``label`` (lines)."""
     info, config = summary.get("diagnostic"), summary["configs"][label]
@@ -616,6 +645,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
                     f"| {name} | {s['n']} | {mean} | {_fmt(s['iqm'])}{_ci(s['iqm_ci'])} | {poi} |"
                 )
             lines.append("")
+        lines += sweep_markdown(summary, label)
         lines += diagnostic_markdown(summary, label)
     if summary.get("pending"):
         by_config = Counter(run["config"] for run in summary["pending"])

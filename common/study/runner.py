@@ -6,6 +6,7 @@
 - ``results.md``: a Markdown table per base config and metric;
 - ``figures/iqm_<config>.png``: IQM and CI per arm and metric;
 - ``figures/curve_<config>.png``: the study's curve (if it names one), mean ± s.e. per arm;
+- ``figures/sweep_<config>.png``: the sweep (if the study has one), IQM and CI per point;
 - ``figures/phase_<config>[_<k>].png``: the phase diagnostic (if the study asks for it), the
   k-th of its metrics from the second on.
 
@@ -35,7 +36,13 @@ from common.study.backends import (
     run_population,
     run_ray,
 )
-from common.study.figures import curve_figure, iqm_figure, phase_figure, save_png
+from common.study.figures import (
+    curve_figure,
+    iqm_figure,
+    phase_figure,
+    save_png,
+    sweep_figure,
+)
 from common.study.progress import RunProgress
 from common.study.report import read_curves, results_markdown, summarize
 from common.study.run import (
@@ -163,6 +170,8 @@ def write_report(
         if not any(arm["done"] for arm in config["arms"].values()):
             continue
         save_png(iqm_figure(summary, label), folder / "figures" / f"iqm_{label}.png")
+        if "sweep" in summary:
+            save_png(sweep_figure(summary, label), folder / "figures" / f"sweep_{label}.png")
         if curves.get(label):
             title = f"{study.name}: {label}"
             fig = curve_figure(curves[label], title, ylabel=study.curve.y, xlabel=study.curve.x)

@@ -39,6 +39,10 @@ A study is a TOML file::
     clock = "lr.G"                      # dotted path in each run's config.toml to a schedule
     bins = 4                            # position bins per cycle (default 4)
 
+    [sweep]                             # optional: arms (or views) as points of one knob
+    x = "D ahead of G (cycles)"         # what the knob is (the figure's x axis)
+    points = { in_phase = 0.0, offset_1_8 = 0.125, shift_D = 0.5 }   # arm = its value
+
 Each override becomes ``--set key=value`` with the value written as TOML, in the order shared,
 config, arm, arm on that config (so the most specific value wins). ``on`` is the one key an
 arm's table reserves. A view compares another reading of the same runs (a snapshot ensemble
@@ -47,7 +51,10 @@ for its arm.
 
 The diagnostic (:mod:`common.phase_diagnostic`) attributes each change of the curve's metric
 between evaluations to the phase of the run's clock (high- against low-rate half, position
-bins), with CIs across seeds; it needs ``curve``.
+bins), with CIs across seeds; it needs ``curve``. A sweep reads arms already in the study as
+the points of one knob: every metric's IQM and CI against the knob's value, in a table and a
+figure; an arm that is a point of the sweep under another name (an offset of 0 is the in-phase
+arm) is listed once, not run twice.
 
 A dotted path walks tables by key and lists by index (``history.-1.step``); a key that itself
 holds dots (``eval/return/d=0.5``) is matched whole, longest key first. A metric may also be
@@ -81,6 +88,7 @@ __all__ = [
     "Reach",
     "Area",
     "Diagnostic",
+    "Sweep",
     "Arm",
     "View",
     "config_label",
@@ -113,6 +121,7 @@ _KEYS = {
     "arms": "tables of overrides, one per arm",
     "views": "tables { arm, metrics }: an arm's runs read through other metric paths",
     "diagnostic": "table { metric, clock, bins }: metric changes by phase of the cycle",
+    "sweep": "table { x, points = { arm = value } }: arms as points of one knob",
 }
 _DIAGNOSTIC_KEYS = ("metric", "clock", "bins")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -192,6 +201,19 @@ class Diagnostic:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """Arms (or views) read as points of one knob, in the order of its values.
+
+    Attributes:
+        x: what the knob is, e.g. ``D ahead of G (cycles)``.
+        points: arm or view name -> the knob's value in it, ascending.
+    """
+
+    x: str
+    points: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Arm:
     """An arm: ``--set`` overrides for every base config, and more for some configs only.
 
@@ -243,6 +265,7 @@ class Study:
         views: view name -> the view (rows of the report beside the arms, without runs).
         curve: the time series to plot, or ``None``.
         diagnostic: the phase diagnostic to report, or ``None``.
+        sweep: arms read as points of one knob, or ``None``.
         description: one line, or ``""``.
         source: the file the study came from, or ``None``.
     """
@@ -259,6 +282,7 @@ class Study:
     views: dict[str, View] = field(default_factory=dict)
     curve: Curve | None = None
     diagnostic: Diagnostic | None = None
+    sweep: Sweep | None = None
     description: str = ""
     source: Path | None = field(default=None, compare=False)
     population: str = ""
@@ -437,6 +461,30 @@ def _diagnostic(raw: dict[str, Any], curve: Curve | None, where: str) -> Diagnos
     return Diagnostic(metrics=tuple(metrics), clock=clock, bins=bins)
 
 
+def _sweep(raw: dict[str, Any], rows: list[str], where: str) -> Sweep | None:
+    if "sweep" not in raw:
+        return None
+    table = _table(raw, "sweep", where)
+    unknown = sorted(set(table) - {"x", "points"})
+    if unknown:
+        raise _fail(where, f"sweep.{unknown[0]}: unknown key; allowed: x, points")
+    x = table.get("x")
+    if not isinstance(x, str) or not x.strip():
+        raise _fail(where, f'sweep.x = {x!r}: what the knob is, e.g. x = "D ahead of G (cycles)"')
+    points = table.get("points")
+    if not isinstance(points, dict) or len(points) < 2:
+        raise _fail(where, f"sweep.points = {points!r}: a table arm = value, at least two")
+    for name, value in points.items():
+        if name not in rows:
+            known = ", ".join(rows)
+            raise _fail(where, f"sweep.points.{name}: not an arm or view; arms and views: {known}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            raise _fail(where, f"sweep.points.{name} = {value!r}: must be a finite number")
+    ordered = sorted(points.items(), key=lambda item: item[1])
+    return Sweep(x=x, points={name: float(value) for name, value in ordered})
+
+
 def _arm(name: str, table: Any, labels: list[str], where: str) -> Arm:
     if not _NAME.match(name):
         raise _fail(where, f"arms.{name}: letters, digits and _ . + - only (a folder name)")
@@ -542,6 +590,7 @@ def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
         views=views,
         curve=curve,
         diagnostic=_diagnostic(raw, curve, where),
+        sweep=_sweep(raw, [*arms, *views], where),
         description=_string(raw, "description", where) if "description" in raw else "",
         population=_string(raw, "population", where) if "population" in raw else "",
     )
