@@ -471,8 +471,8 @@ def _seeds(seeds: list[int]) -> str:
 
 
 def _code_name(version: dict[str, Any]) -> str:
-    """``abc1234``, ``abc1234 with uncommitted .py changes``, ``not recorded``; ``resumed
-    from def5678`` for a run that started with other code."""
+    """``abc1234``, ``abc1234 with uncommitted .py changes``, ``not recorded``; with
+    ``(started at def5678)`` for a run resumed with other code than it started with."""
     if version["commit"] is None:
         name = "not recorded"
     else:
