@@ -369,7 +369,8 @@ def prepare_run(run: RunSpec, cwd: str | Path = ".") -> tuple[list[str], dict[st
     """
     folder = Path(cwd) / run.dir
     argv = _continue_or_set_aside(run, folder)
-    earlier = read_json(folder / "study_run.json") if argv != list(run.argv) else None
+    resumed = argv != list(run.argv)
+    earlier = read_json(folder / "study_run.json") if resumed else None
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "error.txt"):
         (folder / stale).unlink(missing_ok=True)
@@ -377,11 +378,11 @@ def prepare_run(run: RunSpec, cwd: str | Path = ".") -> tuple[list[str], dict[st
     code = code_version(cwd)
     if code is not None:
         record["code"] = code
-    if argv != list(run.argv):
+    if resumed:
         record["resumed"] = True
-        first = None
-        if isinstance(earlier, dict):
-            first = earlier.get("code_at_start", earlier.get("code"))
+        first = (
+            earlier.get("code_at_start", earlier.get("code")) if isinstance(earlier, dict) else None
+        )
         if first is not None and first != code:  # trained partly with other code
             record["code_at_start"] = first
     atomic_write_json(record, folder / "study_run.json")
