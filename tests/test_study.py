@@ -847,6 +847,22 @@ def test_rl_study_v2_budget_whole_rollout_cycles_and_mean_matched_rates(
         assert clip.values(np.array([0, steps / 2, steps])) == pytest.approx([0.2, 0.1, 0.0])
 
 
+def test_the_shipped_lunarlander_default_is_the_studied_anti_phase_arm():
+    """The default trains what rl_rhythm v2 measured as `anti_phase` (mean-matched cosine,
+    16-rollout periods, the zoo's budget and PPO), so the README's numbers for it hold."""
+    from rlcycle.settings import SCHEMA, check_config
+
+    study = find_study("rl_rhythm")
+    arm = _first_runs(plan_runs(study), next(iter(study.configs)))["anti_phase"]
+    studied = check_config(SCHEMA.load(arm.config, _sets(arm))).config
+    shipped = check_config(SCHEMA.load("lunarlander", [])).config
+    scored_apart = ("eval", "snapshots", "device", "progress", "seed")
+    assert {k: v for k, v in shipped.items() if k not in scored_apart} == {
+        k: v for k, v in studied.items() if k not in scored_apart
+    }
+    assert shipped["eval"]["sampled"]  # both views, as the study scored them
+
+
 def test_progress_off_a_terminal_is_one_line_per_finished_run(tmp_path, capsys):
     """A study's stderr in a log file: a line per run with the count and the time left, no bar
     redrawn with carriage returns."""
