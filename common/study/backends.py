@@ -21,6 +21,7 @@ from common.runs import atomic_write_json
 from common.study.run import (
     RunResult,
     RunSpec,
+    code_version,
     conclude_run,
     execute_run,
     missing_metrics,
@@ -176,7 +177,8 @@ def _population_results(
         return
     logs = Path(cwd) / folder / "population"
     logs.mkdir(parents=True, exist_ok=True)
-    prepared = [prepare_run(run, cwd) for run in runs]
+    code = code_version(cwd)  # one process starts them all: one version
+    prepared = [prepare_run(run, cwd, code) for run in runs]
     plan = logs / "plan.json"
     atomic_write_json({"runs": [{"argv": argv} for argv, _ in prepared]}, plan)
     argv = [*program, "--plan", str(plan.resolve()), "--population-size", str(size)]

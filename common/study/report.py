@@ -37,14 +37,16 @@ from common.stats import (
     probability_of_improvement,
     probability_of_improvement_ci,
 )
-from common.study.run import RunSpec, get_path, is_done, read_json
+from common.study.run import DoneRun, RunSpec, get_path, read_done
 from common.study.spec import Area, Curve, Reach, Study, StudyError, config_label
 
 __all__ = [
     "score",
     "series",
     "metric_value",
+    "read_done_runs",
     "read_scores",
+    "read_unfinished",
     "resume_count",
     "read_resumes",
     "read_code_versions",
@@ -115,44 +117,47 @@ def metric_value(study: Study, metrics: Any, spec: str | Reach | Area) -> float 
     return float(steps[hits[0]] if hits.size else steps[-1])
 
 
-def read_scores(
-    study: Study, runs: Sequence[RunSpec], cwd: str | Path = "."
-) -> tuple[
-    dict[tuple[str, str, int], dict[str, float | None]], list[dict[str, Any]], list[dict[str, Any]]
-]:
-    """Each done run's scores, a record of each failed run, and the runs not started.
+def read_done_runs(runs: Sequence[RunSpec], cwd: str | Path = ".") -> dict[RunSpec, DoneRun]:
+    """The done runs among ``runs`` with their records, each run folder read once."""
+    found = {run: read_done(run, cwd) for run in runs}
+    return {run: done for run, done in found.items() if done is not None}
 
-    Returns:
-        ``{(config label, arm or view, seed): {metric: score or None}}`` for the done runs
-        (a view's metric that is missing from a run is ``None``); for the failed runs (those
-        with an ``error.txt``) ``{"config", "arm", "seed", "dir", "error"}``; and for the runs
-        not run yet ``{"config", "arm", "seed", "dir"}``.
-    """
+
+def read_scores(
+    study: Study, done: Sequence[DoneRun]
+) -> dict[tuple[str, str, int], dict[str, float | None]]:
+    """Each done run's scores: ``{(config label, arm or view, seed): {metric: score or None}}``
+    (a view's metric that is missing from a run is ``None``)."""
     scores: dict[tuple[str, str, int], dict[str, float | None]] = {}
+    for run, metrics in ((d.run, d.metrics) for d in done):
+        scores[run.label, run.arm, run.seed] = {
+            name: metric_value(study, metrics, spec) for name, spec in study.metrics.items()
+        }
+        for view_name, view in study.views.items():
+            if view.arm == run.arm:
+                scores[run.label, view_name, run.seed] = {
+                    name: _view_value(study, metrics, view.metrics.get(name, spec))
+                    for name, spec in study.metrics.items()
+                }
+    return scores
+
+
+def read_unfinished(
+    runs: Sequence[RunSpec], cwd: str | Path = "."
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Of runs that are not done, a record of each failed one (``{"config", "arm", "seed",
+    "dir", "error"}``: those with an ``error.txt``) and of each not run yet (the same without
+    ``error``)."""
     failed, pending = [], []
     for run in runs:
-        folder = Path(cwd) / run.dir
-        if is_done(run, cwd):
-            metrics = read_json(folder / "metrics.json")
-            scores[run.label, run.arm, run.seed] = {
-                name: metric_value(study, metrics, spec) for name, spec in study.metrics.items()
-            }
-            for view_name, view in study.views.items():
-                if view.arm == run.arm:
-                    scores[run.label, view_name, run.seed] = {
-                        name: _view_value(study, metrics, view.metrics.get(name, spec))
-                        for name, spec in study.metrics.items()
-                    }
-            continue
+        entry = {"config": run.label, "arm": run.arm, "seed": run.seed, "dir": run.dir}
         try:
-            error = (folder / "error.txt").read_text().strip()
+            error = (Path(cwd) / run.dir / "error.txt").read_text().strip()
         except OSError:
-            pending.append({"config": run.label, "arm": run.arm, "seed": run.seed, "dir": run.dir})
+            pending.append(entry)
             continue
-        failed.append(
-            {"config": run.label, "arm": run.arm, "seed": run.seed, "dir": run.dir, "error": error}
-        )
-    return scores, failed, pending
+        failed.append({**entry, "error": error})
+    return failed, pending
 
 
 def _view_value(study: Study, metrics: Any, spec: str | Reach | Area) -> float | None:
@@ -171,31 +176,21 @@ def resume_count(metrics: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def read_resumes(runs: Sequence[RunSpec], cwd: str | Path = ".") -> dict[tuple[str, str, int], int]:
+def read_resumes(done: Sequence[DoneRun]) -> dict[tuple[str, str, int], int]:
     """How many times each done run was resumed: ``{(config label, arm, seed): count}``."""
-    return {
-        (run.label, run.arm, run.seed): resume_count(
-            read_json(Path(cwd) / run.dir / "metrics.json")
-        )
-        for run in runs
-        if is_done(run, cwd)
-    }
+    return {(d.run.label, d.run.arm, d.run.seed): resume_count(d.metrics) for d in done}
 
 
-def read_code_versions(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[dict[str, Any]]:
+def read_code_versions(done: Sequence[DoneRun]) -> list[dict[str, Any]]:
     """The code the done runs ran (their ``study_run.json``'s ``code``), most runs first:
     ``[{"commit", "py_changed", "commit_at_start", "runs": [run names]}]``; ``commit`` is
     ``None`` for runs that recorded none (outside git, or before studies recorded it), and
     ``commit_at_start`` names the other code a resumed run started with (else ``None``)."""
     groups: dict[tuple[Any, ...], list[str]] = {}
-    for run in runs:
-        if not is_done(run, cwd):
-            continue
-        record = read_json(Path(cwd) / run.dir / "study_run.json")
-        record = record if isinstance(record, dict) else {}
-        code, start = record.get("code") or {}, record.get("code_at_start") or {}
+    for d in done:
+        code, start = d.record.get("code") or {}, d.record.get("code_at_start") or {}
         key = (code.get("commit"), bool(code.get("py_changed")), start.get("commit"))
-        groups.setdefault(key, []).append(run.name)
+        groups.setdefault(key, []).append(d.run.name)
     ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
     return [
         {"commit": commit, "py_changed": changed, "commit_at_start": start, "runs": names}
@@ -204,23 +199,21 @@ def read_code_versions(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[d
 
 
 def read_curves(
-    curve: Curve, runs: Sequence[RunSpec], cwd: str | Path = "."
+    curve: Curve, done: Sequence[DoneRun]
 ) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
     """The time series of every done run: ``{config label: {arm: [(steps, values), ...]}}``.
 
     A run with no usable entry (see :func:`series`) adds no series.
     """
     curves: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
-    for run in runs:
-        if not is_done(run, cwd):
-            continue
+    for d in done:
         try:
-            entries = get_path(read_json(Path(cwd) / run.dir / "metrics.json"), curve.key)
+            entries = get_path(d.metrics, curve.key)
         except KeyError:
             continue
         steps, values = series(entries, curve.x, curve.y)
         if steps.size:
-            curves.setdefault(run.label, {}).setdefault(run.arm, []).append((steps, values))
+            curves.setdefault(d.run.label, {}).setdefault(d.run.arm, []).append((steps, values))
     return curves
 
 
@@ -246,11 +239,11 @@ def run_clock(config: dict[str, Any], dotted: str) -> Schedule:
 
 
 def read_diagnostic(
-    study: Study, runs: Sequence[RunSpec], cwd: str | Path = ".", **bootstrap: Any
+    study: Study, done: Sequence[DoneRun], cwd: str | Path = ".", **bootstrap: Any
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """The phase diagnostic per base config, metric and arm (:mod:`common.phase_diagnostic`).
 
-    Each done run's curve and its own clock (from its ``config.toml``) are read; ``bootstrap``
+    Each done run's curve and its own clock (from its ``config.toml`` under ``cwd``); ``bootstrap``
     takes ``reps``, ``level`` and ``seed``.
 
     Returns:
@@ -260,15 +253,12 @@ def read_diagnostic(
     if diagnostic is None or curve is None:
         return {}
     found: dict[str, dict[str, dict[str, list]]] = {}
-    for run in runs:
-        if not is_done(run, cwd):
-            continue
-        folder = Path(cwd) / run.dir
+    for run, metrics in ((d.run, d.metrics) for d in done):
         try:
-            entries = get_path(read_json(folder / "metrics.json"), curve.key)
+            entries = get_path(metrics, curve.key)
         except KeyError:
             continue
-        clock = run_clock(read_config(folder / "config.toml"), diagnostic.clock)
+        clock = run_clock(read_config(Path(cwd) / run.dir / "config.toml"), diagnostic.clock)
         for metric in diagnostic.metrics:
             steps, values = series(entries, curve.x, metric)
             by_arm = found.setdefault(run.label, {}).setdefault(metric, {})
@@ -340,6 +330,7 @@ def summarize(
     reps: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    done: dict[RunSpec, DoneRun] | None = None,
 ) -> dict[str, Any]:
     """The study's ``summary.json`` content, from the run folders.
 
@@ -348,6 +339,7 @@ def summarize(
         runs: its planned runs (:func:`~common.study.run.plan_runs`).
         cwd: the working directory the run folders are relative to.
         reps, level, seed: the bootstrap's replicates, coverage in (0, 1) and seed.
+        done: the done runs if already read (:func:`read_done_runs`), else read here.
 
     Returns:
         ``{"study", "description", "command", "baseline", "seeds", "metrics", "views", "bootstrap",
@@ -363,8 +355,11 @@ def summarize(
         with a diagnostic adds ``"diagnostic": {"metrics", "clock", "bins"}`` and, per config
         with done runs, ``"diagnostic": {metric path: {arm: ...}}`` (:func:`read_diagnostic`).
     """
-    scores, failed, pending = read_scores(study, runs, cwd)
-    resumes = read_resumes(runs, cwd)
+    done = read_done_runs(runs, cwd) if done is None else done
+    finished = list(done.values())
+    scores = read_scores(study, finished)
+    failed, pending = read_unfinished([run for run in runs if run not in done], cwd)
+    resumes = read_resumes(finished)
     bootstrap = {"reps": reps, "level": level, "seed": seed}
     seeds = sorted({run.seed for run in runs})
     configs: dict[str, Any] = {}
@@ -403,7 +398,7 @@ def summarize(
         d = study.diagnostic
         extra["diagnostic"] = {"metrics": list(d.metrics), "clock": d.clock, "bins": d.bins}
         try:  # a clock the runs lack must not cost the rest of the report
-            for label, by_metric in read_diagnostic(study, runs, cwd, **bootstrap).items():
+            for label, by_metric in read_diagnostic(study, finished, cwd, **bootstrap).items():
                 configs[label]["diagnostic"] = by_metric
         except ConfigError as e:
             extra["diagnostic"]["error"] = str(e)
@@ -439,7 +434,7 @@ def summarize(
                 for run in runs
                 if resumes.get((run.label, run.arm, run.seed))
             ],
-            "code": read_code_versions(runs, cwd),
+            "code": read_code_versions(finished),
             **extra,
         }
     )

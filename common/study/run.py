@@ -49,6 +49,8 @@ __all__ = [
     "get_path",
     "read_json",
     "missing_metrics",
+    "DoneRun",
+    "read_done",
     "is_done",
     "resolve_command",
     "code_version",
@@ -209,7 +211,10 @@ def read_json(path: Path) -> Any:
 
 def missing_metrics(run_dir: str | Path, paths: tuple[str, ...]) -> list[str]:
     """The paths that ``<run_dir>/metrics.json`` lacks (all of them if it is missing)."""
-    metrics = read_json(Path(run_dir) / "metrics.json")
+    return _missing(read_json(Path(run_dir) / "metrics.json"), paths)
+
+
+def _missing(metrics: Any, paths: tuple[str, ...]) -> list[str]:
     missing = []
     for path in paths:
         try:
@@ -219,20 +224,48 @@ def missing_metrics(run_dir: str | Path, paths: tuple[str, ...]) -> list[str]:
     return missing
 
 
+@dataclass(frozen=True)
+class DoneRun:
+    """A finished run as its folder records it, read once for every part of a report.
+
+    Attributes:
+        run: the run.
+        metrics: its ``metrics.json``.
+        record: its ``study_run.json`` (``{}`` for a run from before studies wrote one).
+    """
+
+    run: RunSpec
+    metrics: Any
+    record: dict[str, Any]
+
+
+def read_done(run: RunSpec, cwd: str | Path = ".") -> DoneRun | None:
+    """The run's records if it is done (:func:`is_done`), else ``None``."""
+    folder = Path(cwd) / run.dir
+    metrics = read_json(folder / "metrics.json")
+    if _missing(metrics, run.metrics):
+        return None
+    record = _study_record(folder)
+    if not _same_command(record, run.argv):
+        return None
+    return DoneRun(run=run, metrics=metrics, record=record)
+
+
 def is_done(run: RunSpec, cwd: str | Path = ".") -> bool:
     """Whether the run's ``metrics.json`` is complete and came from this command line."""
-    folder = Path(cwd) / run.dir
-    if missing_metrics(folder, run.metrics):
-        return False
-    recorded = _recorded_argv(folder)
-    return recorded is None or _without_out(recorded) == _without_out(run.argv)
+    return read_done(run, cwd) is not None
 
 
-def _recorded_argv(folder: Path) -> list[str] | None:
-    """The command line that the folder's ``study_run.json`` records, if any."""
+def _study_record(folder: Path) -> dict[str, Any]:
+    """The folder's ``study_run.json``, or ``{}`` if it has none (or a malformed one)."""
     record = read_json(folder / "study_run.json")
-    argv = record.get("argv") if isinstance(record, dict) else None
-    return argv if isinstance(argv, list) else None
+    return record if isinstance(record, dict) else {}
+
+
+def _same_command(record: dict[str, Any], argv: tuple[str, ...] | list[str]) -> bool:
+    """Whether ``record`` names no command line, or ``argv`` but for ``--out``."""
+    recorded = record.get("argv")
+    return not isinstance(recorded, list) or _without_out(recorded) == _without_out(argv)
 
 
 def _without_out(argv: tuple[str, ...] | list[str]) -> list[str]:
@@ -291,8 +324,9 @@ def _ends_with_this_process() -> Callable[[], None] | None:
     return set_death_signal
 
 
-def _continue_or_set_aside(run: RunSpec, folder: Path) -> list[str]:
-    """The command line that runs ``run`` in ``folder``, given what the folder already holds.
+def _continue_or_set_aside(run: RunSpec, folder: Path, record: dict[str, Any]) -> list[str]:
+    """The command line that runs ``run`` in ``folder``, given what the folder already holds
+    (``record``: its ``study_run.json``).
 
     A run that was cut off (a checkpoint, no complete metrics) of this same command line is
     resumed; a run of another command line is moved aside, so that nothing is lost.
@@ -300,9 +334,7 @@ def _continue_or_set_aside(run: RunSpec, folder: Path) -> list[str]:
     argv = list(run.argv)
     if not (folder / "checkpoints" / "last.pt").is_file():
         return argv
-    recorded = _recorded_argv(folder)
-    same = recorded is not None and _without_out(recorded) == _without_out(argv)
-    if same and "--out" in argv[:-1]:
+    if "argv" in record and _same_command(record, argv) and "--out" in argv[:-1]:
         argv[argv.index("--out")] = "--resume"
         return argv
     set_aside(folder)
@@ -359,30 +391,32 @@ def code_version(cwd: str | Path = ".") -> dict[str, Any] | None:
     return {"commit": commit.strip(), "py_changed": bool(changes.strip())}
 
 
-def prepare_run(run: RunSpec, cwd: str | Path = ".") -> tuple[list[str], dict[str, Any]]:
+def prepare_run(
+    run: RunSpec, cwd: str | Path = ".", code: dict[str, Any] | None = None
+) -> tuple[list[str], dict[str, Any]]:
     """Ready ``run``'s folder to run now; the command line to run and its ``study_run.json``.
 
     A cut-off run of the same command line resumes (``--resume``), a run of another is moved
     aside; stale ``metrics.json`` and ``error.txt`` are removed; ``study_run.json`` records the
     command line, the start and the code (:func:`code_version`); a run resumed with other
-    code than it started with keeps the first as ``code_at_start``.
+    code than it started with keeps the first as ``code_at_start``. ``code`` is the
+    :func:`code_version` to record, for a caller that starts many runs at once (``None``: ask
+    git here).
     """
     folder = Path(cwd) / run.dir
-    argv = _continue_or_set_aside(run, folder)
+    earlier = _study_record(folder)
+    argv = _continue_or_set_aside(run, folder, earlier)
     resumed = argv != list(run.argv)
-    earlier = read_json(folder / "study_run.json") if resumed else None
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "error.txt"):
         (folder / stale).unlink(missing_ok=True)
     record: dict[str, Any] = {"argv": list(run.argv), "started": time.strftime("%FT%T%z")}
-    code = code_version(cwd)
+    code = code_version(cwd) if code is None else code
     if code is not None:
         record["code"] = code
     if resumed:
         record["resumed"] = True
-        first = (
-            earlier.get("code_at_start", earlier.get("code")) if isinstance(earlier, dict) else None
-        )
+        first = earlier.get("code_at_start", earlier.get("code"))
         if first is not None and first != code:  # trained partly with other code
             record["code_at_start"] = first
     atomic_write_json(record, folder / "study_run.json")

@@ -44,7 +44,7 @@ from common.study.figures import (
     sweep_figure,
 )
 from common.study.progress import RunProgress
-from common.study.report import read_curves, results_markdown, summarize
+from common.study.report import read_curves, read_done_runs, results_markdown, summarize
 from common.study.run import (
     RunResult,
     RunSpec,
@@ -161,11 +161,12 @@ def write_report(
     gets no figures.
     """
     folder = Path(cwd) / folder
-    summary = summarize(study, runs, cwd)
+    done = read_done_runs(runs, cwd)
+    summary = summarize(study, runs, cwd, done=done)
     atomic_write_json(summary, folder / "summary.json")
     text = results_markdown(summary).encode()
     atomic_write(folder / "results.md", lambda f: f.write(text))
-    curves = read_curves(study.curve, runs, cwd) if study.curve else {}
+    curves = read_curves(study.curve, list(done.values())) if study.curve else {}
     for label, config in summary["configs"].items():
         if not any(arm["done"] for arm in config["arms"].values()):
             continue
