@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 
 from common.config import apply_overrides
 from common.schedules import from_spec
@@ -911,6 +912,35 @@ def test_runs_of_an_edited_base_config_are_set_aside_and_run_again(tmp_path, exe
     assert outcome.summary["done"] == 8
     run_study(study, **options)
     assert executed() == []
+
+
+def test_a_run_recorded_before_a_key_existed_is_kept_if_the_key_keeps_its_default(tmp_path):
+    """A trainer gains keys while a long study's records accumulate. A recorded config.toml
+    that lacks a key the command now builds at its default is not stale (the new key keeps the
+    old behaviour); one whose command sets the new key to another value is, and so is one with
+    a value that differs. The real gancycle trainer answers both --print-config questions."""
+    from common.study.stale import current_config, stale_runs
+
+    study_file = tmp_path / "keys.toml"
+    study_file.write_text(
+        'name = "keys"\ndescription = "stale records"\ncommand = "gancycle-train --no-progress"\n'
+        'config = "ring8"\nseeds = 1\n[metrics]\nmodes = "final.G.modes"\n[shared]\n'
+        'device = "cpu"\n[arms.plain]\n[arms.edited]\n[arms.new_key_set]\n'
+        '"eval.classifier_steps" = 300\n'
+    )
+    runs = {run.arm: run for run in plan_runs(load_study(study_file), tmp_path / "runs")}
+    for arm, run in runs.items():  # each run recorded by a trainer without classifier_steps
+        config = current_config(run, REPO)
+        assert config["eval"]["classifier_steps"] == (300 if arm == "new_key_set" else 600)
+        del config["eval"]["classifier_steps"]
+        if arm == "edited":
+            config["eval"]["samples"] = 1000
+        Path(run.dir).mkdir(parents=True)
+        (Path(run.dir) / "config.toml").write_text(tomli_w.dumps(config))
+    assert sorted(run.arm for run in stale_runs(list(runs.values()), REPO)) == [
+        "edited",
+        "new_key_set",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,13 @@ once what it would train now, ``<argv> --print-config`` (the project's CLI conve
 the resolved config as TOML, train nothing), and compares that with the ``config.toml`` of each
 of its runs, the seed aside. A program that cannot print a config (it exits non-zero) is not
 second-guessed.
+
+A trainer gains keys while a long study's records accumulate, and a key added since a run was
+recorded is missing from its ``config.toml``. Such a run is kept when the config it would
+resume with now, ``<program> --resume <run folder> --print-config`` (its ``config.toml`` with
+every key added since at its default), is what the command builds: a new key's default keeps
+the behaviour the trainer had before it (the project's rule for adding keys). A run whose
+command now sets a new key to another value is stale, like any run whose values differ.
 """
 
 from __future__ import annotations
@@ -23,12 +30,25 @@ import tomllib
 
 from common.study.run import RunSpec, resolve_command
 
-__all__ = ["current_config", "stale_runs"]
+__all__ = ["current_config", "resumed_config", "stale_runs"]
 
 
 def current_config(run: RunSpec, cwd: str | Path = ".") -> dict[str, Any] | None:
     """The config ``run``'s command line builds now, or None if its program cannot say."""
-    argv = resolve_command([*run.argv, "--print-config"])
+    return _printed_config([*run.argv, "--print-config"], cwd)
+
+
+def resumed_config(run: RunSpec, cwd: str | Path = ".") -> dict[str, Any] | None:
+    """The config ``run``'s folder would resume with now (its ``config.toml`` on today's keys),
+    or None if its program cannot say."""
+    program = list(run.argv[: run.argv.index("--config")]) if "--config" in run.argv else []
+    if not program:
+        return None
+    return _printed_config([*program, "--resume", run.dir, "--print-config"], cwd)
+
+
+def _printed_config(argv: list[str], cwd: str | Path) -> dict[str, Any] | None:
+    argv = resolve_command(argv)
     try:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     except OSError:
@@ -55,7 +75,9 @@ def _seed_aside(config: dict[str, Any] | None) -> dict[str, Any] | None:
 def stale_runs(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[RunSpec]:
     """The runs whose folder's ``config.toml`` differs from what their command builds now.
 
-    Runs without a ``config.toml`` (never started) are not stale; an unreadable one is.
+    Runs without a ``config.toml`` (never started) are not stale; an unreadable one is. A
+    run that differs only by keys added since it was recorded, at their defaults, is not
+    stale (:func:`resumed_config`).
     """
     groups: dict[tuple[str, str], list[RunSpec]] = {}
     for run in runs:
@@ -63,14 +85,21 @@ def stale_runs(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[RunSpec]:
             groups.setdefault((run.label, run.arm), []).append(run)
     if not groups:
         return []
-    with ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 1)) as pool:
+    workers = min(len(groups), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         now = list(pool.map(lambda group: current_config(group[0], cwd), groups.values()))
-    stale = []
-    for group, config in zip(groups.values(), now, strict=True):
-        if config is None:
-            continue
-        expected = _seed_aside(config)
-        stale += [
-            run for run in group if _seed_aside(_recorded_config(Path(cwd) / run.dir)) != expected
-        ]
-    return stale
+        expected = {}
+        differing = []
+        for group, config in zip(groups.values(), now, strict=True):
+            if config is None:
+                continue
+            for run in group:
+                expected[run] = _seed_aside(config)
+                if _seed_aside(_recorded_config(Path(cwd) / run.dir)) != expected[run]:
+                    differing.append(run)
+        resumed = list(pool.map(lambda run: resumed_config(run, cwd), differing))
+    return [
+        run
+        for run, config in zip(differing, resumed, strict=True)
+        if config is None or _seed_aside(config) != expected[run]
+    ]
