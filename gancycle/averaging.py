@@ -234,5 +234,9 @@ def evaluate_generator(generator: nn.Module, config: Mapping[str, Any]) -> dict[
     z, real = evaluation_draws(  # a run draws in its dtype
         data, config["eval"]["samples"], int(config["model"]["z_dim"]), config["seed"], weight.dtype
     )
+
+    def sample(n: int) -> torch.Tensor:
+        return generate(generator, z[:n].to(weight.device))
+
     with torch.no_grad():
-        return evaluate(lambda k: generate(generator, z[:k].to(weight.device)), real, data)
+        return evaluate(sample, real, data, with_prdc=config["eval"]["prdc"])

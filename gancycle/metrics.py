@@ -133,6 +133,7 @@ def evaluate(
     data: Any,
     classifier: Any = None,
     inception: Any = None,
+    with_prdc: bool = True,
 ) -> dict[str, float]:
     """Every metric that applies to ``data``, on ``len(real)`` generated samples.
 
@@ -142,17 +143,21 @@ def evaluate(
         data: the :class:`~gancycle.data.Mixture2D` or :class:`~gancycle.data.ImageData`.
         classifier: images only, a :class:`~gancycle.classifier.Classifier`.
         inception: images only, optional, an :class:`~gancycle.inception.InceptionFeatures`.
+        with_prdc: also :func:`prdc` (three distance matrices of ``len(real)`` squared: most
+            of a 2D evaluation's time).
     """
     fake = sample(len(real)).detach().float().cpu()
     if hasattr(data, "centers"):
-        return {**mode_metrics(fake, data.centers, data.std), **prdc(real, fake)}
+        modes = mode_metrics(fake, data.centers, data.std)
+        return {**modes, **prdc(real, fake)} if with_prdc else modes
     out: dict[str, float] = {}
     if classifier is not None:
         fake_logits, fake_features = classifier.logits_and_features(fake)
         _, real_features = classifier.logits_and_features(real)
         out.update(class_metrics(fake_logits.softmax(dim=1), data.num_classes))
         out["fd_classifier"] = frechet_distance(real_features, fake_features)
-        out.update(prdc(real_features, fake_features))
+        if with_prdc:
+            out.update(prdc(real_features, fake_features))
     if inception is not None:
         out["fid"] = frechet_distance(inception(real), inception(fake))
     return out

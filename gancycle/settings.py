@@ -141,6 +141,7 @@ SCHEMA = Schema(
         "eval.samples": integer(2500, 10),
         "eval.classifier_steps": integer(600, 1),
         "eval.inception_weights": string(""),
+        "eval.prdc": boolean(True),
         **_population_keys(),
     },
 )

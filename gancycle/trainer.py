@@ -597,7 +597,8 @@ class GanTrainer:
         def sample(n: int) -> torch.Tensor:
             return self._sample_z(self.eval_z[:n].to(self.device), which, generator)
 
-        return evaluate(sample, self.eval_real, self.data, classifier, inception)
+        with_prdc = self.config["eval"]["prdc"]
+        return evaluate(sample, self.eval_real, self.data, classifier, inception, with_prdc)
 
     def evaluate_and_log(self, final: bool = False) -> dict[str, Any]:
         """Evaluate G and its EMA (and at the end the snapshot ensemble); log and record."""

@@ -1,5 +1,7 @@
 """Short real GAN runs: the rhythm in the event files, restarts, resume, snapshots, divergence."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -374,3 +376,27 @@ def test_simultaneous_updates_take_gs_gradient_before_d_moves(tmp_path, simultan
         for a, b in zip(g_after_one_step(1e-2), g_after_one_step(1e-8), strict=True)
     )
     assert same == simultaneous
+
+
+def test_eval_prdc_false_skips_only_prdc(tmp_path):
+    """eval.prdc = false (studies that report no PRDC skip most of a 2D evaluation's time)
+    leaves every other number of the run as it was: same modes, quality and KL, same history."""
+    PRDC = {"precision", "recall", "density", "coverage"}
+    runs = {}
+    for prdc in ("true", "false"):
+        config = tiny_config("steps=20", "eval.every=10", f"eval.prdc={prdc}")
+        runs[prdc] = train(config, tmp_path / prdc, progress=False)
+    full, lean = runs["true"], runs["false"]
+    for which in ("G", "ema", "ensemble"):
+        assert PRDC <= set(full[which]) and not PRDC & set(lean[which])
+        assert {k: v for k, v in full[which].items() if k not in PRDC} == lean[which]
+    history = {
+        prdc: json.loads((tmp_path / prdc / "metrics.json").read_text())["history"] for prdc in runs
+    }
+    assert [e["step"] for e in history["true"]] == [10, 20]
+    for a, b in zip(history["true"], history["false"], strict=True):
+        assert {k: v for k, v in a["G"].items() if k not in PRDC} == b["G"]
+    assert len(series(tmp_path / "true", "eval/precision")) == 2
+    with pytest.raises(KeyError, match="eval/precision: not in"):
+        series(tmp_path / "false", "eval/precision")
+    assert len(series(tmp_path / "false", "eval/modes")) == 2
