@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomli_w
+import tomllib
 
 from common.config import apply_overrides
 from common.schedules import from_spec
@@ -153,6 +154,26 @@ def test_a_view_reads_another_arms_runs_without_running_them(finished):
         )
         assert view["metrics"]["accuracy"]["poi"] == pytest.approx(expected)
     assert "| fast_early (fast's runs) | 2 |" in (root / "results.md").read_text()
+
+
+def test_a_view_metric_set_to_false_has_no_reading_in_the_view(finished):
+    """A deterministic ensemble has no sampled counterpart: a view lists such a metric as
+    false, and its row has no scores for it instead of the arm's."""
+    _, outcome, _ = finished
+    raw = tomllib.loads(
+        DIGITS.format(configs='config = "digits"', extra="")
+        + '[views.fast_acc]\narm = "fast"\nmetrics = { accuracy = "history.0.accuracy", '
+        "loss = false }\n"
+    )
+    study = parse_study(raw)
+    assert study.views["fast_acc"].metrics["loss"] is None
+    runs = [run for run in outcome.runs if run.label == "digits"]
+    summary = summarize(study, runs, REPO)
+    view = summary["configs"]["digits"]["arms"]["fast_acc"]
+    assert view["metrics"]["loss"]["scores"] == [None, None] and view["metrics"]["loss"]["n"] == 0
+    assert view["metrics"]["accuracy"]["n"] == 2
+    assert summary["views"]["fast_acc"]["metrics"]["loss"] is None
+    assert "| fast_acc (fast's runs) | 0 |" in results_markdown(summary)
 
 
 def test_a_failing_arm_is_reported_and_the_others_complete(finished):

@@ -160,7 +160,9 @@ def read_unfinished(
     return failed, pending
 
 
-def _view_value(study: Study, metrics: Any, spec: str | Reach | Area) -> float | None:
+def _view_value(study: Study, metrics: Any, spec: str | Reach | Area | None) -> float | None:
+    if spec is None:  # the view has no reading of this metric
+        return None
     try:
         return metric_value(study, metrics, spec)
     except KeyError:
@@ -414,7 +416,10 @@ def summarize(
                 for m, p in study.metrics.items()
             },
             "views": {
-                v: {"arm": view.arm, "metrics": {m: str(p) for m, p in view.metrics.items()}}
+                v: {
+                    "arm": view.arm,
+                    "metrics": {m: None if p is None else str(p) for m, p in view.metrics.items()},
+                }
                 for v, view in study.views.items()
             },
             "bootstrap": bootstrap,

@@ -47,7 +47,8 @@ Each override becomes ``--set key=value`` with the value written as TOML, in the
 config, arm, arm on that config (so the most specific value wins). ``on`` is the one key an
 arm's table reserves. A view compares another reading of the same runs (a snapshot ensemble
 against its last model, say) on matched seeds at no cost; metrics it does not list are read as
-for its arm.
+for its arm, and a metric set to ``false`` has no reading in the view (a deterministic
+ensemble has no sampled counterpart, say).
 
 The diagnostic (:mod:`common.phase_diagnostic`) attributes each change of the curve's metric
 between evaluations to the phase of the run's clock (high- against low-rate half, position
@@ -236,12 +237,13 @@ class View:
 
     Attributes:
         arm: the arm whose runs are read.
-        metrics: metric name -> its path (or :class:`Reach`) for this view; a metric not
-            listed is read as for the arm.
+        metrics: metric name -> its path (or :class:`Reach`) for this view, or ``None`` where
+            the view has no reading of it (``false`` in the file); a metric not listed is read
+            as for the arm.
     """
 
     arm: str
-    metrics: dict[str, str | Reach | Area]
+    metrics: dict[str, str | Reach | Area | None]
 
 
 @dataclass(frozen=True)
@@ -525,7 +527,10 @@ def _view(
                 where,
                 f"views.{name}.metrics.{metric}: not a metric; metrics: " + ", ".join(metrics),
             )
-    return View(arm=table["arm"], metrics={m: _metric(m, v, where) for m, v in paths.items()})
+    return View(
+        arm=table["arm"],
+        metrics={m: None if v is False else _metric(m, v, where) for m, v in paths.items()},
+    )
 
 
 def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
@@ -572,7 +577,7 @@ def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
         for name, table in _table(raw, "views", where).items()
     }
     for view_name, view in views.items():
-        if curve is None and any(not isinstance(m, str) for m in view.metrics.values()):
+        if curve is None and any(isinstance(m, (Reach, Area)) for m in view.metrics.values()):
             raise _fail(
                 where, f"views.{view_name}: a reach or area metric needs curve = {{ key, x }}"
             )
