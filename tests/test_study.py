@@ -173,7 +173,9 @@ def test_a_view_metric_set_to_false_has_no_reading_in_the_view(finished):
     assert view["metrics"]["loss"]["scores"] == [None, None] and view["metrics"]["loss"]["n"] == 0
     assert view["metrics"]["accuracy"]["n"] == 2
     assert summary["views"]["fast_acc"]["metrics"]["loss"] is None
-    assert "| fast_acc (fast's runs) | 0 |" in results_markdown(summary)
+    text = results_markdown(summary)
+    assert "| fast_acc (fast's runs) | 0 |" in text
+    assert "reading accuracy at `history.0.accuracy` (loss: no reading in this view)." in text
 
 
 def test_a_failing_arm_is_reported_and_the_others_complete(finished):

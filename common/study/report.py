@@ -620,8 +620,10 @@ def results_markdown(summary: dict[str, Any]) -> str:
     if versions:
         lines += [_code_line(versions), ""]
     for name, view in summary["views"].items():
-        paths = ", ".join(f"{m} at `{p}`" for m, p in view["metrics"].items())
-        lines += [f"View `{name}`: the runs of `{view['arm']}`, reading {paths}.", ""]
+        paths = ", ".join(f"{m} at `{p}`" for m, p in view["metrics"].items() if p is not None)
+        unread = [m for m, p in view["metrics"].items() if p is None]
+        none = f" ({', '.join(unread)}: no reading in this view)" if unread else ""
+        lines += [f"View `{name}`: the runs of `{view['arm']}`, reading {paths}{none}.", ""]
     for label, config in summary["configs"].items():
         lines += [f"## {label}", ""]
         if not any(arm["done"] for arm in config["arms"].values()):
