@@ -35,7 +35,7 @@ command = "python tests/study_fixture_train.py"
 seeds = 2
 baseline = "slow"
 higher_is_better = {{ loss = false }}
-curve = {{ key = "history", y = "accuracy" }}
+curve = {{ key = "history", y = ["accuracy", "loss"] }}
 [metrics]
 accuracy = "final.accuracy"
 loss = "final.loss"
@@ -213,10 +213,16 @@ def test_results_table_and_figures(finished):
     assert "## Failed runs (4)" in text
     import matplotlib.image
 
-    for name in ("iqm_digits", "iqm_l2", "curve_digits", "curve_l2"):
+    for name in ("iqm_digits", "iqm_l2", "curve_digits", "curve_l2", "curve_l2_1"):
         image = matplotlib.image.imread(root / "figures" / f"{name}.png")
         assert image.shape[0] > 200 and image.shape[1] > 300
         assert image[..., :3].std() > 0.05  # something is drawn
+    accuracy, loss = (
+        matplotlib.image.imread(root / "figures" / f"{name}.png")
+        for name in ("curve_l2", "curve_l2_1")
+    )
+    assert study.curve.ys == ("accuracy", "loss")
+    assert accuracy.shape != loss.shape or not np.array_equal(accuracy, loss)  # loss, plotted
 
 
 def test_a_sweep_reads_arms_as_points_of_one_knob(finished):
@@ -554,6 +560,10 @@ GOOD = {
         ({"arms": {}}, "arms: no arms"),
         ({"arms": {"a/b": {}}}, "arms.a/b: letters, digits"),
         ({"curve": {"key": "history", "z": "step"}}, "curve.z: unknown key; allowed: key, x, y"),
+        (
+            {"curve": {"key": "history", "y": ["acc", 1]}},
+            "curve = {'key': 'history', 'y': ['acc', 1]}: must",
+        ),
         ({"shared": {"lr": float("nan")}}, "shared.lr = nan: must be a finite number"),
         ({"metrics": {"t": {"reach": "acc"}}}, "metrics.t = {'reach': 'acc'}: must be a dotted"),
         ({"metrics": {"t": {"reach": "acc", "at_least": 1}}}, "metrics.t: a reach or area metric"),

@@ -201,11 +201,12 @@ def read_code_versions(done: Sequence[DoneRun]) -> list[dict[str, Any]]:
 
 
 def read_curves(
-    curve: Curve, done: Sequence[DoneRun]
+    curve: Curve, done: Sequence[DoneRun], y: str | None = None
 ) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
     """The time series of every done run: ``{config label: {arm: [(steps, values), ...]}}``.
 
-    A run with no usable entry (see :func:`series`) adds no series.
+    ``y`` is the path plotted (default: the curve's ``y``). A run with no usable entry (see
+    :func:`series`) adds no series.
     """
     curves: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
     for d in done:
@@ -213,7 +214,7 @@ def read_curves(
             entries = get_path(d.metrics, curve.key)
         except KeyError:
             continue
-        steps, values = series(entries, curve.x, curve.y)
+        steps, values = series(entries, curve.x, curve.y if y is None else y)
         if steps.size:
             curves.setdefault(d.run.label, {}).setdefault(d.run.arm, []).append((steps, values))
     return curves

@@ -157,8 +157,9 @@ def write_report(
 ) -> dict[str, Any]:
     """Write ``summary.json``, ``results.md`` and the figures into ``folder``; return the summary.
 
-    Arms with no done run are left out of the curve figure; a config with no done run at all
-    gets no figures.
+    Arms with no done run are left out of the curve figures (``curve_<config>.png``, then
+    ``curve_<config>_<k>.png`` for the curve's k-th further path); a config with no done run
+    at all gets no figures.
     """
     folder = Path(cwd) / folder
     done = read_done_runs(runs, cwd)
@@ -166,17 +167,21 @@ def write_report(
     atomic_write_json(summary, folder / "summary.json")
     text = results_markdown(summary).encode()
     atomic_write(folder / "results.md", lambda f: f.write(text))
-    curves = read_curves(study.curve, list(done.values())) if study.curve else {}
+    finished = list(done.values())
+    plotted = study.curve.ys if study.curve else ()
+    curves = {y: read_curves(study.curve, finished, y) for y in plotted}
     for label, config in summary["configs"].items():
         if not any(arm["done"] for arm in config["arms"].values()):
             continue
         save_png(iqm_figure(summary, label), folder / "figures" / f"iqm_{label}.png")
         if "sweep" in summary:
             save_png(sweep_figure(summary, label), folder / "figures" / f"sweep_{label}.png")
-        if curves.get(label):
-            title = f"{study.name}: {label}"
-            fig = curve_figure(curves[label], title, ylabel=study.curve.y, xlabel=study.curve.x)
-            save_png(fig, folder / "figures" / f"curve_{label}.png")
+        for k, (y, by_label) in enumerate(curves.items()):
+            if by_label.get(label):
+                title = f"{study.name}: {label}"
+                fig = curve_figure(by_label[label], title, ylabel=y, xlabel=study.curve.x)
+                name = f"curve_{label}" + (f"_{k}" if k else "")
+                save_png(fig, folder / "figures" / f"{name}.png")
         for k, metric in enumerate(config.get("diagnostic", {})):
             name = f"phase_{label}" + (f"_{k}" if k else "")
             save_png(phase_figure(summary, label, metric), folder / "figures" / f"{name}.png")

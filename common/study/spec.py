@@ -14,7 +14,8 @@ A study is a TOML file::
                                         # metrics.json; or a list of paths. The first is the
                                         # headline.
     higher_is_better = { kl = false }   # default true (false for a Reach metric)
-    curve = { key = "history", x = "step", y = "G.modes" }     # optional; see Curve
+    curve = { key = "history", x = "step", y = "G.modes" }     # optional; see Curve (y: a list
+                                                               # plots each path)
 
     [shared]                            # overrides for every arm
     steps = 12000
@@ -139,12 +140,21 @@ class Curve:
     Attributes:
         key: dotted path to a list of entries, e.g. ``history``.
         x: dotted path inside an entry to its step (the x axis), e.g. ``step``.
-        y: dotted path inside an entry to the plotted value, e.g. ``G.modes``.
+        y: dotted path inside an entry to the plotted value, e.g. ``G.modes`` (what reach
+            and area metrics and the diagnostic read by default).
+        more: further paths inside an entry, each plotted in a figure of its own
+            (``y = ["G.modes", "G.high_quality"]`` in the file).
     """
 
     key: str
     x: str
     y: str
+    more: tuple[str, ...] = ()
+
+    @property
+    def ys(self) -> tuple[str, ...]:
+        """Every plotted path, ``y`` first."""
+        return (self.y, *self.more)
 
 
 @dataclass(frozen=True)
@@ -424,12 +434,13 @@ def _curve(raw: dict[str, Any], metrics: dict[str, str | Reach | Area], where: s
         if unknown:
             raise _fail(where, f"curve.{unknown[0]}: unknown key; allowed: key, x, y")
         x, y = value.get("x", "step"), value.get("y", headline_path)
-        if isinstance(x, str) and x and isinstance(y, str) and y:
-            return Curve(key=value["key"], x=x, y=y)
+        ys = y if isinstance(y, list) and y else [y]
+        if isinstance(x, str) and x and all(isinstance(p, str) and p for p in ys):
+            return Curve(key=value["key"], x=x, y=ys[0], more=tuple(ys[1:]))
     raise _fail(
         where,
         f'curve = {value!r}: must be a key (curve = "history") or a table '
-        '{ key = "history", x = "step", y = "<path in an entry>" }',
+        '{ key = "history", x = "step", y = "<path in an entry>" or a list of them }',
     )
 
 
