@@ -10,12 +10,17 @@ gradient norms and kinetic energies, scalars every ``log.every`` steps, checkpoi
 A shared machine's load drifts by a factor of two within a minute, so the two arms alternate
 in chunks of ``chunk`` steps and each arm's time is summed over all its chunks: both see the
 same load on average. ``ratio`` = trainer steps/s over bare steps/s.
+
+:func:`evaluation_bench` times what an evaluation costs instead: scoring G and its EMA once,
+with and without precision / recall / density / coverage (``eval.prdc``), the two alternating.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,7 @@ from gancycle.data import load_data
 from gancycle.models import build_models
 from gancycle.trainer import GanTrainer
 
-__all__ = ["BareLoop", "run_bench"]
+__all__ = ["BareLoop", "run_bench", "evaluation_bench"]
 
 
 class BareLoop:
@@ -110,3 +115,31 @@ def _run_bench(config: dict[str, Any], steps: int, chunk: int, warmup: int) -> d
         "threads": torch.get_num_threads(),
         "device": str(bare.device),
     }
+
+
+def evaluation_bench(config: dict[str, Any], repeats: int = 6) -> dict[str, float]:
+    """Seconds to score G and its EMA once (:meth:`GanTrainer.evaluate`, ``eval.samples``
+    samples each), with PRDC and without, alternating; medians over ``repeats``.
+
+    Returns:
+        ``with_prdc_s``, ``without_prdc_s`` and ``prdc_share`` (1 - without / with: the share
+        of an evaluation that PRDC takes).
+    """
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    with torch_threads(config["threads"]), tempfile.TemporaryDirectory() as tmp:
+        trainers = {}
+        for prdc in seconds:
+            setting = copy.deepcopy(config)
+            setting["eval"]["prdc"] = prdc
+            trainers[prdc] = GanTrainer(setting, Path(tmp) / f"prdc_{prdc}")
+        for _ in range(repeats):
+            for prdc, trainer in trainers.items():
+                start = time.perf_counter()
+                trainer.evaluate("G")
+                trainer.evaluate("ema")
+                seconds[prdc].append(time.perf_counter() - start)
+        for trainer in trainers.values():
+            trainer.writer.close()
+    with_prdc, without = (statistics.median(seconds[prdc]) for prdc in (True, False))
+    share = 1 - without / with_prdc
+    return {"with_prdc_s": with_prdc, "without_prdc_s": without, "prdc_share": share}

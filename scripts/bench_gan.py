@@ -4,11 +4,13 @@
 Same models, batch, data sampler and optimizer settings in both arms (see gancycle/bench.py);
 the arms alternate in chunks of --chunk steps so that both see the same machine load. The last
 line is ratio=<trainer steps/s / bare steps/s> (1.0 = no overhead; goal >= 0.9 on CPU).
+With --evaluation it times one evaluation of G and its EMA instead, with and without PRDC
+(eval.prdc), alternating; the last line is prdc_share=<the share of it PRDC takes>.
 """
 
 from common.cli import CliParser, add_config_argument, add_set_argument, run_cli
 from common.config import shipped_configs
-from gancycle.bench import run_bench
+from gancycle.bench import evaluation_bench, run_bench
 from gancycle.settings import SCHEMA
 
 
@@ -18,9 +20,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per arm")
     parser.add_argument("--chunk", type=int, default=100, help="steps per turn of an arm")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--evaluation", action="store_true", help="time an evaluation with and without PRDC"
+    )
+    parser.add_argument("--repeats", type=int, default=6, help="--evaluation: timed repeats")
     add_set_argument(parser, "override a config key, e.g. --set data.batch=1024")
     args = parser.parse_args()
     config = SCHEMA.load(args.config, [*args.sets, f"device={args.device}"])
+    if args.evaluation:
+        timed = evaluation_bench(config, args.repeats)
+        samples = config["eval"]["samples"]
+        print(f"config={args.config} samples={samples} repeats={args.repeats} (G and EMA)")
+        print(f"with PRDC    {timed['with_prdc_s']:.3f} s (median)")
+        print(f"without PRDC {timed['without_prdc_s']:.3f} s (median)")
+        print(f"prdc_share={timed['prdc_share']:.3f}")
+        return
     result = run_bench(config, args.steps, args.chunk)
     print(
         f"config={args.config} device={result['device']} threads={result['threads']} "

@@ -400,3 +400,13 @@ def test_eval_prdc_false_skips_only_prdc(tmp_path):
     with pytest.raises(KeyError, match="eval/precision: not in"):
         series(tmp_path / "false", "eval/precision")
     assert len(series(tmp_path / "false", "eval/modes")) == 2
+
+
+def test_the_evaluation_bench_times_prdc_as_most_of_a_2d_evaluation():
+    """What the README's "95–99%" rests on: at the PacGAN protocol's 2500 samples, PRDC's three
+    distance matrices dwarf the mode metrics (the bench alternates the two settings)."""
+    from gancycle.bench import evaluation_bench
+
+    timed = evaluation_bench(SCHEMA.load("ring8", ["device=cpu", "threads=1"]), repeats=2)
+    assert timed["without_prdc_s"] < timed["with_prdc_s"]
+    assert timed["prdc_share"] > 0.5
