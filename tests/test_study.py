@@ -339,6 +339,24 @@ def test_a_second_start_runs_only_missing_or_incomplete_runs(tmp_path, executed)
     assert executed() == ["fast/seed2", "slow/seed2"]
 
 
+@pytest.mark.parametrize("record", [{"argv": "not a list"}, {"started": "no argv"}, None])
+def test_a_cut_off_run_whose_record_names_no_command_line_is_set_aside(tmp_path, record):
+    """Only a run that recorded this command line resumes; a checkpoint beside a record that
+    names none (malformed or missing) is kept aside, and the run starts afresh."""
+    from common.study.run import prepare_run
+
+    run = plan_runs(load_study(write_study(tmp_path)), tmp_path / "runs")[0]
+    folder = Path(run.dir)
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.pt").write_bytes(b"a checkpoint")
+    if record is not None:
+        (folder / "study_run.json").write_text(json.dumps(record))
+    argv, _ = prepare_run(run, REPO)
+    assert argv == list(run.argv) and "--resume" not in argv
+    (aside,) = folder.parent.glob(f"{folder.name}.replaced-*")
+    assert (aside / "checkpoints" / "last.pt").read_bytes() == b"a checkpoint"
+
+
 def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(
     tmp_path, executed, monkeypatch
 ):

@@ -334,7 +334,8 @@ def _continue_or_set_aside(run: RunSpec, folder: Path, record: dict[str, Any]) -
     argv = list(run.argv)
     if not (folder / "checkpoints" / "last.pt").is_file():
         return argv
-    if "argv" in record and _same_command(record, argv) and "--out" in argv[:-1]:
+    recorded = isinstance(record.get("argv"), list)
+    if recorded and _same_command(record, argv) and "--out" in argv[:-1]:
         argv[argv.index("--out")] = "--resume"
         return argv
     set_aside(folder)
