@@ -93,9 +93,10 @@ def stale_runs(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[RunSpec]:
         for group, config in zip(groups.values(), now, strict=True):
             if config is None:
                 continue
+            wanted = _seed_aside(config)
             for run in group:
-                expected[run] = _seed_aside(config)
-                if _seed_aside(_recorded_config(Path(cwd) / run.dir)) != expected[run]:
+                expected[run] = wanted
+                if _seed_aside(_recorded_config(Path(cwd) / run.dir)) != wanted:
                     differing.append(run)
         resumed = list(pool.map(lambda run: resumed_config(run, cwd), differing))
     return [
