@@ -246,7 +246,7 @@ def read_done(run: RunSpec, cwd: str | Path = ".") -> DoneRun | None:
     if _missing(metrics, run.metrics):
         return None
     record = _study_record(folder)
-    if not _same_command(record, run.argv):
+    if not _same_command(record, run.argv, if_unrecorded=True):
         return None
     return DoneRun(run=run, metrics=metrics, record=record)
 
@@ -262,10 +262,18 @@ def _study_record(folder: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def _same_command(record: dict[str, Any], argv: tuple[str, ...] | list[str]) -> bool:
-    """Whether ``record`` names no command line, or ``argv`` but for ``--out``."""
+def _same_command(
+    record: dict[str, Any], argv: tuple[str, ...] | list[str], *, if_unrecorded: bool
+) -> bool:
+    """Whether ``record`` names ``argv`` as its command line, but for ``--out``.
+
+    ``if_unrecorded`` answers for a record without a (well-formed) command line: a finished
+    run from before records were kept counts as done, but a cut-off one is not resumed.
+    """
     recorded = record.get("argv")
-    return not isinstance(recorded, list) or _without_out(recorded) == _without_out(argv)
+    if not isinstance(recorded, list):
+        return if_unrecorded
+    return _without_out(recorded) == _without_out(argv)
 
 
 def _without_out(argv: tuple[str, ...] | list[str]) -> list[str]:
@@ -334,8 +342,7 @@ def _continue_or_set_aside(run: RunSpec, folder: Path, record: dict[str, Any]) -
     argv = list(run.argv)
     if not (folder / "checkpoints" / "last.pt").is_file():
         return argv
-    recorded = isinstance(record.get("argv"), list)
-    if recorded and _same_command(record, argv) and "--out" in argv[:-1]:
+    if _same_command(record, argv, if_unrecorded=False) and "--out" in argv[:-1]:
         argv[argv.index("--out")] = "--resume"
         return argv
     set_aside(folder)
