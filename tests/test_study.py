@@ -23,7 +23,7 @@ from common.study import StudyError, find_study, load_study, plan_runs, run_stud
 from common.study.backends import run_local
 from common.study.report import metric_value, results_markdown, summarize
 from common.study.run import get_path
-from common.study.spec import Arm, overrides, parse_study
+from common.study.spec import Arm, View, overrides, parse_study
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "study.py"
@@ -176,6 +176,44 @@ def test_a_view_metric_set_to_false_has_no_reading_in_the_view(finished):
     text = results_markdown(summary)
     assert "| fast_acc (fast's runs) | 0 |" in text
     assert "reading accuracy at `history.0.accuracy` (loss: no reading in this view)." in text
+
+
+def test_a_reading_is_a_view_of_every_arm_alike(finished):
+    """``[readings.<name>]`` reads every arm's runs through other paths: one view per arm,
+    named ``<arm>_<name>``, arm by arm, and one paragraph in results.md for all of them."""
+    _, outcome, _ = finished
+    raw = tomllib.loads(
+        DIGITS.format(configs='config = "digits"', extra="")
+        + '[readings.early]\naccuracy = "history.0.accuracy"\nloss = false\n'
+        + '[readings.last]\naccuracy = "final.accuracy"\n'
+    )
+    study = parse_study(raw)
+    assert list(study.views) == ["slow_early", "slow_last", "fast_early", "fast_last"]
+    assert study.views["fast_early"] == View(
+        arm="fast", metrics={"accuracy": "history.0.accuracy", "loss": None}, reading="early"
+    )
+    runs = [run for run in outcome.runs if run.label == "digits"]
+    summary = summarize(study, runs, REPO)
+    arms = summary["configs"]["digits"]["arms"]
+    for arm in ("slow", "fast"):
+        early = arms[f"{arm}_early"]
+        assert early["view_of"] == arm and early["metrics"]["loss"]["n"] == 0
+        first = [history[0]["accuracy"] for history in _histories(runs, arm)]
+        assert early["metrics"]["accuracy"]["scores"] == first
+        for metric, part in arms[arm]["metrics"].items():  # the arm's own paths
+            assert arms[f"{arm}_last"]["metrics"][metric]["scores"] == part["scores"]
+    assert summary["views"]["slow_early"]["reading"] == "early"
+    text = results_markdown(summary)
+    assert "View `" not in text
+    assert (
+        "Reading `early` (rows `<arm>_early`: each of the 2 arms' runs read again): accuracy at "
+        "`history.0.accuracy` (loss: no reading in this reading)."
+    ) in text
+    assert "| fast_early (fast's runs) | 2 |" in text
+
+
+def _histories(runs, arm):
+    return [read_metrics(REPO / run.dir)["history"] for run in runs if run.arm == arm]
 
 
 def test_a_failing_arm_is_reported_and_the_others_complete(finished):
@@ -597,6 +635,15 @@ GOOD = {
         ({"views": {"v": {"arm": "z", "metrics": {}}}}, "views.v.arm = 'z': not an arm"),
         ({"views": {"a": {"arm": "b", "metrics": {}}}}, "views.a: must be a new name"),
         ({"views": {"v": {"arm": "b", "metrics": {"x": "y"}}}}, "views.v.metrics.x: not a metric"),
+        ({"readings": {"r": "acc"}}, "readings.r: must be a table metric = path"),
+        ({"readings": {"r": {"x": "y"}}}, "readings.r.x: not a metric; metrics: final.accuracy"),
+        (
+            {
+                "readings": {"r": {"final.accuracy": "y"}},
+                "views": {"b_r": {"arm": "a", "metrics": {"final.accuracy": "z"}}},
+            },
+            "readings.r: its row for arm b, 'b_r', must be a new name",
+        ),
         ({"sweep": {"points": {"a": 0, "b": 1}}}, "sweep.x = None: what the knob is"),
         ({"sweep": {"x": "lr", "points": {"a": 0}}}, "sweep.points = {'a': 0}: a table arm ="),
         ({"sweep": {"x": "lr", "points": {"a": 0, "c": 1}}}, "sweep.points.c: not an arm or view"),

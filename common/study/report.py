@@ -420,6 +420,7 @@ def summarize(
                 v: {
                     "arm": view.arm,
                     "metrics": {m: None if p is None else str(p) for m, p in view.metrics.items()},
+                    **({"reading": view.reading} if view.reading else {}),
                 }
                 for v, view in study.views.items()
             },
@@ -599,6 +600,35 @@ def diagnostic_markdown(summary: dict[str, Any], label: str) -> list[str]:
     return lines
 
 
+def _views_markdown(views: dict[str, dict[str, Any]]) -> list[str]:
+    """One paragraph per view of its own, and one per reading (a view of every arm alike)."""
+
+    def reads(metrics: dict[str, str | None], what: str) -> str:
+        paths = ", ".join(f"{m} at `{p}`" for m, p in metrics.items() if p is not None)
+        unread = [m for m, p in metrics.items() if p is None]
+        return paths + (f" ({', '.join(unread)}: no reading in this {what})" if unread else "")
+
+    lines: list[str] = []
+    readings: dict[str, list[str]] = {}
+    for name, view in views.items():
+        if "reading" in view:
+            readings.setdefault(view["reading"], []).append(name)
+            continue
+        lines += [
+            f"View `{name}`: the runs of `{view['arm']}`, reading "
+            f"{reads(view['metrics'], 'view')}.",
+            "",
+        ]
+    for reading, names in readings.items():
+        first = views[names[0]]
+        lines += [
+            f"Reading `{reading}` (rows `<arm>_{reading}`: each of the {len(names)} arms' runs "
+            f"read again): {reads(first['metrics'], 'reading')}.",
+            "",
+        ]
+    return lines
+
+
 def results_markdown(summary: dict[str, Any]) -> str:
     """``results.md``: per base config, one table per metric, then the failed runs."""
     baseline = summary["baseline"]
@@ -620,11 +650,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
     versions = summary.get("code", [])
     if versions:
         lines += [_code_line(versions), ""]
-    for name, view in summary["views"].items():
-        paths = ", ".join(f"{m} at `{p}`" for m, p in view["metrics"].items() if p is not None)
-        unread = [m for m, p in view["metrics"].items() if p is None]
-        none = f" ({', '.join(unread)}: no reading in this view)" if unread else ""
-        lines += [f"View `{name}`: the runs of `{view['arm']}`, reading {paths}{none}.", ""]
+    lines += _views_markdown(summary["views"])
     for label, config in summary["configs"].items():
         lines += [f"## {label}", ""]
         if not any(arm["done"] for arm in config["arms"].values()):

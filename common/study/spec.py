@@ -35,6 +35,10 @@ A study is a TOML file::
     arm = "anti"
     metrics = { modes = "final.ensemble.modes", kl = "final.ensemble.kl" }
 
+    [readings.ema]                      # every arm read so: views constant_ema, anti_ema
+    modes = "final.ema.modes"
+    kl = "final.ema.kl"
+
     [diagnostic]                        # optional: where in the cycle each arm's curve moves
     metric = "G.modes"                  # path(s) in a curve entry (default: the curve's y)
     clock = "lr.G"                      # dotted path in each run's config.toml to a schedule
@@ -49,7 +53,8 @@ config, arm, arm on that config (so the most specific value wins). ``on`` is the
 arm's table reserves. A view compares another reading of the same runs (a snapshot ensemble
 against its last model, say) on matched seeds at no cost; metrics it does not list are read as
 for its arm, and a metric set to ``false`` has no reading in the view (a deterministic
-ensemble has no sampled counterpart, say).
+ensemble has no sampled counterpart, say). A reading is a view of every arm alike, each named
+``<arm>_<reading>``.
 
 The diagnostic (:mod:`common.phase_diagnostic`) attributes each change of the curve's metric
 between evaluations to the phase of the run's clock (high- against low-rate half, position
@@ -122,6 +127,7 @@ _KEYS = {
     "shared": "overrides for every arm",
     "arms": "tables of overrides, one per arm",
     "views": "tables { arm, metrics }: an arm's runs read through other metric paths",
+    "readings": "tables metric = path: every arm read so too (rows <arm>_<reading>)",
     "diagnostic": "table { metric, clock, bins }: metric changes by phase of the cycle",
     "sweep": "table { x, points = { arm = value } }: arms as points of one knob",
 }
@@ -250,10 +256,13 @@ class View:
         metrics: metric name -> its path (or :class:`Reach`) for this view, or ``None`` where
             the view has no reading of it (``false`` in the file); a metric not listed is read
             as for the arm.
+        reading: the ``[readings]`` table this view was made from, for every arm alike, or
+            ``""`` for a view of its own.
     """
 
     arm: str
     metrics: dict[str, str | Reach | Area | None]
+    reading: str = ""
 
 
 @dataclass(frozen=True)
@@ -529,19 +538,48 @@ def _view(
         raise _fail(
             where, f"views.{name}.arm = {table['arm']!r}: not an arm; arms: " + ", ".join(arms)
         )
-    paths = table["metrics"]
-    if not isinstance(paths, dict) or not paths:
-        raise _fail(where, f"views.{name}.metrics: must be a table metric = path")
-    for metric in paths:
-        if metric not in metrics:
-            raise _fail(
-                where,
-                f"views.{name}.metrics.{metric}: not a metric; metrics: " + ", ".join(metrics),
-            )
     return View(
         arm=table["arm"],
-        metrics={m: None if v is False else _metric(m, v, where) for m, v in paths.items()},
+        metrics=_view_metrics(f"views.{name}.metrics", table["metrics"], metrics, where),
     )
+
+
+def _readings(
+    raw: dict[str, Any],
+    arms: dict[str, Arm],
+    views: dict[str, View],
+    metrics: dict[str, str | Reach | Area],
+    where: str,
+) -> dict[str, View]:
+    """``[readings.<name>]`` tables as views ``<arm>_<name>`` of every arm, arm by arm."""
+    readings = {
+        name: _view_metrics(f"readings.{name}", paths, metrics, where)
+        for name, paths in _table(raw, "readings", where).items()
+    }
+    made = {}
+    for arm in arms:
+        for reading, paths in readings.items():
+            name = f"{arm}_{reading}"
+            if name in arms or name in views or not _NAME.match(name):
+                raise _fail(
+                    where,
+                    f"readings.{reading}: its row for arm {arm}, {name!r}, must be a new name "
+                    "(not an arm or a view; letters, digits and _ . + -)",
+                )
+            made[name] = View(arm=arm, metrics=paths, reading=reading)
+    return made
+
+
+def _view_metrics(
+    key: str, paths: Any, metrics: dict[str, str | Reach | Area], where: str
+) -> dict[str, str | Reach | Area | None]:
+    """A view's or reading's table metric = path (``false``: no reading of the metric)."""
+    if not isinstance(paths, dict) or not paths:
+        raise _fail(where, f"{key}: must be a table metric = path")
+    for metric in paths:
+        if metric not in metrics:
+            raise _fail(where, f"{key}.{metric}: not a metric; metrics: " + ", ".join(metrics))
+    return {m: None if v is False else _metric(m, v, where) for m, v in paths.items()}
 
 
 def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
@@ -587,11 +625,11 @@ def parse_study(raw: dict[str, Any], where: str = "study") -> Study:
         name: _view(name, table, arms, metrics, where)
         for name, table in _table(raw, "views", where).items()
     }
+    views |= _readings(raw, arms, views, metrics, where)
     for view_name, view in views.items():
         if curve is None and any(isinstance(m, (Reach, Area)) for m in view.metrics.values()):
-            raise _fail(
-                where, f"views.{view_name}: a reach or area metric needs curve = {{ key, x }}"
-            )
+            key = f"readings.{view.reading}" if view.reading else f"views.{view_name}"
+            raise _fail(where, f"{key}: a reach or area metric needs curve = {{ key, x }}")
 
     return Study(
         name=name,
