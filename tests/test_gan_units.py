@@ -14,7 +14,14 @@ from gancycle.data import (
     ring8_centers,
 )
 from gancycle.losses import discriminator_loss, generator_loss, gradient_penalty
-from gancycle.metrics import class_metrics, frechet_distance, kl_from_uniform, mode_metrics, prdc
+from gancycle.metrics import (
+    chance_mode_metrics,
+    class_metrics,
+    frechet_distance,
+    kl_from_uniform,
+    mode_metrics,
+    prdc,
+)
 from gancycle.models import Maxout, build_models, generate_in_packs, pack_samples
 from gancycle.settings import SCHEMA
 
@@ -231,6 +238,51 @@ def test_mode_metrics_full_coverage_and_collapse():
     collapsed = data.centers[3] + data.std * torch.randn(2500, 2)
     one = mode_metrics(collapsed, data.centers, data.std)
     assert one["modes"] == 1 and one["kl"] == pytest.approx(math.log(25))
+
+
+def test_a_mode_is_held_with_a_tenth_of_an_even_share_of_the_samples():
+    """``modes`` counts a mode with one high-quality sample; ``modes_held`` needs
+    ``min_share * n / K`` of them (as ``classes`` does for images): 2500 samples on grid25
+    need 10 in a mode."""
+    data = load_data({"name": "grid25"})
+    centers, n = data.centers, 2500
+    far = torch.full((n - 19, 2), 100.0)  # nearest mode far beyond 3 std: not high quality
+    samples = torch.cat([centers[0].repeat(10, 1), centers[1].repeat(9, 1), far])
+    out = mode_metrics(samples, centers, data.std)
+    assert out["modes"] == 2 and out["modes_held"] == 1
+    half = mode_metrics(samples, centers, data.std, min_share=0.05)  # 5 samples suffice
+    assert half["modes_held"] == 2
+
+
+def test_a_generator_blind_to_the_modes_captures_most_modes_but_holds_none():
+    """Samples spread evenly over grid25's square land one high-quality sample in most modes
+    by chance (PacGAN's rule counts them), but hold none."""
+    data = load_data({"name": "grid25"})
+    box = torch.rand(2500, 2, generator=torch.Generator().manual_seed(0)) * 8.3 - 4.15
+    out = mode_metrics(box, data.centers, data.std)
+    assert out["modes"] >= 18 and out["high_quality"] < 5
+    assert out["modes_held"] == 0
+    real = data.sample(2500, torch.Generator().manual_seed(1))
+    assert mode_metrics(real, data.centers, data.std)["modes_held"] == 25
+
+
+@pytest.mark.parametrize("name", ["grid25", "ring8"])
+def test_chance_levels_match_the_arithmetic_of_a_uniform_box(name):
+    """Uniform points in the square: each mode's 3-std disc (the discs are disjoint and
+    inside the square) gets a point with p = area of disc / area of square, so the expected
+    modes are K (1 - (1 - p)^n) and the expected high-quality share K p."""
+    data = load_data({"name": name})
+    levels = chance_mode_metrics(data.centers, data.std, n=2500, reps=200, seed=0)
+    side = data.centers.max(0).values - data.centers.min(0).values + 6 * data.std
+    p = math.pi * (3 * data.std) ** 2 / float(side.prod())
+    k = len(data.centers)
+    box = levels["box"]
+    assert box["modes"] == pytest.approx(
+        k * (1 - (1 - p) ** 2500), abs=4 * box["modes_sd"] / 200**0.5 + 0.05
+    )
+    assert box["high_quality"] == pytest.approx(100 * k * p, rel=0.05)
+    assert box["modes_held"] == 0 and levels["gauss"]["modes_held"] <= 2
+    assert 0 < levels["gauss"]["modes"] < box["modes"]  # the Gaussian misses the outer modes
 
 
 def test_kl_from_uniform():
