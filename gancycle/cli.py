@@ -209,12 +209,29 @@ def _eval(argv: Sequence[str] | None) -> int:
         "--inception-weights", default=None, metavar="FILE", help="adds FID (images)"
     )
     parser.add_argument("--all", action="store_true", help="G, its EMA and the ensemble")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="add to the run's metrics.json the final metrics it lacks (a metric newer than "
+        "the run), once the metrics it holds come out the same again",
+    )
     _which_arguments(parser)
     args = parser.parse_args(argv)
     from common.runs import resolve_device  # torch: only once the arguments are good
     from gancycle.trainer import WHICH, GanTrainer
 
     run_dir, config = args.run, _run_dir(args.run)
+    if args.record:
+        if args.samples is not None or args.inception_weights is not None:
+            raise ConfigError(
+                "--record: scores with the run's own settings; drop --samples "
+                "and --inception-weights"
+            )
+        from gancycle.rescore import record_missing_final_metrics
+
+        added = record_missing_final_metrics(run_dir, resolve_device(args.device))
+        print(f"{run_dir}: " + (f"added {', '.join(added)}" if added else "nothing to add"))
+        return 0
     if args.samples is not None:
         if args.samples < 10:
             raise ValueError(f"--samples {args.samples}: must be >= 10")

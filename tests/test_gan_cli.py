@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -66,6 +67,52 @@ def test_eval_recomputes_the_final_metrics(run, capsys):
     final = json.loads((run / "metrics.json").read_text())["final"]
     for key, value in final["G"].items():
         assert result["G"][key] == pytest.approx(value), key
+
+
+def _drop_final(run, metric):
+    """The run's metrics.json as a run recorded before ``metric`` existed would hold it."""
+    path = run / "metrics.json"
+    metrics = json.loads(path.read_text())
+    for which in ("G", "ema", "ensemble"):
+        metrics["final"][which].pop(metric)
+    path.write_text(json.dumps(metrics))
+    return metrics
+
+
+def test_eval_record_adds_the_final_metrics_a_run_lacks(run, tmp_path, capsys):
+    """A run recorded before ``modes_held`` existed gets it from its last checkpoint, once the
+    metrics it holds come out the same again; its history is left as it was."""
+    copy = tmp_path / "old_run"
+    shutil.copytree(run, copy)
+    before = _drop_final(copy, "modes_held")
+    code, out, _ = call(eval_main, ["--run", str(copy), "--record"], capsys)
+    assert code == 0 and "added G.modes_held, ema.modes_held, ensemble.modes_held" in out
+    after = json.loads((copy / "metrics.json").read_text())
+    original = json.loads((run / "metrics.json").read_text())
+    for which in ("G", "ema", "ensemble"):
+        assert after["final"][which] == original["final"][which]
+    assert after["history"] == before["history"]
+    assert after["final"]["rescored"]["added"] == [
+        "G.modes_held",
+        "ema.modes_held",
+        "ensemble.modes_held",
+    ]
+    code, out, _ = call(eval_main, ["--run", str(copy), "--record"], capsys)
+    assert code == 0 and "nothing to add" in out
+    assert json.loads((copy / "metrics.json").read_text()) == after
+
+
+def test_eval_record_refuses_a_checkpoint_that_does_not_give_the_recorded_scores(
+    run, tmp_path, capsys
+):
+    copy = tmp_path / "changed_run"
+    shutil.copytree(run, copy)
+    metrics = _drop_final(copy, "modes_held")
+    metrics["final"]["ema"]["high_quality"] += 1.0
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    code, _, err = call(eval_main, ["--run", str(copy), "--record"], capsys)
+    one_line_error(code, err, "ema.high_quality", "recorded")
+    assert json.loads((copy / "metrics.json").read_text()) == metrics  # nothing written
 
 
 def test_help_lists_every_option_with_its_default(capsys):
