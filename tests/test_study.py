@@ -449,6 +449,32 @@ def test_resumed_runs_are_counted_and_marked_in_the_summary_and_table(tmp_path):
     assert f"- `{root / 'slow/seed0'}`: seed 0, resumed once" in text
 
 
+def test_metrics_added_after_training_are_listed_in_the_summary_and_table(tmp_path):
+    """A run whose metrics.json says metrics were added after training (``final.rescored``,
+    as ``gancycle-eval --record`` writes it) is listed with what was added."""
+    study = load_study(write_study(tmp_path))
+    runs = plan_runs(study, tmp_path / "runs")
+    run_study(study, runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
+    root = tmp_path / "runs" / "digits_lr"
+    for run in ("fast/seed0", "fast/seed1", "slow/seed1"):
+        metrics = read_metrics(root / run)
+        metrics["final"]["rescored"] = {"added": ["G.modes_held", "ema.modes_held"], "at": "x"}
+        (root / run / "metrics.json").write_text(json.dumps(metrics))
+
+    summary = summarize(study, runs, REPO)
+    assert summary["rescored"] == [
+        {
+            "added": ["G.modes_held", "ema.modes_held"],
+            "runs": ["digits/slow/seed1", "digits/fast/seed0", "digits/fast/seed1"],
+        }
+    ]
+    text = results_markdown(summary)
+    assert "## Metrics added after training (3 runs)" in text
+    assert "- G.modes_held, ema.modes_held: digits/slow seed 1; digits/fast seeds 0–1" in text
+    plain = summarize(study, plan_runs(study, tmp_path / "other"), REPO)
+    assert plain["rescored"] == [] and "after training" not in results_markdown(plain)
+
+
 def test_only_runs_the_named_configs_and_reports_all(tmp_path, executed):
     (tmp_path / "l2.toml").write_text(
         "seed = 0\nsteps = 20\nlr = 0.5\nl2 = 0.01\neval_every = 10\ntest_fraction = 0.3\n"

@@ -50,6 +50,7 @@ __all__ = [
     "resume_count",
     "read_resumes",
     "read_code_versions",
+    "read_rescored",
     "read_curves",
     "run_clock",
     "read_diagnostic",
@@ -181,6 +182,22 @@ def resume_count(metrics: Any) -> int:
 def read_resumes(done: Sequence[DoneRun]) -> dict[tuple[str, str, int], int]:
     """How many times each done run was resumed: ``{(config label, arm, seed): count}``."""
     return {(d.run.label, d.run.arm, d.run.seed): resume_count(d.metrics) for d in done}
+
+
+def read_rescored(done: Sequence[DoneRun]) -> list[dict[str, Any]]:
+    """The done runs that had metrics added after training (``final.rescored.added`` in their
+    metrics, e.g. by ``gancycle-eval --record``), grouped by what was added:
+    ``[{"added": [metric paths], "runs": [run names]}]``, most runs first."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for d in done:
+        try:
+            added = get_path(d.metrics, "final.rescored.added")
+        except (KeyError, IndexError, TypeError):
+            continue
+        if isinstance(added, list) and added:
+            groups.setdefault(tuple(map(str, added)), []).append(d.run.name)
+    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
+    return [{"added": list(added), "runs": names} for added, names in ordered]
 
 
 def read_code_versions(done: Sequence[DoneRun]) -> list[dict[str, Any]]:
@@ -442,6 +459,7 @@ def summarize(
                 if resumes.get((run.label, run.arm, run.seed))
             ],
             "code": read_code_versions(finished),
+            "rescored": read_rescored(finished),
             **extra,
         }
     )
@@ -691,6 +709,19 @@ def results_markdown(summary: dict[str, Any]) -> str:
         for r in resumed:
             times = "once" if r["resumes"] == 1 else f"{r['resumes']} times"
             lines.append(f"- `{r['dir']}`: seed {r['seed']}, resumed {times}")
+        lines.append("")
+    rescored = summary.get("rescored", [])
+    if rescored:
+        count = sum(len(group["runs"]) for group in rescored)
+        lines += [
+            f"## Metrics added after training ({count} runs)",
+            "",
+            "Scored again from the run's last checkpoint, once the metrics it held came out "
+            "the same (`final.rescored` in its metrics.json says when and with which code):",
+            "",
+        ]
+        for group in rescored:
+            lines.append(f"- {', '.join(group['added'])}: {_run_list(group['runs'])}")
         lines.append("")
     if len(versions) > 1:
         lines += ["## Code versions", ""]
