@@ -258,6 +258,8 @@ def test_the_population_backend_writes_the_local_backends_run_folders(tmp_path):
         ours, theirs = tmp_path / run_p.dir, tmp_path / run_l.dir
         assert (ours / "config.toml").read_text() == (theirs / "config.toml").read_text()
         assert json.loads((ours / "study_run.json").read_text())["ok"]
+        assert json.loads((ours / "study_run.json").read_text())["backend"] == "population"
+        assert json.loads((theirs / "study_run.json").read_text())["backend"] == "local"
         # float32 (the trainers' dtype): a batched member rounds otherwise than a single run.
         assert_close(final(ours), final(theirs), 1e-4, run_p.name)
         assert_close(checkpoint(ours)["G"], checkpoint(theirs)["G"], 1e-4, run_p.name)

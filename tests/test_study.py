@@ -475,6 +475,34 @@ def test_metrics_added_after_training_are_listed_in_the_summary_and_table(tmp_pa
     assert plain["rescored"] == [] and "after training" not in results_markdown(plain)
 
 
+def test_the_backend_of_each_run_is_recorded_and_a_mix_is_reported(tmp_path):
+    study = load_study(write_study(tmp_path))
+    runs = plan_runs(study, tmp_path / "runs")
+    run_study(study, runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
+    root = tmp_path / "runs" / "digits_lr"
+    record = json.loads((root / "fast/seed0/study_run.json").read_text())
+    assert record["backend"] == "local"
+    summary = summarize(study, runs, REPO)
+    assert summary["backends"] == {"local": 4}
+    assert "Backends:" not in results_markdown(summary)  # one backend: nothing to say
+
+    record["backend"] = "population"
+    (root / "fast/seed0/study_run.json").write_text(json.dumps(record))
+    record = json.loads((root / "slow/seed1/study_run.json").read_text())
+    del record["backend"]  # a run from before runs recorded their backend
+    (root / "slow/seed1/study_run.json").write_text(json.dumps(record))
+    summary = summarize(study, runs, REPO)
+    assert list(summary["backends"].items()) == [
+        ("local", 2),
+        ("not recorded", 1),
+        ("population", 1),
+    ]
+    assert (
+        "Backends: local (2), not recorded (1), population (1); a population member matches "
+        "its single run only to rounding." in results_markdown(summary)
+    )
+
+
 def test_only_runs_the_named_configs_and_reports_all(tmp_path, executed):
     (tmp_path / "l2.toml").write_text(
         "seed = 0\nsteps = 20\nlr = 0.5\nl2 = 0.01\neval_every = 10\ntest_fraction = 0.3\n"

@@ -123,7 +123,7 @@ def _ray_results(
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     cwd = str(Path(cwd).resolve())
     task = ray.remote(num_cpus=1)(execute_run)
-    pending = {task.remote(run, cwd, 1): run for run in runs}
+    pending = {task.remote(run, cwd, 1, backend="ray"): run for run in runs}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -178,7 +178,7 @@ def _population_results(
     logs = Path(cwd) / folder / "population"
     logs.mkdir(parents=True, exist_ok=True)
     code = code_version(cwd)  # one process starts them all: one version
-    prepared = [prepare_run(run, cwd, code) for run in runs]
+    prepared = [prepare_run(run, cwd, code, backend="population") for run in runs]
     plan = logs / "plan.json"
     atomic_write_json({"runs": [{"argv": argv} for argv, _ in prepared]}, plan)
     argv = [*program, "--plan", str(plan.resolve()), "--population-size", str(size)]

@@ -50,6 +50,7 @@ __all__ = [
     "resume_count",
     "read_resumes",
     "read_code_versions",
+    "read_backends",
     "read_rescored",
     "read_curves",
     "run_clock",
@@ -182,6 +183,13 @@ def resume_count(metrics: Any) -> int:
 def read_resumes(done: Sequence[DoneRun]) -> dict[tuple[str, str, int], int]:
     """How many times each done run was resumed: ``{(config label, arm, seed): count}``."""
     return {(d.run.label, d.run.arm, d.run.seed): resume_count(d.metrics) for d in done}
+
+
+def read_backends(done: Sequence[DoneRun]) -> dict[str, int]:
+    """How many done runs each backend ran (``backend`` in ``study_run.json``), most first,
+    then by name; runs from before it was recorded count as ``not recorded``."""
+    counts = Counter(str(d.record.get("backend", "not recorded")) for d in done)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def read_rescored(done: Sequence[DoneRun]) -> list[dict[str, Any]]:
@@ -459,6 +467,7 @@ def summarize(
                 if resumes.get((run.label, run.arm, run.seed))
             ],
             "code": read_code_versions(finished),
+            "backends": read_backends(finished),
             "rescored": read_rescored(finished),
             **extra,
         }
@@ -668,6 +677,13 @@ def results_markdown(summary: dict[str, Any]) -> str:
     versions = summary.get("code", [])
     if versions:
         lines += [_code_line(versions), ""]
+    backends = summary.get("backends", {})
+    if len(backends) > 1:
+        counts = ", ".join(f"{name} ({n})" for name, n in backends.items())
+        lines += [
+            f"Backends: {counts}; a population member matches its single run only to rounding.",
+            "",
+        ]
     lines += _views_markdown(summary["views"])
     for label, config in summary["configs"].items():
         lines += [f"## {label}", ""]

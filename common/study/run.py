@@ -400,16 +400,20 @@ def code_version(cwd: str | Path = ".") -> dict[str, Any] | None:
 
 
 def prepare_run(
-    run: RunSpec, cwd: str | Path = ".", code: dict[str, Any] | None = None
+    run: RunSpec,
+    cwd: str | Path = ".",
+    code: dict[str, Any] | None = None,
+    backend: str = "local",
 ) -> tuple[list[str], dict[str, Any]]:
     """Ready ``run``'s folder to run now; the command line to run and its ``study_run.json``.
 
     A cut-off run of the same command line resumes (``--resume``), a run of another is moved
     aside; stale ``metrics.json`` and ``error.txt`` are removed; ``study_run.json`` records the
-    command line, the start and the code (:func:`code_version`); a run resumed with other
-    code than it started with keeps the first as ``code_at_start``. ``code`` is the
-    :func:`code_version` to record, for a caller that starts many runs at once (``None``: ask
-    git here).
+    command line, the start, the backend that runs it (``local``, ``ray``, ``population``:
+    a population member matches its single run only to rounding) and the code
+    (:func:`code_version`); a run resumed with other code than it started with keeps the first
+    as ``code_at_start``. ``code`` is the :func:`code_version` to record, for a caller that
+    starts many runs at once (``None``: ask git here).
     """
     folder = Path(cwd) / run.dir
     earlier = _study_record(folder)
@@ -418,7 +422,11 @@ def prepare_run(
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "error.txt"):
         (folder / stale).unlink(missing_ok=True)
-    record: dict[str, Any] = {"argv": list(run.argv), "started": time.strftime("%FT%T%z")}
+    record: dict[str, Any] = {
+        "argv": list(run.argv),
+        "started": time.strftime("%FT%T%z"),
+        "backend": backend,
+    }
     code = code_version(cwd) if code is None else code
     if code is not None:
         record["code"] = code
@@ -486,6 +494,7 @@ def execute_run(
     cwd: str | Path = ".",
     threads: int = 1,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    backend: str = "local",
 ) -> RunResult:
     """Run one run to its end; never raises for a failing run, returns its error instead.
 
@@ -496,9 +505,10 @@ def execute_run(
             sets them already.
         on_start: called with the process once it started (the local backend keeps it so that
             an interrupted study can stop its runs).
+        backend: the backend's name, for ``study_run.json`` (:func:`prepare_run`).
     """
     folder = Path(cwd) / run.dir
-    argv, record = prepare_run(run, cwd)
+    argv, record = prepare_run(run, cwd, backend=backend)
     start = time.perf_counter()
     returncode: int | None = None
     error = ""
