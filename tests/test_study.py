@@ -175,7 +175,7 @@ def test_a_view_metric_set_to_false_has_no_reading_in_the_view(finished):
     assert summary["views"]["fast_acc"]["metrics"]["loss"] is None
     text = results_markdown(summary)
     assert "| fast_acc (fast's runs) | 0 |" in text
-    assert "reading accuracy at `history.0.accuracy` (loss: no reading in this view)." in text
+    assert "reading accuracy at `history.0.accuracy`; no reading of loss." in text
 
 
 def test_a_reading_is_a_view_of_every_arm_alike(finished):
@@ -206,10 +206,17 @@ def test_a_reading_is_a_view_of_every_arm_alike(finished):
     text = results_markdown(summary)
     assert "View `" not in text
     assert (
-        "Reading `early` (rows `<arm>_early`: each of the 2 arms' runs read again): accuracy at "
-        "`history.0.accuracy` (loss: no reading in this reading)."
+        "Reading `early`: every arm's runs read again, in the columns `early:` (`<arm>_early` "
+        "in summary.json): accuracy at `history.0.accuracy`; no reading of loss."
     ) in text
-    assert "| fast_early (fast's runs) | 2 |" in text
+    tables = text.split("### ")
+    accuracy = next(t for t in tables if t.startswith("accuracy"))
+    assert "| early: IQM [95% CI] | early: P(improve) | last: IQM [95% CI] |" in accuracy
+    rows = [line for line in accuracy.splitlines() if line.startswith("| fast")]
+    assert len(rows) == 1 and rows[0].count("|") == 10  # the readings beside fast's row
+    loss = next(t for t in tables if t.startswith("loss"))
+    fast = next(line for line in loss.splitlines() if line.startswith("| fast"))
+    assert fast.split("|")[6:8] == [" — ", " — "]  # no reading of loss in `early`
 
 
 def _histories(runs, arm):

@@ -551,6 +551,48 @@ def _run_list(names: list[str]) -> str:
     return "; ".join(parts)
 
 
+def _metric_table(summary: dict[str, Any], config: dict[str, Any], metric: str) -> list[str]:
+    """One metric's table for one base config: a row per arm and per view of its own; each
+    reading (a view of every arm alike) is a pair of columns beside its arm's row."""
+    baseline, info = summary["baseline"], summary["metrics"][metric]
+    level = round(100 * summary["bootstrap"]["level"])
+    readings: dict[str, dict[str, str]] = {}  # reading -> arm -> the view's row
+    for name, view in summary["views"].items():
+        if "reading" in view:
+            readings.setdefault(view["reading"], {})[view["arm"]] = name
+    better = "higher" if info["higher_is_better"] else "lower"
+    header = (
+        f"| arm | n | mean ± s.e. | IQM [{level}% CI] | P(improve over {baseline}) [{level}% CI] |"
+    )
+    rule = "|---|---:|---:|---:|---:|"
+    for reading in readings:
+        header += f" {reading}: IQM [{level}% CI] | {reading}: P(improve) |"
+        rule += "---:|---:|"
+    lines = [f"### {metric} ({better} is better; `{info['path']}`)", "", header, rule]
+
+    def probability(arm: str, part: dict[str, Any]) -> str:
+        return "—" if arm == baseline else _probability(part["poi"], part["poi_ci"])
+
+    read_as = {name for rows in readings.values() for name in rows.values()}
+    for arm, entry in config["arms"].items():
+        if arm in read_as:
+            continue
+        s = entry["metrics"][metric]
+        mean = f"{_fmt(s['mean'])} ± {_fmt(s['se'])}" if s["n"] else "—"
+        row = (
+            f"| {_row_name(arm, entry, baseline)} | {s['n']} | {mean} | "
+            f"{_fmt(s['iqm'])}{_ci(s['iqm_ci'])} | {probability(arm, s)} |"
+        )
+        for rows in readings.values():
+            if arm in rows:
+                r = config["arms"][rows[arm]]["metrics"][metric]
+                row += f" {_fmt(r['iqm'])}{_ci(r['iqm_ci'])} | {probability(rows[arm], r)} |"
+            else:
+                row += " | |"
+        lines.append(row)
+    return [*lines, ""]
+
+
 def _row_name(arm: str, entry: dict[str, Any], baseline: str) -> str:
     """``fast``, ``slow (baseline)``, ``early (fast's runs)``; with ``N resumed`` if any."""
     notes = []
@@ -630,10 +672,10 @@ def diagnostic_markdown(summary: dict[str, Any], label: str) -> list[str]:
 def _views_markdown(views: dict[str, dict[str, Any]]) -> list[str]:
     """One paragraph per view of its own, and one per reading (a view of every arm alike)."""
 
-    def reads(metrics: dict[str, str | None], what: str) -> str:
+    def reads(metrics: dict[str, str | None]) -> str:
         paths = ", ".join(f"{m} at `{p}`" for m, p in metrics.items() if p is not None)
         unread = [m for m, p in metrics.items() if p is None]
-        return paths + (f" ({', '.join(unread)}: no reading in this {what})" if unread else "")
+        return paths + (f"; no reading of {', '.join(unread)}" if unread else "")
 
     lines: list[str] = []
     readings: dict[str, list[str]] = {}
@@ -642,15 +684,13 @@ def _views_markdown(views: dict[str, dict[str, Any]]) -> list[str]:
             readings.setdefault(view["reading"], []).append(name)
             continue
         lines += [
-            f"View `{name}`: the runs of `{view['arm']}`, reading "
-            f"{reads(view['metrics'], 'view')}.",
+            f"View `{name}`: the runs of `{view['arm']}`, reading {reads(view['metrics'])}.",
             "",
         ]
     for reading, names in readings.items():
-        first = views[names[0]]
         lines += [
-            f"Reading `{reading}` (rows `<arm>_{reading}`: each of the {len(names)} arms' runs "
-            f"read again): {reads(first['metrics'], 'reading')}.",
+            f"Reading `{reading}`: every arm's runs read again, in the columns `{reading}:` "
+            f"(`<arm>_{reading}` in summary.json): {reads(views[names[0]]['metrics'])}.",
             "",
         ]
     return lines
@@ -690,24 +730,8 @@ def results_markdown(summary: dict[str, Any]) -> str:
         if not any(arm["done"] for arm in config["arms"].values()):
             lines += ["No run done yet.", ""]
             continue
-        for metric, info in summary["metrics"].items():
-            better = "higher" if info["higher_is_better"] else "lower"
-            lines += [
-                f"### {metric} ({better} is better; `{info['path']}`)",
-                "",
-                f"| arm | n | mean ± s.e. | IQM [{level}% CI] | "
-                f"P(improve over {baseline}) [{level}% CI] |",
-                "|---|---:|---:|---:|---:|",
-            ]
-            for arm, entry in config["arms"].items():
-                s = entry["metrics"][metric]
-                mean = f"{_fmt(s['mean'])} ± {_fmt(s['se'])}" if s["n"] else "—"
-                poi = "—" if arm == baseline else _probability(s["poi"], s["poi_ci"])
-                name = _row_name(arm, entry, baseline)
-                lines.append(
-                    f"| {name} | {s['n']} | {mean} | {_fmt(s['iqm'])}{_ci(s['iqm_ci'])} | {poi} |"
-                )
-            lines.append("")
+        for metric in summary["metrics"]:
+            lines += _metric_table(summary, config, metric)
         lines += sweep_markdown(summary, label)
         lines += diagnostic_markdown(summary, label)
     if summary.get("pending"):
