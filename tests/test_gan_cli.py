@@ -295,6 +295,13 @@ def test_eval_errors(run, tmp_path, capsys):
     one_line_error(code, err, "--inception-weights", "no.pth")
     code, _, err = call(eval_main, ["--run", str(run), "--samples", "3"], capsys)
     one_line_error(code, err, "--samples")
+    code, _, err = call(eval_main, ["--run", str(run), "--record", "--samples", "100"], capsys)
+    one_line_error(code, err, "--record", "--samples")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "metrics.json").write_text(json.dumps({"final": None, "history": []}))
+    code, _, err = call(eval_main, ["--run", str(unfinished), "--record"], capsys)
+    one_line_error(code, err, "no final metrics")
 
 
 def test_inception_weights_that_are_not_inception(tmp_path):
