@@ -551,15 +551,25 @@ def _run_list(names: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _metric_table(summary: dict[str, Any], config: dict[str, Any], metric: str) -> list[str]:
-    """One metric's table for one base config: a row per arm and per view of its own; each
-    reading (a view of every arm alike) is a pair of columns beside its arm's row."""
-    baseline, info = summary["baseline"], summary["metrics"][metric]
-    level = round(100 * summary["bootstrap"]["level"])
-    readings: dict[str, dict[str, str]] = {}  # reading -> arm -> the view's row
-    for name, view in summary["views"].items():
+def _readings(views: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The summary's readings: reading -> arm -> the name of the view that reads the arm so."""
+    readings: dict[str, dict[str, str]] = {}
+    for name, view in views.items():
         if "reading" in view:
             readings.setdefault(view["reading"], {})[view["arm"]] = name
+    return readings
+
+
+def _metric_table(
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    metric: str,
+    readings: dict[str, dict[str, str]],
+) -> list[str]:
+    """One metric's table for one base config: a row per arm and per view of its own; each
+    reading (:func:`_readings`) is a pair of columns beside its arm's row."""
+    baseline, info = summary["baseline"], summary["metrics"][metric]
+    level = round(100 * summary["bootstrap"]["level"])
     better = "higher" if info["higher_is_better"] else "lower"
     header = (
         f"| arm | n | mean ± s.e. | IQM [{level}% CI] | P(improve over {baseline}) [{level}% CI] |"
@@ -669,7 +679,9 @@ def diagnostic_markdown(summary: dict[str, Any], label: str) -> list[str]:
     return lines
 
 
-def _views_markdown(views: dict[str, dict[str, Any]]) -> list[str]:
+def _views_markdown(
+    views: dict[str, dict[str, Any]], readings: dict[str, dict[str, str]]
+) -> list[str]:
     """One paragraph per view of its own, and one per reading (a view of every arm alike)."""
 
     def reads(metrics: dict[str, str | None]) -> str:
@@ -678,19 +690,18 @@ def _views_markdown(views: dict[str, dict[str, Any]]) -> list[str]:
         return paths + (f"; no reading of {', '.join(unread)}" if unread else "")
 
     lines: list[str] = []
-    readings: dict[str, list[str]] = {}
     for name, view in views.items():
         if "reading" in view:
-            readings.setdefault(view["reading"], []).append(name)
             continue
         lines += [
             f"View `{name}`: the runs of `{view['arm']}`, reading {reads(view['metrics'])}.",
             "",
         ]
-    for reading, names in readings.items():
+    for reading, by_arm in readings.items():
+        first = views[next(iter(by_arm.values()))]
         lines += [
             f"Reading `{reading}`: every arm's runs read again, in the columns `{reading}:` "
-            f"(`<arm>_{reading}` in summary.json): {reads(views[names[0]]['metrics'])}.",
+            f"(`<arm>_{reading}` in summary.json): {reads(first['metrics'])}.",
             "",
         ]
     return lines
@@ -724,14 +735,15 @@ def results_markdown(summary: dict[str, Any]) -> str:
             f"Backends: {counts}; a population member matches its single run only to rounding.",
             "",
         ]
-    lines += _views_markdown(summary["views"])
+    readings = _readings(summary["views"])
+    lines += _views_markdown(summary["views"], readings)
     for label, config in summary["configs"].items():
         lines += [f"## {label}", ""]
         if not any(arm["done"] for arm in config["arms"].values()):
             lines += ["No run done yet.", ""]
             continue
         for metric in summary["metrics"]:
-            lines += _metric_table(summary, config, metric)
+            lines += _metric_table(summary, config, metric, readings)
         lines += sweep_markdown(summary, label)
         lines += diagnostic_markdown(summary, label)
     if summary.get("pending"):
