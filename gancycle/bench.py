@@ -138,8 +138,6 @@ def evaluation_bench(config: dict[str, Any], repeats: int = 6) -> dict[str, floa
                 trainer.evaluate("G")
                 trainer.evaluate("ema")
                 seconds[prdc].append(time.perf_counter() - start)
-        for trainer in trainers.values():
-            trainer.writer.close()
     with_prdc, without = (statistics.median(seconds[prdc]) for prdc in (True, False))
     share = 1 - without / with_prdc
     return {"with_prdc_s": with_prdc, "without_prdc_s": without, "prdc_share": share}
