@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write",
     "atomic_torch_save",
     "atomic_write_json",
+    "read_json",
     "load_checkpoint",
     "seed_everything",
     "rng_state",
@@ -199,6 +200,14 @@ def atomic_write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     data = json.dumps(obj, indent=2, sort_keys=True, default=float).encode()
     return atomic_write(path, lambda f: f.write(data))
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON in ``path``, or ``None`` if it is missing or malformed (a run still writing)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

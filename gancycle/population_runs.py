@@ -31,8 +31,7 @@ import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
 from common.config import CheckedConfig, ConfigError, get
-from common.runs import hold_run_folder, torch_threads
-from common.study.run import read_json
+from common.runs import hold_run_folder, read_json, torch_threads
 from gancycle.averaging import resolve_offsets
 from gancycle.population import NETS, SHARED, Population, member_problem
 from gancycle.settings import check_config

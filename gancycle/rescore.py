@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from common.config import ConfigError
-from common.runs import atomic_write_json, hold_run_folder
-from common.study.run import code_version, read_json
+from common.runs import atomic_write_json, hold_run_folder, read_json
+from common.study.run import code_version
 from gancycle.trainer import GanTrainer
 
 __all__ = ["record_missing_final_metrics"]

@@ -25,7 +25,6 @@ run SIGTERM, so a restarted study never finds a run of the old one still writing
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shlex
 import shutil
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.runs import atomic_write, atomic_write_json
+from common.runs import atomic_write, atomic_write_json, read_json
 from common.study.spec import Study, StudyError, config_label
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "study_folder",
     "plan_runs",
     "get_path",
-    "read_json",
     "missing_metrics",
     "DoneRun",
     "read_done",
@@ -199,14 +197,6 @@ def get_path(data: Any, dotted: str) -> Any:
         else:
             raise KeyError(dotted)
     return value
-
-
-def read_json(path: Path) -> Any:
-    """The JSON in ``path``, or ``None`` if it is missing or malformed (a run still writing)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def missing_metrics(run_dir: str | Path, paths: tuple[str, ...]) -> list[str]:
