@@ -1073,6 +1073,65 @@ def test_runs_of_an_edited_base_config_are_set_aside_and_run_again(tmp_path, exe
     assert executed() == []
 
 
+def test_a_study_reworded_to_build_the_same_configs_keeps_its_runs(tmp_path, executed):
+    """A study file reworded without changing what it trains (here l2 set at the value the base
+    config already has) gives every run another command line. A study started again finds that
+    each run's config.toml is what the new command builds, keeps the runs and records the new
+    command line beside the one they started with; a rewording that changes a config reruns."""
+    study_file = write_study(tmp_path)
+    options = dict(runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
+    run_study(load_study(study_file), **options)
+    assert len(executed()) == 4
+    record_file = tmp_path / "runs/digits_lr/fast/seed0/study_run.json"
+    trained_with = json.loads(record_file.read_text())["argv"]
+    before = read_metrics(record_file.parent)
+
+    study_file.write_text(study_file.read_text().replace("[shared]\n", "[shared]\nl2 = 1e-4\n"))
+    reworded = load_study(study_file)
+    planned = run_study(reworded, dry_run=True, **options)
+    assert planned.todo == [] and not planned.stale
+    assert sorted(run.name for run in planned.adopted) == [
+        f"digits/{arm}/seed{seed}" for arm in ("fast", "slow") for seed in (0, 1)
+    ]
+    assert json.loads(record_file.read_text())["argv"] == trained_with  # a dry run writes nothing
+
+    outcome = run_study(reworded, **options)
+    assert executed() == [] and outcome.todo == [] and outcome.summary["done"] == 4
+    record = json.loads(record_file.read_text())
+    (run,) = [run for run in outcome.runs if run.name == "digits/fast/seed0"]
+    assert record["argv"] == list(run.argv) != trained_with and "l2=0.0001" in record["argv"]
+    assert record["argv_at_start"] == trained_with and record["ok"]
+    assert read_metrics(record_file.parent) == before
+    assert run_study(reworded, **options).adopted == []  # adopted once
+
+    study_file.write_text(study_file.read_text().replace("l2 = 1e-4", "l2 = 1e-3"))
+    run_study(load_study(study_file), **options)
+    assert executed() == [f"{arm}/seed{seed}" for arm in ("fast", "slow") for seed in (0, 1)]
+
+
+def test_a_cut_off_run_of_a_reworded_study_resumes_instead_of_starting_again(
+    tmp_path, executed, monkeypatch
+):
+    """A run killed mid-way, then its study file reworded to build the same config: it resumes
+    from its checkpoint under the new command line and keeps the first as argv_at_start."""
+    study_file = write_study(tmp_path)
+    options = dict(runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
+    monkeypatch.setenv("STUDY_FIXTURE_KILL_AT", "20")
+    assert len(run_study(load_study(study_file), **options).failed) == 4
+    executed()
+    record_file = tmp_path / "runs/digits_lr/slow/seed1/study_run.json"
+    started_with = json.loads(record_file.read_text())["argv"]
+
+    monkeypatch.delenv("STUDY_FIXTURE_KILL_AT")
+    study_file.write_text(study_file.read_text().replace("[shared]\n", "[shared]\nl2 = 1e-4\n"))
+    outcome = run_study(load_study(study_file), **options)
+    assert len(outcome.adopted) == 4 and outcome.summary["done"] == 4
+    assert executed() == ["fast/seed0", "fast/seed1", "slow/seed0", "slow/seed1"]
+    record = json.loads(record_file.read_text())
+    assert record["resumed"] is True and record["argv_at_start"] == started_with
+    assert not list((tmp_path / "runs/digits_lr").glob("*/*.replaced-*"))
+
+
 def test_a_run_recorded_before_a_key_existed_is_kept_if_the_key_keeps_its_default(tmp_path):
     """A trainer gains keys while a long study's records accumulate. A recorded config.toml
     that lacks a key the command now builds at its default is not stale (the new key keeps the

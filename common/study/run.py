@@ -50,6 +50,8 @@ __all__ = [
     "DoneRun",
     "read_done",
     "is_done",
+    "names_another_command",
+    "adopt_run",
     "resolve_command",
     "code_version",
     "prepare_run",
@@ -246,6 +248,25 @@ def is_done(run: RunSpec, cwd: str | Path = ".") -> bool:
     return read_done(run, cwd) is not None
 
 
+def names_another_command(run: RunSpec, cwd: str | Path = ".") -> bool:
+    """Whether the run's ``study_run.json`` records a command line other than ``run.argv``."""
+    record = _study_record(Path(cwd) / run.dir)
+    return isinstance(record.get("argv"), list) and not _same_command(
+        record, run.argv, if_unrecorded=False
+    )
+
+
+def adopt_run(run: RunSpec, cwd: str | Path = ".") -> None:
+    """Record ``run.argv`` as the command line of a run that another one started, once
+    :func:`~common.study.stale.compare_configs` found that both build the same config; the
+    first stays as ``argv_at_start``."""
+    folder = Path(cwd) / run.dir
+    record = _study_record(folder)
+    record.setdefault("argv_at_start", record.get("argv"))
+    record["argv"] = list(run.argv)
+    atomic_write_json(record, folder / "study_run.json")
+
+
 def _study_record(folder: Path) -> dict[str, Any]:
     """The folder's ``study_run.json``, or ``{}`` if it has none (or a malformed one)."""
     record = read_json(folder / "study_run.json")
@@ -422,6 +443,8 @@ def prepare_run(
         record["code"] = code
     if resumed:
         record["resumed"] = True
+        if "argv_at_start" in earlier:
+            record["argv_at_start"] = earlier["argv_at_start"]
         first = earlier.get("code_at_start", earlier.get("code"))
         if first is not None and first != code:  # trained partly with other code
             record["code_at_start"] = first

@@ -48,14 +48,17 @@ from common.study.report import read_curves, read_done_runs, results_markdown, s
 from common.study.run import (
     RunResult,
     RunSpec,
+    adopt_run,
     is_done,
+    missing_metrics,
+    names_another_command,
     plan_runs,
     resolve_command,
     set_aside,
     study_folder,
 )
 from common.study.spec import Study, StudyError
-from common.study.stale import stale_runs
+from common.study.stale import compare_configs
 
 __all__ = ["StudyOutcome", "run_study", "write_report", "check_arms"]
 
@@ -74,6 +77,9 @@ class StudyOutcome:
             (see :func:`check_arms`).
         stale: the runs whose ``config.toml`` their command no longer builds
             (:func:`~common.study.stale.stale_runs`); set aside and in ``todo``.
+        adopted: the runs started by another command line that builds the same config (a
+            study file reworded): kept, their ``study_run.json`` naming the study's command
+            line now and the first as ``argv_at_start`` (not written by a dry run).
     """
 
     folder: Path
@@ -83,6 +89,7 @@ class StudyOutcome:
     summary: dict[str, Any] | None = None
     bad_arms: list[str] = field(default_factory=list)
     stale: list[RunSpec] = field(default_factory=list)
+    adopted: list[RunSpec] = field(default_factory=list)
 
     @property
     def failed(self) -> list[RunResult]:
@@ -251,9 +258,26 @@ def run_study(
                     f"--only {name!r}: not a config of {study.name}; configs: {', '.join(labels)}"
                 )
     mine = [run for run in runs if not only or run.label in only]
-    stale = stale_runs(mine, cwd)
-    todo = [run for run in mine if run in stale or not is_done(run, cwd)]
-    outcome = StudyOutcome(folder=folder, runs=runs, todo=todo, stale=stale)
+    same_config = compare_configs(mine, cwd)
+    stale = [run for run in mine if same_config.get(run) is False]
+    adopted = [run for run in mine if same_config.get(run) and names_another_command(run, cwd)]
+
+    def done(run: RunSpec) -> bool:
+        if run in adopted:  # done under its first command line
+            return not missing_metrics(Path(cwd) / run.dir, run.metrics)
+        return is_done(run, cwd)
+
+    todo = [run for run in mine if run in stale or not done(run)]
+    outcome = StudyOutcome(folder=folder, runs=runs, todo=todo, stale=stale, adopted=adopted)
+    if adopted and not dry_run:
+        for run in adopted:
+            adopt_run(run, cwd)
+        print(
+            f"{len(adopted)} run(s) started by another command line that builds the same config "
+            f"(the study file reworded), e.g. {adopted[0].name}: kept; study_run.json names "
+            "this command line, the first as argv_at_start",
+            file=sys.stderr,
+        )
     if stale and not dry_run:
         for run in stale:
             set_aside(Path(cwd) / run.dir)

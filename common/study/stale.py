@@ -15,6 +15,11 @@ resume with now, ``<program> --resume <run folder> --print-config`` (its ``confi
 every key added since at its default), is what the command builds: a new key's default keeps
 the behaviour the trainer had before it (the project's rule for adding keys). A run whose
 command now sets a new key to another value is stale, like any run whose values differ.
+
+The same comparison keeps a run whose command line changed but still builds its config (a
+study file reworded, say a base config's default written out as an override before the
+default changes): the study adopts it (:func:`~common.study.run.adopt_run`) instead of
+training it again.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import tomllib
 
 from common.study.run import RunSpec, resolve_command
 
-__all__ = ["current_config", "resumed_config", "stale_runs"]
+__all__ = ["compare_configs", "current_config", "resumed_config", "stale_runs"]
 
 
 def current_config(run: RunSpec, cwd: str | Path = ".") -> dict[str, Any] | None:
@@ -68,39 +73,44 @@ def _recorded_config(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _seed_aside(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if config is None else {k: v for k, v in config.items() if k != "seed"}
+def _with_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``config`` as the run with ``seed`` builds it (one config is printed per arm)."""
+    return {**config, "seed": seed} if "seed" in config else config
 
 
-def stale_runs(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[RunSpec]:
-    """The runs whose folder's ``config.toml`` differs from what their command builds now.
+def compare_configs(runs: Sequence[RunSpec], cwd: str | Path = ".") -> dict[RunSpec, bool]:
+    """Whether each run's folder holds the config its command builds now.
 
-    Runs without a ``config.toml`` (never started) are not stale; an unreadable one is. A
-    run that differs only by keys added since it was recorded, at their defaults, is not
-    stale (:func:`resumed_config`).
+    A run is the same when its ``config.toml`` is what the command builds, its own seed
+    included, or differs from it only by keys added since it was recorded, at their defaults
+    (:func:`resumed_config`). Runs without a ``config.toml`` (never started) and runs whose
+    program cannot print a config are left out; an unreadable ``config.toml`` differs.
     """
     groups: dict[tuple[str, str], list[RunSpec]] = {}
     for run in runs:
         if (Path(cwd) / run.dir / "config.toml").is_file():
             groups.setdefault((run.label, run.arm), []).append(run)
     if not groups:
-        return []
+        return {}
     workers = min(len(groups), os.cpu_count() or 1)
+    same: dict[RunSpec, bool] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         now = list(pool.map(lambda group: current_config(group[0], cwd), groups.values()))
         expected = {}
-        differing = []
         for group, config in zip(groups.values(), now, strict=True):
             if config is None:
                 continue
-            wanted = _seed_aside(config)
             for run in group:
-                expected[run] = wanted
-                if _seed_aside(_recorded_config(Path(cwd) / run.dir)) != wanted:
-                    differing.append(run)
+                expected[run] = _with_seed(config, run.seed)
+                same[run] = _recorded_config(Path(cwd) / run.dir) == expected[run]
+        differing = [run for run, equal in same.items() if not equal]
         resumed = list(pool.map(lambda run: resumed_config(run, cwd), differing))
-    return [
-        run
-        for run, config in zip(differing, resumed, strict=True)
-        if config is None or _seed_aside(config) != expected[run]
-    ]
+    for run, config in zip(differing, resumed, strict=True):
+        same[run] = config == expected[run]
+    return same
+
+
+def stale_runs(runs: Sequence[RunSpec], cwd: str | Path = ".") -> list[RunSpec]:
+    """The runs whose folder's ``config.toml`` differs from what their command builds now
+    (:func:`compare_configs`)."""
+    return [run for run, same in compare_configs(runs, cwd).items() if not same]
