@@ -4,6 +4,7 @@
     python scripts/study.py rl_rhythm --backend ray --address auto
     python scripts/study.py gan_rhythm --backend population   # runs batched as populations
     python scripts/study.py gan_rhythm --seeds 2 --steps 500 --dry-run
+    python scripts/study.py gan_rhythm --runs-root records --report-only   # results so far
 
 Start the same command again after an interruption: runs whose metrics.json is complete are
 skipped, and runs cut off mid-way continue from their checkpoints (--resume). Shipped
@@ -66,6 +67,12 @@ def main() -> int:
         "the report covers all",
     )
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write summary.json, results.md and figures from the runs done so far; run "
+        "nothing (partial results of a long study, also while it runs)",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="print the commands and check every arm's overrides (exit 2 if one is bad); "
@@ -86,6 +93,7 @@ def main() -> int:
             dry_run=args.dry_run,
             only=args.only,
             population_size=args.population_size,
+            report_only=args.report_only,
         )
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
@@ -97,6 +105,9 @@ def main() -> int:
             print(f"bad arm: {line}", file=sys.stderr)
         return 2 if outcome.bad_arms else 0
     print(f"{outcome.folder}/results.md, summary.json, figures/")
+    if args.report_only:
+        done = len(outcome.runs) - len(outcome.todo)
+        print(f"{done} of {len(outcome.runs)} runs done; nothing run", file=sys.stderr)
     if outcome.failed:
         print(f"{len(outcome.failed)} run(s) failed; see results.md", file=sys.stderr)
         return 1

@@ -630,6 +630,39 @@ def test_cli_dry_run_prints_the_commands_and_runs_nothing(tmp_path, monkeypatch,
     assert not (tmp_path / "runs").exists()
 
 
+def test_cli_report_only_writes_the_report_of_the_runs_done_so_far(
+    tmp_path, monkeypatch, capsys, executed
+):
+    """A long study's partial results, read while it runs (or after it stopped): --report-only
+    writes summary.json, results.md and the figures from the runs done so far and starts no
+    run, also none of the missing ones."""
+    path = write_study(tmp_path)
+    root = tmp_path / "runs" / "digits_lr"
+    monkeypatch.chdir(REPO)
+    assert study_cli(path, "--runs-root", tmp_path / "runs", monkeypatch=monkeypatch) == 0
+    assert len(executed()) == 4
+    (root / "fast/seed1/metrics.json").unlink()  # a run still training
+    for name in ("summary.json", "results.md"):
+        (root / name).unlink()
+    capsys.readouterr()
+
+    code = study_cli(
+        path, "--runs-root", tmp_path / "runs", "--report-only", monkeypatch=monkeypatch
+    )
+    out, err = capsys.readouterr()
+    assert code == 0 and executed() == []
+    assert "3 of 4 runs done" in err and out.strip().startswith(f"{root}/results.md")
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["done"] == 3
+    assert [(run["arm"], run["seed"]) for run in summary["pending"]] == [("fast", 1)]
+    assert summary["configs"]["digits"]["arms"]["fast"]["metrics"]["loss"]["n"] == 1
+    assert "3 of 4 runs done" in (root / "results.md").read_text()
+    assert not (root / "fast/seed1/metrics.json").exists()
+
+    code = study_cli(path, "--report-only", "--dry-run", monkeypatch=monkeypatch)
+    assert code == 2 and "--report-only" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -209,6 +209,7 @@ def run_study(
     cwd: str | Path = ".",
     only: Sequence[str] | None = None,
     population_size: int | None = None,
+    report_only: bool = False,
 ) -> StudyOutcome:
     """Run every run of ``study`` that is not done yet, then write its report.
 
@@ -231,6 +232,8 @@ def run_study(
         only: run only these base configs (by label, e.g. ``ring8``) this time; the report
             still covers every config, the others as far as their runs are done.
         population_size: most runs per population with ``population`` (default 64).
+        report_only: write the report of the runs done so far and run nothing (a long study's
+            partial results, also while it runs elsewhere); ``todo`` lists the runs not done.
 
     Raises:
         StudyError: a bad option (the message names it) or a program that cannot be found.
@@ -248,8 +251,14 @@ def run_study(
             f"--backend population: study {study.name} names no population program; add e.g. "
             'population = "python -m gancycle.population_cli" to its file'
         )
+    if report_only and dry_run:
+        raise StudyError("--report-only: not with --dry-run (one writes the report, one plans)")
     runs = plan_runs(study, runs_root, seeds, steps)
     folder = study_folder(study, runs_root, steps)
+    if report_only:
+        todo = [run for run in runs if not is_done(run, cwd)]
+        summary = write_report(study, runs, folder, cwd)
+        return StudyOutcome(folder=folder, runs=runs, todo=todo, summary=summary)
     if only:
         labels = sorted({run.label for run in runs})
         for name in only:
