@@ -6,8 +6,8 @@ config it names was edited (a shipped ``configs/*.toml``, a file the study point
 cut-off run would resume with the config it began with. So each (config, arm) asks its program
 once what it would train now, ``<argv> --print-config`` (the project's CLI convention: print
 the resolved config as TOML, train nothing), and compares that with the ``config.toml`` of each
-of its runs, with the run's own seed put in. A program that cannot print a config (it exits non-zero) is not
-second-guessed.
+of its runs, with the run's own seed put in. A program that cannot print a config (it exits
+non-zero) is not second-guessed.
 
 A trainer gains keys while a long study's records accumulate, and a key added since a run was
 recorded is missing from its ``config.toml``. Such a run is kept when the config it would
