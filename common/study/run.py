@@ -250,10 +250,7 @@ def is_done(run: RunSpec, cwd: str | Path = ".") -> bool:
 
 def names_another_command(run: RunSpec, cwd: str | Path = ".") -> bool:
     """Whether the run's ``study_run.json`` records a command line other than ``run.argv``."""
-    record = _study_record(Path(cwd) / run.dir)
-    return isinstance(record.get("argv"), list) and not _same_command(
-        record, run.argv, if_unrecorded=False
-    )
+    return not _same_command(_study_record(Path(cwd) / run.dir), run.argv, if_unrecorded=True)
 
 
 def adopt_run(run: RunSpec, cwd: str | Path = ".") -> None:
