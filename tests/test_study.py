@@ -21,7 +21,7 @@ from common.schedules import from_spec
 from common.stats import iqm, mean_se, probability_of_improvement
 from common.study import StudyError, find_study, load_study, plan_runs, run_study
 from common.study.backends import run_local
-from common.study.report import metric_value, results_markdown, summarize
+from common.study.report import compare_arms, metric_value, results_markdown, summarize
 from common.study.run import get_path
 from common.study.spec import Arm, View, overrides, parse_study
 
@@ -655,7 +655,10 @@ def test_cli_report_only_writes_the_report_of_the_runs_done_so_far(
     summary = json.loads((root / "summary.json").read_text())
     assert summary["done"] == 3
     assert [(run["arm"], run["seed"]) for run in summary["pending"]] == [("fast", 1)]
-    assert summary["configs"]["digits"]["arms"]["fast"]["metrics"]["loss"]["n"] == 1
+    fast = summary["configs"]["digits"]["arms"]["fast"]["metrics"]["loss"]
+    assert fast["n"] == 1 and fast["poi_n"] == 1  # against slow's seed 0 only, not both slow seeds
+    compared = compare_arms(summary, "fast", "slow")["digits"]["loss"]  # a partial summary too
+    assert (compared["n"], compared["poi"], compared["poi_ci"]) == (1, fast["poi"], fast["poi_ci"])
     assert "3 of 4 runs done" in (root / "results.md").read_text()
     assert not (root / "fast/seed1/metrics.json").exists()
 
@@ -1325,18 +1328,25 @@ def test_each_run_records_the_code_it_ran_and_the_report_counts_the_versions(tmp
 
 
 def test_comparing_two_arms_gives_the_reports_statistic_for_any_pair(finished):
-    from common.study.report import compare_arms
-
     made_up = {
         "study": "made_up",
         "bootstrap": {"level": 0.95, "reps": 200, "seed": 0},
         "metrics": {"acc": {"higher_is_better": True}, "loss": {"higher_is_better": False}},
         "configs": {
             "c": {
-                "arms": {
-                    "a": {"metrics": {"acc": {"scores": [3, 4, 5]}, "loss": {"scores": [1, 1]}}},
-                    "b": {"metrics": {"acc": {"scores": [0, 1, 2]}, "loss": {"scores": []}}},
-                    "d": {"metrics": {"acc": {"scores": [3, 4, 5]}, "loss": {"scores": [0.5]}}},
+                "arms": {  # per seed 0, 1, 2; None: not done
+                    "a": {
+                        "metrics": {"acc": {"scores": [3, 4, 5]}, "loss": {"scores": [1, 1, None]}}
+                    },
+                    "b": {
+                        "metrics": {"acc": {"scores": [0, 1, 2]}, "loss": {"scores": [None] * 3}}
+                    },
+                    "d": {
+                        "metrics": {
+                            "acc": {"scores": [3, 4, 5]},
+                            "loss": {"scores": [0.5, None, 2]},
+                        }
+                    },
                 }
             }
         },
@@ -1346,7 +1356,8 @@ def test_comparing_two_arms_gives_the_reports_statistic_for_any_pair(finished):
     assert compare_arms(made_up, "b", "a")["c"]["acc"]["poi"] == 0.0
     assert compare_arms(made_up, "a", "d")["c"]["acc"]["poi"] == 0.5  # the same scores
     assert compare_arms(made_up, "d", "a")["c"]["loss"]["poi"] == 1.0  # lower is better
-    assert a_b["loss"] == {"n": (2, 0), "poi": None, "poi_ci": None}
+    assert a_b["loss"] == {"n": 0, "poi": None, "poi_ci": None}
+    assert compare_arms(made_up, "d", "a")["c"]["loss"]["n"] == 1  # seed 0 only: both have it
     with pytest.raises(StudyError, match="arm 'e': not in study made_up; arms: a, b, d"):
         compare_arms(made_up, "e", "a")
 
@@ -1355,6 +1366,27 @@ def test_comparing_two_arms_gives_the_reports_statistic_for_any_pair(finished):
         for metric, entry in metrics.items():
             reported = outcome.summary["configs"][label]["arms"]["fast"]["metrics"][metric]
             assert (entry["poi"], entry["poi_ci"]) == (reported["poi"], reported["poi_ci"])
+
+
+def test_a_partly_done_study_compares_two_arms_on_the_seeds_both_have():
+    """Runs of one seed share their initialisation and data across arms, so a partial study
+    (a seed done for one arm, not yet for the other) compares the arms on their shared seeds."""
+    made_up = {
+        "study": "made_up",
+        "bootstrap": {"level": 0.95, "reps": 200, "seed": 0},
+        "metrics": {"acc": {"higher_is_better": True}},
+        "configs": {
+            "c": {
+                "arms": {  # per seed 0..3; None: not done yet
+                    "a": {"metrics": {"acc": {"scores": [3, 4, None, 0]}}},
+                    "b": {"metrics": {"acc": {"scores": [1, None, 2, 5]}}},
+                }
+            }
+        },
+    }
+    entry = compare_arms(made_up, "a", "b")["c"]["acc"]
+    # seeds 0 and 3: 3 beats 1; 3 < 5, 0 < 1, 0 < 5 (all done runs, unpaired, would give 4/9)
+    assert entry["n"] == 2 and entry["poi"] == pytest.approx(1 / 4)
 
 
 def test_compare_arms_script_prints_a_table_and_refuses_an_unknown_arm(finished, tmp_path):
@@ -1368,7 +1400,7 @@ def test_compare_arms_script_prints_a_table_and_refuses_an_unknown_arm(finished,
     )
     assert shown.returncode == 0, shown.stderr
     poi = outcome.summary["configs"]["digits"]["arms"]["fast"]["metrics"]["accuracy"]["poi"]
-    assert f"| accuracy | 2 vs 2 | {poi:.2f} [" in shown.stdout
+    assert f"| accuracy | 2 | {poi:.2f} [" in shown.stdout
     summary, missing = folder / "summary.json", tmp_path / "none.json"
     unknown_arm = "error: arm 'quick': not in study digits_lr; arms: "
     for path, args, message in [

@@ -309,34 +309,55 @@ def _interval(pair: tuple[float, float]) -> list[float]:
 
 
 def _metric_stats(
-    values: list[float], baseline: list[float] | None, higher: bool, bootstrap: dict[str, Any]
+    per_seed: list[float | None],
+    baseline: list[float | None] | None,
+    higher: bool,
+    bootstrap: dict[str, Any],
 ) -> dict[str, Any]:
     """Statistics of one arm's scores on one metric (``None`` where there are no scores).
 
-    ``baseline`` is the baseline arm's scores, or ``None`` for the baseline arm itself (which
-    gets no probability of improvement).
+    ``per_seed`` holds the arm's score of each of the study's seeds (``None``: not done),
+    ``baseline`` the baseline arm's the same way, or ``None`` for the baseline arm itself
+    (which gets no probability of improvement).
     """
+    values = [v for v in per_seed if v is not None]
     out: dict[str, Any] = {"n": len(values), "mean": None, "se": None, "iqm": None}
     out["iqm_ci"] = None
     if baseline is not None:
-        out["poi"], out["poi_ci"] = None, None
+        out["poi"], out["poi_ci"], out["poi_n"] = None, None, 0
     if values:
         out["mean"], out["se"] = mean_se(values)
         out["iqm"] = iqm(values)
         out["iqm_ci"] = _interval(bootstrap_ci(values, iqm, **bootstrap))
-    if values and baseline:
-        out["poi"], out["poi_ci"] = _improvement(values, baseline, higher, bootstrap)
+    if values and baseline is not None:
+        out["poi_n"], out["poi"], out["poi_ci"] = _improvement(
+            per_seed, baseline, higher, bootstrap
+        )
     return out
 
 
 def _improvement(
-    values: list[float], other: list[float], higher: bool, bootstrap: dict[str, Any]
-) -> tuple[float, list[float]]:
-    """P(a run scoring ``values`` beats a run scoring ``other``) and its bootstrap interval."""
+    per_seed: list[float | None],
+    other: list[float | None],
+    higher: bool,
+    bootstrap: dict[str, Any],
+) -> tuple[int, float | None, list[float] | None]:
+    """P(a run of one arm beats a run of the other) and its bootstrap interval.
+
+    ``per_seed`` and ``other`` hold the two arms' scores seed by seed (``None``: not done).
+    Only the seeds both arms have count: a seed's runs share their initialisation and data
+    across arms, so a partly done study compares like with like. Returns the number of seeds
+    compared, P and its interval (``None`` for no shared seed).
+    """
+    shared = [(a, b) for a, b in zip(per_seed, other, strict=True) if None not in (a, b)]
+    if not shared:
+        return 0, None, None
     sign = 1.0 if higher else -1.0
-    x, y = sign * np.asarray(values), sign * np.asarray(other)
-    return probability_of_improvement(x, y), _interval(
-        probability_of_improvement_ci(x, y, **bootstrap)
+    x, y = sign * np.asarray(shared, dtype=float).T
+    return (
+        len(shared),
+        probability_of_improvement(x, y),
+        _interval(probability_of_improvement_ci(x, y, **bootstrap)),
     )
 
 
@@ -373,15 +394,16 @@ def summarize(
         ``{"study", "description", "command", "baseline", "seeds", "metrics", "views", "bootstrap",
         "runs", "done", "configs": {label: {"config", "arms": {arm: {["view_of",] "runs",
         "done", "resumes", "resumed", "metrics": {metric: {"seeds", "scores", "n", "mean", "se",
-        "iqm", "iqm_ci" [, "poi", "poi_ci"]}}}}}}, "failed": [...], "pending": [...],
+        "iqm", "iqm_ci" [, "poi", "poi_ci", "poi_n"]}}}}}}, "failed": [...], "pending": [...],
         "resumed": [...]}``; views are listed among the arms, with ``view_of`` naming their
-        arm; ``poi`` is absent for the baseline. ``resumes`` is each seed's resume count (0 for
-        a run not done), ``resumed`` how many of the arm's runs were resumed; the top-level
-        ``resumed`` lists those runs (``{"config", "arm", "seed", "dir", "resumes"}``), and
-        ``code`` the done runs' code versions (:func:`read_code_versions`). A study with a
-        sweep adds ``"sweep": {"x", "points": {arm: value}}``. A study
-        with a diagnostic adds ``"diagnostic": {"metrics", "clock", "bins"}`` and, per config
-        with done runs, ``"diagnostic": {metric path: {arm: ...}}`` (:func:`read_diagnostic`).
+        arm; ``poi`` is absent for the baseline, ``poi_n`` the seeds it compares. ``resumes`` is
+        each seed's resume count (0 for a run not done), ``resumed`` how many of the arm's runs
+        were resumed; the top-level ``resumed`` lists those runs (``{"config", "arm", "seed",
+        "dir", "resumes"}``), and ``code`` the done runs' code versions
+        (:func:`read_code_versions`). A study with a sweep adds ``"sweep": {"x", "points":
+        {arm: value}}``. A study with a diagnostic adds ``"diagnostic": {"metrics", "clock",
+        "bins"}`` and, per config with done runs, ``"diagnostic": {metric path: {arm: ...}}``
+        (:func:`read_diagnostic`).
     """
     done = read_done_runs(runs, cwd) if done is None else done
     finished = list(done.values())
@@ -410,12 +432,10 @@ def summarize(
                 entry = {"view_of": study.views[arm].arm, **entry}
             for metric in study.metrics:
                 per_seed = [scores.get((label, arm, s), {}).get(metric) for s in seeds]
-                values = [v for v in per_seed if v is not None]
                 base = None
                 if arm != study.baseline:
-                    base_scores = table[study.baseline]["metrics"][metric]["scores"]
-                    base = [v for v in base_scores if v is not None]
-                stats = _metric_stats(values, base, study.higher_is_better[metric], bootstrap)
+                    base = table[study.baseline]["metrics"][metric]["scores"]
+                stats = _metric_stats(per_seed, base, study.higher_is_better[metric], bootstrap)
                 entry["metrics"][metric] = {"seeds": seeds, "scores": per_seed, **stats}
             table[arm] = entry
         configs[label] = {"config": config, "arms": {a: table[a] for a in rows}}
@@ -722,7 +742,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
         "IQM: interquartile mean; "
         f"{level}% CIs from {summary['bootstrap']['reps']} stratified-bootstrap replicates. "
         f"P(improve): how often a run of the arm beats a run of the baseline `{baseline}` "
-        "(ties count half; 0.5 = no difference).",
+        "(ties count half; 0.5 = no difference), on the seeds both have done.",
         "",
     ]
     versions = summary.get("code", [])
@@ -794,8 +814,8 @@ def compare_arms(summary: dict[str, Any], arm: str, other: str) -> dict[str, dic
 
     The report's probability of improvement over the baseline, for any two arms of a finished
     (or partly finished) study, from the per-seed scores its ``summary.json`` holds, with the
-    study's bootstrap settings. Per config and metric: ``{"n": (n_arm, n_other), "poi",
-    "poi_ci"}`` (``poi`` ``None`` where either arm has no score).
+    study's bootstrap settings, on the seeds both arms have done. Per config and metric:
+    ``{"n": seeds compared, "poi", "poi_ci"}`` (``poi`` ``None`` where no seed is shared).
 
     Raises:
         StudyError: an arm the summary does not have (the message lists its arms).
@@ -812,11 +832,8 @@ def compare_arms(summary: dict[str, Any], arm: str, other: str) -> dict[str, dic
         for metric, info in summary["metrics"].items():
             x = config["arms"][arm]["metrics"][metric]["scores"]
             y = config["arms"][other]["metrics"][metric]["scores"]
-            entry: dict[str, Any] = {"n": (len(x), len(y)), "poi": None, "poi_ci": None}
-            if x and y:
-                higher = info["higher_is_better"]
-                entry["poi"], entry["poi_ci"] = _improvement(x, y, higher, summary["bootstrap"])
-            out[label][metric] = entry
+            n, poi, poi_ci = _improvement(x, y, info["higher_is_better"], summary["bootstrap"])
+            out[label][metric] = {"n": n, "poi": poi, "poi_ci": poi_ci}
     return out
 
 
@@ -825,14 +842,15 @@ def comparison_markdown(summary: dict[str, Any], arm: str, other: str) -> str:
     level = round(100 * summary["bootstrap"]["level"])
     lines = [
         f"P({arm} beats {other}) in study `{summary['study']}`: how often a run of `{arm}` beats "
-        f"a run of `{other}` (ties count half; 0.5 = no difference), {level}% CI.",
+        f"a run of `{other}` (ties count half; 0.5 = no difference), {level}% CI, on the seeds "
+        "both have done.",
         "",
     ]
     for label, metrics in compare_arms(summary, arm, other).items():
-        lines += [f"## {label}", "", f"| metric | n | P({arm} > {other}) [{level}% CI] |"]
+        lines += [f"## {label}", "", f"| metric | seeds | P({arm} > {other}) [{level}% CI] |"]
         lines.append("|---|---:|---:|")
         for metric, entry in metrics.items():
-            n = f"{entry['n'][0]} vs {entry['n'][1]}"
-            lines.append(f"| {metric} | {n} | {_probability(entry['poi'], entry['poi_ci'])} |")
+            poi = _probability(entry["poi"], entry["poi_ci"])
+            lines.append(f"| {metric} | {entry['n']} | {poi} |")
         lines.append("")
     return "\n".join(lines)
