@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.runs import atomic_torch_save
+from common.runs import atomic_torch_save, load_checkpoint
 from common.schedules import Phase
 
 __all__ = ["SnapshotEnsemble"]
@@ -72,14 +72,19 @@ class SnapshotEnsemble:
         return take_snapshot
 
     def load(self, directory: str | Path) -> SnapshotEnsemble:
-        """Read the ``cycle_<k>.pt`` snapshots in ``directory`` (the newest ``max_snapshots``)."""
+        """Read the ``cycle_<k>.pt`` snapshots in ``directory`` (the newest ``max_snapshots``).
+
+        Raises:
+            FileNotFoundError: no snapshot in ``directory``.
+            ConfigError: a snapshot is damaged or holds more than tensors and plain data.
+        """
         directory = Path(directory)
         files = sorted(directory.glob("cycle_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         if not files:
             raise FileNotFoundError(f"{directory}: no cycle_<k>.pt snapshots")
         self.state_dicts, self.cycles = [], []
         for path in files[-self.max_snapshots :]:
-            self.state_dicts.append(torch.load(path, map_location="cpu", weights_only=True))
+            self.state_dicts.append(load_checkpoint(path))
             self.cycles.append(int(path.stem.split("_")[1]))
         return self
 

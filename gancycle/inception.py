@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.config import ConfigError
+from common.runs import load_checkpoint
+
 __all__ = ["InceptionFeatures"]
 
 
@@ -40,7 +43,13 @@ class InceptionFeatures:
                 f"--inception-weights {path}: no such file; FID needs a local torchvision "
                 "inception_v3 state dict (nothing is downloaded)"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = load_checkpoint(path)  # weights only: the file runs no code
+        except ConfigError:
+            raise ValueError(
+                f"--inception-weights {path}: not an inception_v3 state dict (damaged, or not "
+                "tensors saved with torch.save)"
+            ) from None
         with torch.random.fork_rng(devices=[]):
             model = inception_v3(weights=None, aux_logits=True, init_weights=False)
         try:

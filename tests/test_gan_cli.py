@@ -313,6 +313,10 @@ def test_inception_weights_that_are_not_inception(tmp_path):
         InceptionFeatures(path)
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         InceptionFeatures(tmp_path / "absent.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a download cut short
+    with pytest.raises(ValueError, match=f"--inception-weights {path}: not an inception_v3"):
+        InceptionFeatures(path)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_one_line_error
 
 from rlcycle.cli import eval_main, train_main
 
@@ -124,4 +125,25 @@ def test_a_checkpoint_of_the_old_zip_layout_is_refused_in_one_line(booby_trapped
         assert run_main(main, argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and f"{last}: not an rlcycle checkpoint" in err, err
+    assert not flag.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "payload"])
+def test_a_damaged_snapshot_is_one_line_and_runs_nothing(booby_trapped_run, damage, capsys):
+    """A snapshot cut short, or one holding a pickled object: evaluating the ensemble and
+    resuming (which reads the snapshots kept) refuse it in one line naming the file."""
+    run, flag, _ = booby_trapped_run
+    snapshot = run / "snapshots" / "cycle_0.pt"
+    if damage == "truncated":
+        data = snapshot.read_bytes()
+        snapshot.write_bytes(data[: len(data) // 2])
+    else:
+        torch.save({"policy": Payload(flag)}, snapshot)
+    capsys.readouterr()
+    for main, argv in (
+        (eval_main, ["--run", str(run), "--episodes", "1", "--ensemble"]),
+        (train_main, ["--resume", str(run), "--steps", "512", *FAST]),
+    ):
+        code = run_main(main, argv)
+        assert_one_line_error(code, capsys.readouterr().err, str(snapshot), "damaged")
     assert not flag.exists()
