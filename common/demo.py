@@ -7,8 +7,9 @@ from pathlib import Path
 
 from common.config import read_config
 from common.coupling import coupled_from_spec
+from common.double_well import compared_schedules
 from common.plots import plot_config, plot_double_well
-from common.schedules import build_schedules, from_spec
+from common.schedules import build_schedules
 from common.tb import RunWriter
 
 __all__ = ["schedule_demo"]
@@ -44,9 +45,7 @@ def schedule_demo(example: Path, runs_root: Path = Path("runs"), steps: int = 80
             values |= {"schedule/level": phase.level, "schedule/cycle": phase.cycle}
             writer.scalars(values, t)
     plot_config(config, steps=steps, path=run / "schedules.png", title=example.name)
-    cyclic = from_spec({"kind": "cosine_restarts", "max": 0.05, "min": 1e-4, "period": 500})
-    monotone = from_spec({"kind": "exponential", "max": 0.05, "min": 1e-4, "gamma": 0.998})
-    _, fractions = plot_double_well(cyclic, monotone, path=run / "double_well.png")
+    _, fractions = plot_double_well(*compared_schedules(), path=run / "double_well.png")
     print(f"schedules: {', '.join(schedules)}; couplings: {', '.join(couplings) or 'none'}")
     print(
         f"double well: cyclical ends deep in {fractions['cyclical']:.0%} of 20 seeds, "

@@ -23,9 +23,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.schedules import Schedule
+from common.schedules import Schedule, from_spec
 
-__all__ = ["DoubleWell", "descend", "deep_fraction"]
+__all__ = ["DoubleWell", "descend", "deep_fraction", "compared_schedules"]
+
+
+def compared_schedules(
+    peak: float = 0.05, period: float = 500, gamma: float = 0.998, floor: float = 1e-4
+) -> tuple[Schedule, Schedule]:
+    """The two schedules the double well compares, from the same ``peak`` down to ``floor``:
+    cosine with warm restarts every ``period`` steps, and exponential decay by ``gamma`` a
+    step."""
+    cyclic = {"kind": "cosine_restarts", "max": peak, "min": floor, "period": period}
+    monotone = {"kind": "exponential", "max": peak, "min": floor, "gamma": gamma}
+    return from_spec(cyclic, name="cyclic"), from_spec(monotone, name="monotone")
 
 
 @dataclass(frozen=True)

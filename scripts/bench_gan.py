@@ -10,8 +10,6 @@ With --evaluation it times one evaluation of G and its EMA instead, with and wit
 
 from common.cli import CliParser, add_config_argument, add_set_argument, run_cli
 from common.config import shipped_configs
-from gancycle.bench import evaluation_bench, run_bench
-from gancycle.settings import SCHEMA
 
 
 def main() -> None:
@@ -26,6 +24,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6, help="--evaluation: timed repeats")
     add_set_argument(parser, "override a config key, e.g. --set data.batch=1024")
     args = parser.parse_args()
+    for name in ("steps", "chunk", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    from gancycle.bench import evaluation_bench, run_bench  # torch: after --help and usage
+    from gancycle.settings import SCHEMA
+
     config = SCHEMA.load(args.config, [*args.sets, f"device={args.device}"])
     if args.evaluation:
         timed = evaluation_bench(config, args.repeats)

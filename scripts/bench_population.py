@@ -20,8 +20,6 @@ Quick check of the output: --members 2 --steps 5 --in-process-steps 0.
 
 from common.cli import CliParser, add_config_argument, add_set_argument, run_cli
 from common.config import shipped_configs
-from gancycle.population_bench import run_pool_bench, run_population_bench
-from gancycle.settings import SCHEMA
 
 
 def main() -> None:
@@ -46,6 +44,9 @@ def main() -> None:
             parser.error(f"--{name.replace('_', '-')} {value}: must be at least 1")
     if args.in_process_steps < 0:
         parser.error(f"--in-process-steps {args.in_process_steps}: must be 0 or more")
+    from gancycle.population_bench import run_pool_bench, run_population_bench  # torch: late
+    from gancycle.settings import SCHEMA
+
     config = SCHEMA.load(args.config, [*args.sets, f"device={args.device}"])
     if args.in_process_steps:
         chunk = min(args.chunk, args.in_process_steps)

@@ -5,17 +5,19 @@ Prints microseconds per call for each contender (best of --repeats, measured int
 process) and, as the last line, ratio=<driver step / torch step> (lower is faster; goal <= 1).
 """
 
-import argparse
-
-from common.benchmark import bench_schedules
-from common.cli import HelpFormatter, run_cli
+from common.cli import CliParser, run_cli
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = CliParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=50_000, help="calls per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="measurements per contender")
     args = parser.parse_args()
+    for name in ("calls", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    from common.benchmark import bench_schedules  # torch: after --help and usage
+
     results = bench_schedules(args.calls, args.repeats)
     ratio = results.pop("ratio")
     for name, us in results.items():

@@ -11,8 +11,6 @@ standard deviation of each metric, ``modes_held`` (a tenth of an even share) inc
 """
 
 from common.cli import CliParser, run_cli
-from gancycle.data import load_data
-from gancycle.metrics import chance_mode_metrics
 
 
 def main() -> None:
@@ -23,9 +21,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.samples < 10:
-        raise ValueError(f"--samples {args.samples}: must be >= 10")
+        parser.error(f"--samples {args.samples}: must be >= 10")
     if args.reps < 2:
-        raise ValueError(f"--reps {args.reps}: must be >= 2")
+        parser.error(f"--reps {args.reps}: must be >= 2")
+    from gancycle.data import load_data  # torch: after --help and usage
+    from gancycle.metrics import chance_mode_metrics
+
     data = load_data({"name": args.data})
     levels = chance_mode_metrics(data.centers, data.std, args.samples, args.reps, args.seed)
     print(f"data={args.data} modes={len(data.centers)} samples={args.samples} reps={args.reps}")

@@ -1,16 +1,28 @@
 #!/usr/bin/env python
-"""`make demo`: the schedule demo, then the RL and GAN demos on built-in defaults (CPU)."""
+"""`make demo`: three short demos on the CPU, about two minutes in all.
+
+1. schedules: the example's learning rates and the hyperparameters coupled to them, logged to
+   TensorBoard and plotted, and the tilted double well (cyclical against monotone decay);
+2. rlcycle: PPO on CartPole with the difficulty in anti-phase with the learning rate;
+3. gancycle: a GAN on a ring of 8 Gaussians, D's rate mirroring G's.
+
+Each writes a run folder under --runs and prints what it reached and where its logs are.
+"""
 
 import sys
 from pathlib import Path
 
-from common.demo import schedule_demo
+from common.cli import CliParser, run_cli
 
 EXAMPLE = Path(__file__).parent / "examples" / "anti_phase.toml"
 
 
 def main() -> None:
-    runs = Path("runs")
+    parser = CliParser(description=__doc__)
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where the run folders go")
+    runs = parser.parse_args().runs
+    from common.demo import schedule_demo  # torch and matplotlib: after --help
+
     print("== 1/3 schedules ==")
     schedule_demo(EXAMPLE, runs)
     print("\n== 2/3 rlcycle: CartPole curriculum, difficulty in anti-phase with the lr ==")
@@ -23,7 +35,8 @@ def main() -> None:
     gan_demo(runs)
     print(
         f"\nTensorBoard logs are under {runs}/. To look at them:\n"
-        "  make tensorboard     (serves them at http://127.0.0.1:6006/)\n"
+        f"  make tensorboard{'' if runs == Path('runs') else f' RUNS={runs}'}"
+        "     (serves them at http://127.0.0.1:6006/)\n"
         f"The console scripts (gancycle-train, rlcycle-train, ...) are in {_bin()}/:\n"
         f"  {_bin()}/gancycle-train --help    (or first: source {_bin()}/activate)"
     )
@@ -39,4 +52,4 @@ def _bin() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

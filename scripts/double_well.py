@@ -6,16 +6,15 @@ Both schedules start at the same peak learning rate; the cyclical one restarts e
 prints the fraction of seeds that end in the deep well.
 """
 
-import argparse
 from pathlib import Path
 
-from common.cli import HelpFormatter, run_cli
+from common.cli import CliParser, run_cli
+from common.double_well import compared_schedules
 from common.plots import plot_double_well
-from common.schedules import from_spec
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = CliParser(description=__doc__)
     parser.add_argument("--peak", type=float, default=0.05, help="peak learning rate")
     parser.add_argument("--period", type=float, default=500, help="cycle length (steps)")
     parser.add_argument("--gamma", type=float, default=0.998, help="monotone decay per step")
@@ -26,13 +25,7 @@ def main() -> None:
         "--out", type=Path, default=Path("runs/plots/double_well.png"), help="PNG to write"
     )
     args = parser.parse_args()
-    cyclic = from_spec(
-        {"kind": "cosine_restarts", "max": args.peak, "min": 1e-4, "period": args.period},
-        name="cyclic",
-    )
-    monotone = from_spec(
-        {"kind": "exponential", "max": args.peak, "min": 1e-4, "gamma": args.gamma}, name="monotone"
-    )
+    cyclic, monotone = compared_schedules(args.peak, args.period, args.gamma)
     _, fractions = plot_double_well(
         cyclic, monotone, args.steps, args.noise, seeds=args.seeds, path=args.out
     )

@@ -1,8 +1,10 @@
 """Configs, --set overrides, the shared CLI and run-folder helpers."""
 
 import argparse
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from common.cli import add_run_arguments, resolve_run, run_cli
 from common.config import ConfigError, apply_overrides, read_config, save_config
 from common.runs import atomic_torch_save, load_checkpoint, resolve_device
 
+REPO = Path(__file__).resolve().parents[1]
 BASE = {
     "seed": 0,
     "steps": 100,
@@ -196,3 +199,59 @@ def test_rlcycle_set_into_its_schedule_says_lr_is_a_schedule_table(capsys):
     err = capsys.readouterr().err
     assert done.value.code == 2 and err.count("\n") == 1
     assert "lr is a schedule table" in err and "kind, max, min, period" in err
+
+
+SCRIPTS = sorted((REPO / "scripts").glob("*.py"))
+RUN_SCRIPT = """
+import runpy, sys
+path = sys.argv[1]
+sys.argv = [path, *sys.argv[2:]]
+try:
+    runpy.run_path(path, run_name="__main__")
+    print("no exit")
+except SystemExit as e:
+    print(e.code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
+def test_every_script_answers_help_before_importing_torch(script, tmp_path):
+    """``--help`` explains and exits 0 at once: torch (seconds to import) is not loaded, and
+    nothing runs (no runs/ folder appears where it was called)."""
+    done = run_script(script, ["--help"], tmp_path)
+    *shown, last = done.stdout.strip().splitlines()
+    assert last == "0 False", (last, done.stderr[-2000:])
+    assert shown[0].startswith("usage: ") and len(shown) > 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def run_script(script: Path, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``script argv`` in a fresh interpreter, which prints its exit code and whether torch
+    was imported."""
+    return subprocess.run(
+        [sys.executable, "-c", RUN_SCRIPT, str(script), *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "script, argv, needle",
+    [
+        ("bench_gan", ["--steps", "0"], "--steps 0: must be at least 1"),
+        ("bench_gan", ["--chunk", "0"], "--chunk 0: must be at least 1"),
+        ("bench_gan", ["--evaluation", "--repeats", "0"], "--repeats 0: must be at least 1"),
+        ("bench_schedules", ["--calls", "0"], "--calls 0: must be at least 1"),
+        ("bench_population", ["--members", "0"], "--members 0: must be at least 1"),
+        ("chance_modes", ["--samples", "5"], "--samples 5: must be >= 10"),
+    ],
+)
+def test_a_benchmark_given_a_count_below_one_says_so_in_one_line(script, argv, needle, tmp_path):
+    """Before, ``bench_gan --steps 0`` printed a ratio of nothing and ``--chunk 0`` a
+    ZeroDivisionError traceback."""
+    done = run_script(REPO / "scripts" / f"{script}.py", argv, tmp_path)
+    assert done.stdout.strip() == "2 False", (done.stdout, done.stderr[-2000:])
+    assert done.stderr.count("\n") == 1 and needle in done.stderr, done.stderr
