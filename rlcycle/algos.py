@@ -35,7 +35,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from common.config import ConfigError
-from common.schedules import from_spec
+from common.schedules import Schedule, from_spec
 from rlcycle.envs import ENVS
 from rlcycle.lr import StepSchedule
 
@@ -65,11 +65,12 @@ _SET_ELSEWHERE = {
 }
 
 
-def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> None:
+def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> dict[str, Schedule]:
     """Raise a :class:`ConfigError` naming the key if ``algo`` cannot train on ``env_id``.
 
     Checks the algorithm's name, that its action space matches (DQN discrete, SAC continuous)
     and that every key of its hyperparameter table is an argument of the SB3 constructor.
+    Returns the arguments given as schedule tables (:data:`SCHEDULED`), built.
     """
     if algo not in ALGOS:
         raise ConfigError(f"algo = {algo!r}: must be one of {' | '.join(ALGOS)}")
@@ -85,6 +86,7 @@ def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> None:
             "use ppo, a2c or dqn"
         )
     allowed = [p for p in inspect.signature(ALGOS[algo].__init__).parameters if p != "self"]
+    scheduled = {}
     for key in hyper:
         if key in _SET_ELSEWHERE:
             raise ConfigError(f"{algo}.{key}: not set here; it comes from {_SET_ELSEWHERE[key]}")
@@ -94,7 +96,8 @@ def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> None:
                 f"{algo}.{key}: not a {ALGOS[algo].__name__} argument; allowed: {usable}"
             )
         if key in SCHEDULED.get(algo, ()) and isinstance(hyper[key], Mapping):
-            from_spec(hyper[key], f"{algo}.{key}")  # a bad spec: one line naming the key
+            scheduled[key] = from_spec(hyper[key], f"{algo}.{key}")  # one line naming the key
+    return scheduled
 
 
 def build_model(
@@ -104,22 +107,23 @@ def build_model(
     lr: StepSchedule,
     seed: int,
     device: torch.device | str = "cpu",
+    scheduled: Mapping[str, Schedule] | None = None,
 ) -> BaseAlgorithm:
     """A fresh SB3 model whose learning rate follows ``lr``.
 
     Args:
         algo: a key of :data:`ALGOS`.
         env: the training environments.
-        hyper: constructor arguments (``policy`` defaults to ``MlpPolicy``); those in
-            :data:`SCHEDULED` may be schedule tables.
+        hyper: constructor arguments (``policy`` defaults to ``MlpPolicy``).
         lr: the learning-rate schedule in SB3's form (its ``total_steps`` serve the others).
         seed: seeds the model's generators.
         device: where the networks live.
+        scheduled: the arguments of ``hyper`` given as schedule tables, built
+            (:func:`check_algo`'s result, kept by ``check_config`` as ``extras["scheduled"]``).
     """
     hyper = dict(hyper)
-    for key in SCHEDULED.get(algo, ()):
-        if isinstance(hyper.get(key), Mapping):
-            hyper[key] = StepSchedule(from_spec(hyper[key], f"{algo}.{key}"), lr.total_steps)
+    for key, schedule in (scheduled or {}).items():
+        hyper[key] = StepSchedule(schedule, lr.total_steps)
     policy = hyper.pop("policy", "MlpPolicy")
     return ALGOS[algo](policy, env, learning_rate=lr, seed=seed, device=device, verbose=0, **hyper)
 

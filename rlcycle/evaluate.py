@@ -206,7 +206,8 @@ def rebuild_policy(
     env = DummyVecEnv([partial(make_env, env_id)] * config["n_envs"])  # as in training
     try:
         lr = StepSchedule(checked.schedules["policy"], config["steps"])
-        model = build_model(algo, env, hyper, lr, config["seed"], device)
+        scheduled = checked.extras["scheduled"]
+        model = build_model(algo, env, hyper, lr, config["seed"], device, scheduled)
     finally:
         env.close()
     model.policy.load_state_dict(weights)

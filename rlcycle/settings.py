@@ -93,9 +93,9 @@ optimizer state zeroed at each restart (see :data:`common.config.RESETS`; SAC: a
 optimizers)."""
 
 
-def _check_algo(config: dict[str, Any]) -> None:
+def _check_algo(config: dict[str, Any]) -> dict[str, Schedule]:
     algo = config["algo"]
-    check_algo(algo, config["env"]["id"], config[algo])
+    scheduled = check_algo(algo, config["env"]["id"], config[algo])
     if config["probe"]["every"] and algo not in ON_POLICY:
         raise ConfigError(
             f"probe.every = {config['probe']['every']}: the curvature probe needs an on-policy "
@@ -107,6 +107,7 @@ def _check_algo(config: dict[str, Any]) -> None:
             f"reset.policy = {reset!r}: A2C's RMSprop keeps no Adam moments to reset; "
             "set a2c.use_rms_prop = false"
         )
+    return scheduled
 
 
 def _couplings(config: dict[str, Any], clock: Schedule) -> dict[str, Coupled]:
@@ -143,8 +144,9 @@ def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
 
     Returns:
         The full config with defaults filled in, the clock (``schedules["policy"]``), the
-        enabled couplings and ``extras["curriculum"]``. A :class:`CheckedConfig` is returned as
-        it is.
+        enabled couplings, ``extras["curriculum"]`` and ``extras["scheduled"]`` (the
+        algorithm's arguments given as schedule tables, such as PPO's ``clip_range``, built).
+        A :class:`CheckedConfig` is returned as it is.
 
     Raises:
         ConfigError: an unknown or renamed key, a wrong type or an impossible value; the
@@ -159,11 +161,12 @@ def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
         resolve_device(out["device"])
         for i, d in enumerate(out["eval"]["difficulties"]):
             check_difficulty(d, f"eval.difficulties[{i}]")
-        _check_algo(out)
+        scheduled = _check_algo(out)
         curriculum = curriculum_from_spec(out["curriculum"], clock, out["steps"], out["seed"])
         couplings = _couplings(out, clock)
     except ConfigError:
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return dataclasses.replace(checked, couplings=couplings, extras={"curriculum": curriculum})
+    extras = {"curriculum": curriculum, "scheduled": scheduled}
+    return dataclasses.replace(checked, couplings=couplings, extras=extras)

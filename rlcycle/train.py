@@ -186,7 +186,8 @@ def _open_run(checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, An
         lr = StepSchedule(checked.schedules["policy"], config["steps"])
         hyper = config.get(config["algo"], {})
         device = resolve_device(config["device"])
-        model = build_model(config["algo"], env, hyper, lr, config["seed"], device)
+        scheduled = checked.extras["scheduled"]
+        model = build_model(config["algo"], env, hyper, lr, config["seed"], device, scheduled)
         model.set_logger(Logger(str(run_dir), [_TensorBoard(writer.writer)]))
         run = _Run(
             checked,

@@ -108,6 +108,8 @@ def test_ppo_clip_range_follows_a_schedule_table_like_rl_zoo_lin(tmp_path):
     assert len(logged) >= 3
     for step, value in logged:
         assert value == pytest.approx(0.2 * (1 - step / 1024), abs=1e-6), step
+    built = check_config(config).extras["scheduled"]  # built once, where the config is checked
+    assert list(built) == ["clip_range"] and built["clip_range"].value(512) == pytest.approx(0.1)
     bad = {**zoo, "pct_up": 1.5}
     with pytest.raises(ConfigError, match=r"ppo.clip_range.pct_up"):
         check_config({**config, "ppo": {**config["ppo"], "clip_range": bad}})
