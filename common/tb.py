@@ -1,9 +1,8 @@
 """TensorBoard: one writer for every run, the tag names, custom-scalar charts, hparams.
 
-Tags (see DESIGN.md): ``lr/<name>``, ``schedule/level``, ``schedule/cycle``, ``hparam/<name>``,
-``curriculum/difficulty``, ``loss/<name>``, ``dynamics/kinetic_energy/<net>``,
-``dynamics/grad_norm/<net>``, ``dynamics/stability_margin``, ``eval/<metric>``,
-``eval/<metric>/d=<difficulty>``. View with ``make tensorboard`` (``tensorboard --logdir runs``).
+Tags: ``lr/<name>``, ``schedule/level`` (a GAN's ``schedule/level/<net>``), ``schedule/cycle``,
+``hparam/<name>``, ``dynamics/<quantity>/<net>``, ``eval/...`` and each package's own; the full
+list is in docs/DESIGN.md. View with ``make tensorboard`` (``tensorboard --logdir runs``).
 """
 
 from __future__ import annotations

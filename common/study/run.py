@@ -10,8 +10,9 @@ run folder: ``stdout.log``, ``stderr.log``, ``study_run.json`` (the command line
 wall time and the code it ran: see :func:`code_version`) and, if it fails, ``error.txt`` (exit
 code and the last lines of stderr). A run is *done* when its ``metrics.json`` holds every metric
 of the study and its ``study_run.json`` (when present) records the same command line (but for
-``--out``, so a runs folder may move); a run whose arm changed is therefore run again, and a
-complete one is never run twice.
+``--out``, so a runs folder may move); a complete one is never run twice. A run whose command
+line changed is first compared by the config it builds (:mod:`common.study.stale`): the same
+config, and its record takes the new command line; another, and it runs again.
 
 A run that was cut off (its folder holds ``checkpoints/last.pt`` but no complete
 ``metrics.json``) continues from its checkpoint: the same command line with ``--resume <dir>``
