@@ -210,6 +210,14 @@ def read_json(path: str | Path) -> Any:
         return None
 
 
+def final_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """The ``final`` table of ``run_dir/metrics.json``; ``None`` while the run has none (not
+    finished, or the file missing or malformed)."""
+    metrics = read_json(Path(run_dir) / "metrics.json")
+    final = metrics.get("final") if isinstance(metrics, dict) else None
+    return final if isinstance(final, dict) else None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """Load a checkpoint (a dict) with ``weights_only=True``: reading it never runs code.
 

@@ -8,6 +8,8 @@ restarts and, for a schedule with a last cycle, its end (``driver.on_restart(h).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +19,19 @@ from torch import nn
 from common.runs import atomic_torch_save, load_checkpoint
 from common.schedules import Phase
 
-__all__ = ["SnapshotEnsemble"]
+__all__ = ["SnapshotEnsemble", "snapshot_files"]
 
 StateDict = dict[str, torch.Tensor]
+
+
+def snapshot_files(directory: str | Path) -> dict[int, Path]:
+    """The snapshots in ``directory`` by cycle: files named ``cycle_<k>.pt``, nothing else."""
+    found = {}
+    for path in Path(directory).glob("cycle_*.pt"):
+        match = re.fullmatch(r"cycle_(\d+)\.pt", path.name)
+        if match and path.is_file():
+            found[int(match[1])] = path
+    return found
 
 
 class SnapshotEnsemble:
@@ -71,21 +83,21 @@ class SnapshotEnsemble:
 
         return take_snapshot
 
-    def load(self, directory: str | Path) -> SnapshotEnsemble:
-        """Read the ``cycle_<k>.pt`` snapshots in ``directory`` (the newest ``max_snapshots``).
+    def load(self, directory: str | Path, before: float = math.inf) -> SnapshotEnsemble:
+        """Read the ``cycle_<k>.pt`` snapshots in ``directory`` (the newest ``max_snapshots``
+        of the cycles ``k < before``).
 
         Raises:
-            FileNotFoundError: no snapshot in ``directory``.
+            FileNotFoundError: no such snapshot in ``directory``.
             ConfigError: a snapshot is damaged or holds more than tensors and plain data.
         """
         directory = Path(directory)
-        files = sorted(directory.glob("cycle_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        files = {k: path for k, path in snapshot_files(directory).items() if k < before}
         if not files:
             raise FileNotFoundError(f"{directory}: no cycle_<k>.pt snapshots")
-        self.state_dicts, self.cycles = [], []
-        for path in files[-self.max_snapshots :]:
-            self.state_dicts.append(load_checkpoint(path))
-            self.cycles.append(int(path.stem.split("_")[1]))
+        cycles = sorted(files)[-self.max_snapshots :]
+        state_dicts = [load_checkpoint(files[k]) for k in cycles]  # all read, or none kept
+        self.state_dicts, self.cycles = state_dicts, cycles
         return self
 
     def state_dict(self) -> dict:

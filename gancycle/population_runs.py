@@ -31,7 +31,7 @@ import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
 from common.config import CheckedConfig, ConfigError, get
-from common.runs import hold_run_folder, read_json, torch_threads
+from common.runs import final_metrics, hold_run_folder, torch_threads
 from gancycle.averaging import resolve_offsets
 from gancycle.population import NETS, SHARED, Population, member_problem
 from gancycle.settings import check_config
@@ -43,9 +43,8 @@ __all__ = ["MemberRun", "PopulationRun", "train_population", "ended_run", "pack_
 def ended_run(run_dir: str | Path, steps: int) -> dict[str, Any] | None:
     """The final metrics of the run in ``run_dir`` if it ended: it did its ``steps`` or stopped
     at a divergence. ``None`` for a run cut off, or one to continue to more steps."""
-    metrics = read_json(Path(run_dir) / "metrics.json")
-    final = metrics.get("final") if isinstance(metrics, dict) else None
-    if isinstance(final, dict) and (final.get("steps", 0) >= steps or "diverged" in final):
+    final = final_metrics(run_dir)
+    if final is not None and (final.get("steps", 0) >= steps or "diverged" in final):
         return final
     return None
 

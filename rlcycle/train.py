@@ -49,6 +49,7 @@ from common.config import ConfigError, flatten, save_config
 from common.runs import (
     atomic_write,
     atomic_write_json,
+    final_metrics,
     hold_run_folder,
     resolve_device,
     rng_state,
@@ -56,7 +57,7 @@ from common.runs import (
     set_rng_state,
     torch_threads,
 )
-from common.snapshots import SnapshotEnsemble
+from common.snapshots import SnapshotEnsemble, snapshot_files
 from common.tb import RunWriter
 from rlcycle.algos import build_model, rollout_steps
 from rlcycle.callbacks import (
@@ -136,9 +137,9 @@ def train(
     run_dir = Path(run_dir)
     with hold_run_folder(run_dir, resume), torch_threads(checked.config["threads"]):
         checkpoint = _checkpoint_to_resume(checked.config, run_dir) if resume else None
-        save_config(checked.config, run_dir / "config.toml")
         run = _open_run(checked, run_dir, checkpoint)
         try:
+            save_config(checked.config, run_dir / "config.toml")  # once the run has opened
             if not checkpoint:
                 run.writer.layout(_charts(run.config), "rlcycle", only_written=False)
             wall = _learn(run, callbacks or [])
@@ -157,7 +158,7 @@ def _checkpoint_to_resume(config: Mapping[str, Any], run_dir: Path) -> dict[str,
     start, steps = int(checkpoint["step"]), config["steps"]
     # A run killed during its final evaluation has its last checkpoint at `steps` but no
     # metrics.json: resuming it only finishes the evaluation.
-    if start > steps or (start == steps and (run_dir / "metrics.json").is_file()):
+    if start > steps or (start == steps and final_metrics(run_dir) is not None):
         raise ConfigError(f"steps = {steps}: the run already has {start} steps; raise --steps")
     return checkpoint
 
@@ -290,13 +291,15 @@ def _restore(run: _Run, checkpoint: Mapping[str, Any]) -> None:
 
 
 def _restore_snapshots(snapshots: SnapshotEnsemble, cycle: int) -> None:
-    """Keep the snapshots of cycles before ``cycle`` (the checkpoint's); later ones are redone."""
+    """Keep the snapshots of cycles before ``cycle`` (the checkpoint's); later ones are redone,
+    and removed only once the kept ones have loaded (a refused resume loses nothing)."""
     assert snapshots.directory is not None
-    for path in snapshots.directory.glob("cycle_*.pt"):
-        if int(path.stem.split("_")[1]) >= cycle:
+    files = snapshot_files(snapshots.directory)
+    if any(k < cycle for k in files):
+        snapshots.load(snapshots.directory, before=cycle)
+    for k, path in files.items():
+        if k >= cycle:
             path.unlink()
-    if any(snapshots.directory.glob("cycle_*.pt")):
-        snapshots.load(snapshots.directory)
 
 
 # -- running ---------------------------------------------------------------------------------

@@ -249,6 +249,21 @@ def test_resumes_are_counted(tmp_path, capsys):
         assert (final["resumes"], final["steps"]) == (resumes, int(steps))
 
 
+def test_resuming_a_finished_run_without_more_steps_is_refused_and_changes_nothing(
+    tmp_path, capsys
+):
+    """As rlcycle does: a resume that would train nothing (or to fewer steps than the run has)
+    says to raise --steps; before, it rewrote metrics.json (steps_per_s 0, one more resume)."""
+    run = tmp_path / "run"
+    args = ["--out", str(run), "--steps", "8", "--no-progress", *sets(*TINY)]
+    assert call(train_main, args, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for more in ([], ["--steps", "8"], ["--steps", "5"]):
+        code, _, err = call(train_main, ["--resume", str(run), "--no-progress", *more], capsys)
+        one_line_error(code, err, "the run already has 8 steps", "raise --steps")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
 def test_a_run_extended_by_resume_keeps_each_earlier_end_in_its_history(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["--out", str(run), "--steps", "5", "--no-progress", *sets(*TINY)]

@@ -134,11 +134,15 @@ def test_a_damaged_snapshot_is_one_line_and_runs_nothing(booby_trapped_run, dama
     resuming (which reads the snapshots kept) refuse it in one line naming the file."""
     run, flag, _ = booby_trapped_run
     snapshot = run / "snapshots" / "cycle_0.pt"
+    (run / "snapshots" / "cycle_x.pt").write_bytes(b"a stray file, not a snapshot: ignored")
+    later = run / "snapshots" / "cycle_2.pt"  # taken after the last checkpoint (a killed run's)
+    later.write_bytes((run / "snapshots" / "cycle_1.pt").read_bytes())
     if damage == "truncated":
         data = snapshot.read_bytes()
         snapshot.write_bytes(data[: len(data) // 2])
     else:
         torch.save({"policy": Payload(flag)}, snapshot)
+    before = {p.name: p.read_bytes() for p in [*(run / "snapshots").iterdir(), run / "config.toml"]}
     capsys.readouterr()
     for main, argv in (
         (eval_main, ["--run", str(run), "--episodes", "1", "--ensemble"]),
@@ -147,3 +151,6 @@ def test_a_damaged_snapshot_is_one_line_and_runs_nothing(booby_trapped_run, dama
         code = run_main(main, argv)
         assert_one_line_error(code, capsys.readouterr().err, str(snapshot), "damaged")
     assert not flag.exists()
+    # The refused resume lost nothing: no later snapshot removed, config.toml not rewritten.
+    after = {p.name: p.read_bytes() for p in [*(run / "snapshots").iterdir(), run / "config.toml"]}
+    assert after == before
