@@ -212,11 +212,20 @@ def answer_without_training(args: argparse.Namespace, checked: CheckedConfig) ->
 
 
 def run_cli(main: Callable[[], int | None]) -> NoReturn:
-    """Run ``main``; a bad config, value or path becomes ``error: ...`` and exit code 2."""
+    """Run ``main``; a bad config, value or path becomes ``error: ...`` and exit code 2.
+
+    A bad path is any ``OSError`` naming a file (a folder where a file belongs, a file it may
+    not read); one naming none is not bad input and propagates.
+    """
     try:
         code = main()
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; resume with --resume <run folder>", file=sys.stderr)

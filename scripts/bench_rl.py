@@ -2,13 +2,11 @@
 """Env steps per second of rlcycle-train against bare SB3 (same algorithm, hyperparameters,
 environments and steps); the last line is ``ratio=<rlcycle / bare>`` (goal: >= 0.95)."""
 
-import argparse
-
-from common.cli import HelpFormatter, run_cli
+from common.cli import CliParser, run_cli
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = CliParser(description=__doc__)
     parser.add_argument("--config", default="cartpole", help="shipped config or TOML file")
     parser.add_argument("--steps", type=int, default=50_000, help="env steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each")

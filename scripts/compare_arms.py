@@ -10,16 +10,15 @@ stratified-bootstrap CI with the study's settings; lower-is-better metrics compa
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from common.cli import HelpFormatter, run_cli
+from common.cli import CliParser, run_cli
 from common.study.report import comparison_markdown
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = CliParser(description=__doc__)
     parser.add_argument("summary", type=Path, help="a study's summary.json")
     parser.add_argument("arm", help="the arm asked about")
     parser.add_argument("other", help="the arm it is compared with")

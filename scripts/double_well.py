@@ -25,6 +25,13 @@ def main() -> None:
         "--out", type=Path, default=Path("runs/plots/double_well.png"), help="PNG to write"
     )
     args = parser.parse_args()
+    for name in ("steps", "seeds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    if not args.noise >= 0 or args.noise == float("inf"):
+        parser.error(f"--noise {args.noise}: must be a finite number >= 0")
+    if args.out.suffix.lower() != ".png":
+        parser.error(f"--out {args.out}: must name a .png file")
     cyclic, monotone = compared_schedules(args.peak, args.period, args.gamma)
     _, fractions = plot_double_well(
         cyclic, monotone, args.steps, args.noise, seeds=args.seeds, path=args.out

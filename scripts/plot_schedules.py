@@ -9,10 +9,9 @@ Examples:
       --out docs/shift_vs_mirror.png            # G beside its half-cycle shift and its mirror
 """
 
-import argparse
 from pathlib import Path
 
-from common.cli import HelpFormatter, add_set_argument, run_cli
+from common.cli import CliParser, add_set_argument, run_cli
 from common.config import apply_overrides, read_config
 from common.plots import config_table, plot_config, plot_shift_vs_mirror
 
@@ -20,7 +19,7 @@ EXAMPLE = Path(__file__).parent / "examples" / "anti_phase.toml"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = CliParser(description=__doc__)
     parser.add_argument(
         "file",
         nargs="?",
@@ -43,6 +42,11 @@ def main() -> None:
         "--out", type=Path, default=Path("runs/plots/schedules.png"), help="PNG to write"
     )
     args = parser.parse_args()
+    for name in ("steps", "cycles"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    if args.out.suffix.lower() != ".png":
+        parser.error(f"--out {args.out}: must name a .png file")
     config = apply_overrides(read_config(args.file), args.sets)
     if args.shift_vs_mirror:
         clock = config_table(config, f"{args.table}.{args.shift_vs_mirror}")

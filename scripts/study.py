@@ -13,17 +13,16 @@ studies live in <package>/studies/<NAME>.toml (rlcycle, gancycle).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from common.cli import HelpFormatter, run_cli
+from common.cli import CliParser, run_cli
 from common.study import find_study, known_studies, run_study
 
 
 def main() -> int:
     names = ", ".join(known_studies()) or "none shipped yet"
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = CliParser(description=__doc__)
     parser.add_argument("study", metavar="NAME|PATH", help=f"a shipped study ({names}) or a file")
     parser.add_argument("--seeds", type=int, default=None, help="runs per arm (default: study's)")
     parser.add_argument(

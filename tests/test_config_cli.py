@@ -123,6 +123,32 @@ def test_run_cli_turns_errors_into_one_line_and_exit_2():
     assert exit_.value.code == 0
 
 
+def test_a_path_the_file_system_refuses_is_one_line_naming_it(tmp_path, capsys):
+    """A folder where a file belongs, a file where a folder belongs, a file it may not read:
+    one line naming the path (before, a traceback)."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for refused in (
+        lambda: (tmp_path / "a_folder.pt").mkdir() or (tmp_path / "a_folder.pt").read_bytes(),
+        lambda: (a_file / "run" / "config.toml").write_text("x"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            run_cli(refused)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+        assert str(tmp_path) in err, err
+    assert a_file.read_text() == "mine"
+    with pytest.raises(OSError):  # an OSError naming no file is not bad input: it propagates
+        run_cli(lambda: (_ for _ in ()).throw(OSError("no file named")))
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("note = 'caf\u00e9'\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"{path}: not valid TOML .*UTF-8"):
+        read_config(path)
+
+
 def test_checkpoints_are_atomic_and_load_weights_only(tmp_path):
     path = tmp_path / "checkpoints" / "last.pt"
     atomic_torch_save({"step": 3, "w": torch.ones(2)}, path)
@@ -225,6 +251,14 @@ def test_every_script_answers_help_before_importing_torch(script, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
+def test_every_script_refuses_an_unknown_flag_in_one_line(script, tmp_path):
+    done = run_script(script, ["--no-such-flag"], tmp_path)
+    assert done.stdout.strip().splitlines()[-1] == "2 False", done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert " --help)" in done.stderr  # the flag, or a missing argument; then where to look
+
+
 def run_script(script: Path, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``script argv`` in a fresh interpreter, which prints its exit code and whether torch
     was imported."""
@@ -247,6 +281,11 @@ def run_script(script: Path, argv: list[str], cwd: Path) -> subprocess.Completed
         ("bench_schedules", ["--calls", "0"], "--calls 0: must be at least 1"),
         ("bench_population", ["--members", "0"], "--members 0: must be at least 1"),
         ("chance_modes", ["--samples", "5"], "--samples 5: must be >= 10"),
+        ("double_well", ["--seeds", "0"], "--seeds 0: must be at least 1"),
+        ("double_well", ["--noise", "nan"], "--noise nan: must be a finite number >= 0"),
+        ("double_well", ["--out", "runs/x"], "--out runs/x: must name a .png file"),
+        ("plot_schedules", ["--cycles", "0"], "--cycles 0: must be at least 1"),
+        ("plot_schedules", ["--steps", "-5"], "--steps -5: must be at least 1"),
     ],
 )
 def test_a_benchmark_given_a_count_below_one_says_so_in_one_line(script, argv, needle, tmp_path):
