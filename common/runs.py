@@ -247,6 +247,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def checkpoint_misfit(path: str | Path, error: BaseException) -> ConfigError:
+    """The error for a checkpoint that loaded but whose states do not fit the run built from
+    its ``config.toml`` (other network sizes, another algorithm, entries of the wrong kind)."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ConfigError(
+        f"{path}: does not fit the run's config.toml ({reason}); was config.toml edited?"
+    )
+
+
+MISFITS = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError)
+"""What loading a state that does not fit its object raises (torch, SB3, numpy)."""
+
+
 def _first_sentence(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0].split(". ")[0].rstrip(".")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.runs import atomic_torch_save, load_checkpoint
+from common.runs import MISFITS, atomic_torch_save, checkpoint_misfit, load_checkpoint
 from gancycle.data import ImageData
 
 __all__ = ["Classifier", "load_or_train_classifier"]
@@ -91,8 +91,11 @@ def load_or_train_classifier(
     if path.is_file():
         saved = load_checkpoint(path)
         model = Classifier(data.shape[0], data.num_classes).to(device)
-        model.load_state_dict(saved["model"])
-        return model.eval(), float(saved["accuracy"])
+        try:
+            model.load_state_dict(saved["model"])
+            return model.eval(), float(saved["accuracy"])
+        except MISFITS as e:
+            raise checkpoint_misfit(path, e) from None
     model, accuracy = _train(data, steps, device, seed)
     atomic_torch_save(
         {"model": model.state_dict(), "accuracy": accuracy, "dataset": data.name}, path

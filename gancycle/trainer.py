@@ -50,8 +50,10 @@ from common.coupling import CallableTarget
 from common.dynamics import KineticEnergy, Thermostat
 from common.flat_params import FlatParameters
 from common.runs import (
+    MISFITS,
     atomic_torch_save,
     atomic_write_json,
+    checkpoint_misfit,
     final_metrics,
     hold_run_folder,
     load_checkpoint,
@@ -711,11 +713,8 @@ class GanTrainer:
         state = load_checkpoint(path, map_location="cpu")  # a damaged file: ConfigError
         try:
             self.load_state_dict(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(
-                f"{path}: does not fit the run's config.toml ({reason}); was config.toml edited?"
-            ) from None
+        except MISFITS as e:
+            raise checkpoint_misfit(path, e) from None
 
     def _back_to_checkpoint(self) -> None:
         """Restore the last checkpoint in a live run; its count of resumes stays."""

@@ -29,6 +29,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from common.config import read_run_config
+from common.runs import MISFITS, checkpoint_misfit
 from common.snapshots import SnapshotEnsemble
 from common.tb import eval_tag
 from rlcycle.algos import ON_POLICY, build_model
@@ -247,7 +248,11 @@ def evaluate_run(
     if episodes < 1:
         raise ValueError(f"--episodes {episodes}: must be >= 1")
     seed = config["seed"] if seed is None else seed
-    policy = rebuild_policy(checked, policy_weights(read_checkpoint(run_dir)))
+    weights = policy_weights(read_checkpoint(run_dir))
+    try:
+        policy = rebuild_policy(checked, weights)
+    except MISFITS as e:
+        raise checkpoint_misfit(run_dir / "checkpoints" / "last.pt", e) from None
     env_id = config["env"]["id"]
     metrics = evaluate_grid(policy, env_id, grid, episodes, seed)
     if config["eval"]["sampled"] if sampled is None else sampled:
@@ -255,6 +260,9 @@ def evaluate_run(
     if ensemble:
         snapshots = SnapshotEnsemble(max(config["snapshots"]["max"], 1))
         snapshots.load(run_dir / "snapshots")
-        members = EnsemblePolicy(policy, snapshots.state_dicts)
+        try:
+            members = EnsemblePolicy(policy, snapshots.state_dicts)
+        except MISFITS as e:
+            raise checkpoint_misfit(run_dir / "snapshots", e) from None
         metrics.update(evaluate_grid(members, env_id, grid, episodes, seed, "ensemble_"))
     return metrics

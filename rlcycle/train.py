@@ -47,8 +47,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 from common.config import ConfigError, flatten, save_config
 from common.runs import (
+    MISFITS,
     atomic_write,
     atomic_write_json,
+    checkpoint_misfit,
     final_metrics,
     hold_run_folder,
     resolve_device,
@@ -137,7 +139,12 @@ def train(
     run_dir = Path(run_dir)
     with hold_run_folder(run_dir, resume), torch_threads(checked.config["threads"]):
         checkpoint = _checkpoint_to_resume(checked.config, run_dir) if resume else None
-        run = _open_run(checked, run_dir, checkpoint)
+        try:
+            run = _open_run(checked, run_dir, checkpoint)
+        except MISFITS as e:
+            if checkpoint is None:
+                raise
+            raise checkpoint_misfit(run_dir / "checkpoints" / "last.pt", e) from None
         try:
             save_config(checked.config, run_dir / "config.toml")  # once the run has opened
             if not checkpoint:

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.util import tensor_util
 
-from common.config import apply_overrides, load_config
+from common.config import ConfigError, apply_overrides, load_config
 from common.schedules import from_spec
 from common.tb import read_scalars
 from gancycle.cli import train_main
@@ -266,6 +266,9 @@ def test_image_run_trains_and_caches_the_metric_classifier(tmp_path):
     again = GanTrainer.from_run(tmp_path)
     assert again.evaluate("G") == pytest.approx(metrics["G"])  # same fixed draws, cached net
     assert cached.stat().st_mtime_ns == stamp
+    torch.save({"accuracy": 0.9}, cached)  # a cache of something else: one line naming it
+    with pytest.raises(ConfigError, match=f"{cached}: does not fit"):
+        GanTrainer.from_run(tmp_path).evaluate("G")
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert "samples" in events.Tags()["images"]  # the fixed-noise grid

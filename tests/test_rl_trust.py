@@ -154,3 +154,35 @@ def test_a_damaged_snapshot_is_one_line_and_runs_nothing(booby_trapped_run, dama
     # The refused resume lost nothing: no later snapshot removed, config.toml not rewritten.
     after = {p.name: p.read_bytes() for p in [*(run / "snapshots").iterdir(), run / "config.toml"]}
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "entry, value",
+    [("history", 5), ("callbacks", {}), ("rng", {}), ("logger", 3), ("envs", "x")],
+)
+def test_a_checkpoint_whose_entries_do_not_fit_is_one_line(booby_trapped_run, entry, value, capsys):
+    """A last.pt that loads but whose states do not fit the run (as a GAN checkpoint's do):
+    one line naming it, and the refused resume rewrites nothing."""
+    run, _, _ = booby_trapped_run
+    last = run / "checkpoints" / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    torch.save({**checkpoint, entry: value}, last)
+    config = (run / "config.toml").read_bytes()
+    capsys.readouterr()
+    code = run_main(train_main, ["--resume", str(run), "--steps", "512", *FAST])
+    assert_one_line_error(code, capsys.readouterr().err, str(last), "does not fit")
+    assert (run / "config.toml").read_bytes() == config
+
+
+def test_a_run_whose_config_names_another_algorithm_is_one_line(booby_trapped_run, capsys):
+    run, _, _ = booby_trapped_run
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace('algo = "ppo"', 'algo = "dqn"'))
+    capsys.readouterr()
+    for main, argv in (
+        (eval_main, ["--run", str(run), "--episodes", "1"]),
+        (eval_main, ["--run", str(run), "--episodes", "1", "--ensemble"]),
+        (train_main, ["--resume", str(run), "--steps", "512", *FAST]),
+    ):
+        code = run_main(main, argv)
+        assert_one_line_error(code, capsys.readouterr().err, "does not fit", "config.toml")
