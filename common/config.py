@@ -622,13 +622,21 @@ def read_run_config(run_dir: str | Path, package: str, option: str) -> dict[str,
     """The ``config.toml`` of the ``package`` run in ``run_dir``; ``option`` names it in errors.
 
     Raises:
-        ConfigError: no config there, or the folder holds another package's run.
+        ConfigError: no config there, one without the ``steps`` and ``seed`` every run's
+            config holds (emptied or cut short: filling in defaults would be another run), or
+            the folder holds another package's run.
     """
     path = Path(run_dir) / "config.toml"
     if not path.is_file():
         raise ConfigError(f"{option} {run_dir}: no config.toml there; not a run folder")
     config = read_config(path)
     check_run_package(config, package, run_dir, option)
+    missing = [key for key in ("steps", "seed") if key not in config]
+    if missing:
+        raise ConfigError(
+            f"{path}: not a whole run config (no {' or '.join(missing)}); was it emptied or "
+            "cut short? Restore it, or start a new run"
+        )
     return config
 
 

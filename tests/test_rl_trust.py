@@ -186,3 +186,22 @@ def test_a_run_whose_config_names_another_algorithm_is_one_line(booby_trapped_ru
     ):
         code = run_main(main, argv)
         assert_one_line_error(code, capsys.readouterr().err, "does not fit", "config.toml")
+
+
+@pytest.mark.parametrize("left", ["", 'algo = "ppo"\n'], ids=["emptied", "cut_short"])
+def test_a_run_config_without_its_steps_and_seed_is_refused_not_filled_in(
+    booby_trapped_run, left, capsys
+):
+    """Every version wrote a run's whole config; one without `steps` and `seed` was emptied or
+    cut short, and filling in today's defaults would train and evaluate another run."""
+    run, _, _ = booby_trapped_run
+    (run / "config.toml").write_text(left)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    for main, argv in (
+        (eval_main, ["--run", str(run), "--episodes", "1"]),
+        (train_main, ["--resume", str(run), "--steps", "512", *FAST]),
+    ):
+        code = run_main(main, argv)
+        assert_one_line_error(code, capsys.readouterr().err, str(run / "config.toml"), "steps")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
