@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.config import (
+    MAX_SEED,
     CheckedConfig,
     ConfigError,
     Schema,
@@ -64,6 +65,17 @@ class CliParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def seed(text: str) -> int:
+    """An argparse type: a seed in ``[0, MAX_SEED]`` (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text}: must be an integer in [0, {MAX_SEED}]")
+    return value
+
+
 def add_config_argument(
     parser: argparse.ArgumentParser, default_config: str, choices: list[str]
 ) -> None:
@@ -92,7 +104,7 @@ def add_run_arguments(
         metavar="DIR",
         help="run folder (default: runs/<config>/<timestamp>)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
+    parser.add_argument("--seed", type=seed, default=None, help="random seed (default: config's)")
     parser.add_argument(
         "--steps", type=int, default=None, help="training steps (default: config's)"
     )

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from common.schedules import Schedule
 
 __all__ = [
+    "MAX_SEED",
     "config_toml",
     "ConfigError",
     "Key",
@@ -148,13 +149,19 @@ class ScheduleTable:
 Node = Key | Table | ScheduleTable
 
 
-def integer(default: int, lo: int, note: str = "") -> Key:
-    """An integer ``>= lo``; ``note`` says what a special value means ("0 = none")."""
+def integer(default: int, lo: int, note: str = "", hi: int | None = None) -> Key:
+    """An integer ``>= lo`` (and ``<= hi``); ``note`` says what a special value means
+    ("0 = none")."""
+    allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
     return Key(
         default,
-        lambda v: _is_int(v) and v >= lo,
-        f"an integer >= {lo}" + (f" ({note})" if note else ""),
+        lambda v: _is_int(v) and v >= lo and (hi is None or v <= hi),
+        allowed + (f" ({note})" if note else ""),
     )
+
+
+MAX_SEED = 2**32 - 1
+"""The largest seed: a 32-bit one, as NumPy's global generator takes."""
 
 
 def number(
@@ -224,7 +231,7 @@ def shared_keys(
     (none | momentum | all, see :data:`RESETS`).
     """
     keys = {
-        "seed": integer(seed, 0),
+        "seed": integer(seed, 0, hi=MAX_SEED),
         "steps": integer(steps, 1),
         "device": choice(device, DEVICES),
         "threads": integer(threads, 0, "0 = torch's default"),

@@ -20,6 +20,7 @@ from common.cli import (
     answer_without_training,
     resolve_run,
     run_cli,
+    seed,
 )
 from common.config import ConfigError, read_run_config, shipped_configs
 
@@ -172,7 +173,7 @@ def _sample(argv: Sequence[str] | None) -> int:
     parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="the run folder")
     parser.add_argument("--n", type=int, default=2500, help="number of samples")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.npy", help="output")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the latent draws")
     _which_arguments(parser)
     args = parser.parse_args(argv)
     if args.n <= 0:

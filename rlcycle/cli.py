@@ -18,6 +18,7 @@ from common.cli import (
     answer_without_training,
     resolve_run,
     run_cli,
+    seed,
 )
 from common.config import ConfigError, read_run_config, shipped_configs
 
@@ -136,7 +137,7 @@ def eval_parser() -> argparse.ArgumentParser:
         default=None,
         help="also score actions drawn from the policy (default: the run's eval.sampled)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed (default: the run's)")
+    parser.add_argument("--seed", type=seed, default=None, help="seed (default: the run's)")
     return parser
 
 

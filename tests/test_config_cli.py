@@ -294,3 +294,27 @@ def test_a_benchmark_given_a_count_below_one_says_so_in_one_line(script, argv, n
     done = run_script(REPO / "scripts" / f"{script}.py", argv, tmp_path)
     assert done.stdout.strip() == "2 False", (done.stdout, done.stderr[-2000:])
     assert done.stderr.count("\n") == 1 and needle in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "main",
+    [
+        "gancycle.cli:train_main",
+        "gancycle.cli:sample_main",
+        "rlcycle.cli:train_main",
+        "rlcycle.cli:eval_main",
+    ],
+)
+@pytest.mark.parametrize("value", ["-1", str(2**64), "one"])
+def test_a_seed_out_of_range_is_a_usage_error_naming_it(main, value, capsys):
+    """Before, a seed past 64 bits reached torch (`Overflow when unpacking long long`)."""
+    import importlib
+
+    module, name = main.split(":")
+    with pytest.raises(SystemExit) as exit_:
+        getattr(importlib.import_module(module), name)(
+            ["--run", "x", "--out", "x.npy", "--seed", value]
+        )
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert f"--seed: {value}: must be an integer in [0, 4294967295]" in err

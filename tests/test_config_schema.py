@@ -70,6 +70,8 @@ def test_a_partial_config_is_filled_with_the_defaults_and_checked():
         ({"model": {"arch": "resnet"}}, ["model.arch = 'resnet'", "mlp | dcgan"]),
         ({"optim": {"beta1": 1.0}}, ["optim.beta1 = 1.0", "[0, 1)"]),
         ({"amp": 1}, ["amp = 1", "true or false"]),
+        ({"seed": 2**64}, ["seed = 18446744073709551616", "an integer in [0, 4294967295]"]),
+        ({"seed": -1}, ["seed = -1", "an integer in [0, 4294967295]"]),
         ({"snapshots": {"max": -1}}, ["snapshots.max", ">= 0 (0 = none)"]),
         ({"reset": {"G": "moments"}}, ["reset.G", "none | momentum | all"]),
         ({"bogus_key": 3}, ["bogus_key: unknown key", "allowed here: seed, steps"]),
