@@ -26,7 +26,8 @@ into it (:mod:`rlcycle.checkpoints`).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -53,6 +54,25 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sa
 ON_POLICY = ("ppo", "a2c")
 SCHEDULED = {"ppo": ("clip_range", "clip_range_vf")}
 """Constructor arguments that may be a schedule table (SB3 takes a schedule for them)."""
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n_steps": (lambda v: _number(v) and v == int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: _number(v) and v == int(v) and v >= 1, "an integer >= 1"),
+    "n_epochs": (lambda v: _number(v) and v == int(v) and v >= 1, "an integer >= 1"),
+    "gamma": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "gae_lambda": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "clip_range": (lambda v: _number(v) and v > 0, "a number > 0, or a schedule table"),
+    "max_grad_norm": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "vf_coef": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+}
+"""Ranges of the on-policy algorithms' arguments that SB3 checks late or not at all (an
+assertion when the model is built, a failure mid-run, or a run that trains with gamma = 2)."""
+_ON_POLICY_RANGES = {"ent_coef": (lambda v: _number(v) and v >= 0, "a finite number >= 0")}
 
 _SET_ELSEWHERE = {
     "learning_rate": "the [lr] schedule (e.g. --set lr.max=3e-4)",
@@ -97,6 +117,10 @@ def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> dict[str, Sc
             )
         if key in SCHEDULED.get(algo, ()) and isinstance(hyper[key], Mapping):
             scheduled[key] = from_spec(hyper[key], f"{algo}.{key}")  # one line naming the key
+            continue
+        ranges = {**_RANGES, **_ON_POLICY_RANGES} if algo in ON_POLICY else _RANGES
+        if key in ranges and not ranges[key][0](hyper[key]):
+            raise ConfigError(f"{algo}.{key} = {hyper[key]!r}: must be {ranges[key][1]}")
     return scheduled
 
 

@@ -3,6 +3,7 @@ optimizer resets at restarts, snapshots, the curvature probe, the run folder."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -113,6 +114,31 @@ def test_ppo_clip_range_follows_a_schedule_table_like_rl_zoo_lin(tmp_path):
     bad = {**zoo, "pct_up": 1.5}
     with pytest.raises(ConfigError, match=r"ppo.clip_range.pct_up"):
         check_config({**config, "ppo": {**config["ppo"], "clip_range": bad}})
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("n_steps", 0, "an integer >= 1"),
+        ("batch_size", 0, "an integer >= 1"),
+        ("n_epochs", 0, "an integer >= 1"),
+        ("gamma", 2.0, "a number in [0, 1]"),
+        ("gae_lambda", -3.0, "a number in [0, 1]"),
+        ("clip_range", -1.0, "a number > 0"),
+        ("clip_range", float("nan"), "a number > 0"),
+        ("ent_coef", float("nan"), "a finite number >= 0"),
+        ("vf_coef", -1.0, "a finite number >= 0"),
+        ("max_grad_norm", 0.0, "a number > 0"),
+        ("clip_range", "abc", "a number > 0"),
+    ],
+)
+def test_ppo_arguments_out_of_range_are_one_line_at_check_time(key, value, allowed):
+    """Before, SB3 asserted at build time (a traceback), trained with them (gamma = 2) or
+    failed mid-run (n_epochs = 0); now check_config, so --check too, names the key."""
+    config = tiny("cartpole", 256, 300)
+    config["ppo"][key] = value
+    with pytest.raises(ConfigError, match=rf"ppo\.{key} = .*: must be {re.escape(allowed)}"):
+        check_config(config)
 
 
 class Watch(BaseCallback):
