@@ -10,11 +10,10 @@ stratified-bootstrap CI with the study's settings; lower-is-better metrics compa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from common.cli import CliParser, run_cli
-from common.study.report import comparison_markdown
+from common.study.report import comparison_markdown, read_summary
 
 
 def main() -> int:
@@ -23,11 +22,7 @@ def main() -> int:
     parser.add_argument("arm", help="the arm asked about")
     parser.add_argument("other", help="the arm it is compared with")
     args = parser.parse_args()
-    try:
-        summary = json.loads(args.summary.read_text())
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"{args.summary}: not a readable summary.json ({e})") from None
-    print(comparison_markdown(summary, args.arm, args.other))
+    print(comparison_markdown(read_summary(args.summary), args.arm, args.other))
     return 0
 
 

@@ -1403,10 +1403,18 @@ def test_compare_arms_script_prints_a_table_and_refuses_an_unknown_arm(finished,
     assert f"| accuracy | 2 | {poi:.2f} [" in shown.stdout
     summary, missing = folder / "summary.json", tmp_path / "none.json"
     unknown_arm = "error: arm 'quick': not in study digits_lr; arms: "
-    for path, args, message in [
+    cases = [
         (summary, ["fast", "quick"], unknown_arm),
         (missing, ["fast", "slow"], f"error: {missing}: not a readable summary.json"),
-    ]:
+    ]
+    whole = json.loads(summary.read_text())
+    no_metric = json.loads(summary.read_text())
+    del no_metric["configs"]["digits"]["arms"]["fast"]["metrics"]["accuracy"]
+    for i, wrong in enumerate([[1, 2], {**whole, "configs": {}}, no_metric]):
+        path = tmp_path / f"wrong{i}.json"  # JSON, but not a study's summary: no traceback
+        path.write_text(json.dumps(wrong))
+        cases.append((path, ["fast", "slow"], f"error: {path}: not a study's summary.json ("))
+    for path, args, message in cases:
         refused = subprocess.run(
             [sys.executable, script, path, *args], capture_output=True, text=True, cwd=REPO
         )

@@ -19,6 +19,7 @@ the done runs of each code version (:func:`read_code_versions`) and ``results.md
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -807,6 +808,45 @@ def results_markdown(summary: dict[str, Any]) -> str:
             lines.append(f"- `{f['dir']}`: {last}")
         lines.append("")
     return "\n".join(lines)
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """A study's ``summary.json``, checked to hold what :func:`compare_arms` reads.
+
+    Raises:
+        FileNotFoundError: no readable JSON at ``path``.
+        StudyError: JSON, but not a study's summary (the message names the path and what lacks).
+    """
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"{path}: not a readable summary.json ({e})") from None
+
+    def wrong(why: str) -> StudyError:
+        return StudyError(f"{path}: not a study's summary.json ({why})")
+
+    if not isinstance(summary, dict):
+        raise wrong(f"a {type(summary).__name__}, not an object")
+    for key in ("study", "bootstrap", "metrics", "configs"):
+        if key not in summary:
+            raise wrong(f"no {key!r}")
+    configs = summary["configs"]
+    if not isinstance(configs, dict) or not configs:
+        raise wrong("no configs")
+    for label, config in configs.items():
+        arms = config.get("arms") if isinstance(config, dict) else None
+        if not isinstance(arms, dict) or not arms:
+            raise wrong(f"config {label!r} has no arms")
+        for arm, entry in arms.items():
+            metrics = entry.get("metrics") if isinstance(entry, dict) else None
+            for metric in summary["metrics"]:
+                scores = (
+                    metrics.get(metric, {}).get("scores") if isinstance(metrics, dict) else None
+                )
+                if not isinstance(scores, list):
+                    raise wrong(f"{label}/{arm} has no scores of {metric!r}")
+    return summary
 
 
 def compare_arms(summary: dict[str, Any], arm: str, other: str) -> dict[str, dict[str, Any]]:
