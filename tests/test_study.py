@@ -3,6 +3,7 @@ the digits): run layout, overrides, statistics, failure isolation, resuming, the
 
 import json
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -1420,3 +1421,20 @@ def test_compare_arms_script_prints_a_table_and_refuses_an_unknown_arm(finished,
         )
         assert refused.returncode == 2 and refused.stderr.startswith(message), refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_dry_run_refuses_what_the_real_run_would(tmp_path):
+    """A dry run is a rehearsal: options the run would refuse are refused before it plans
+    (before, --workers 0 and a --runs-root that is a file passed the dry run)."""
+    study = load_study(write_study(tmp_path))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for options, message in [
+        ({"workers": 0}, "--workers 0: must be >= 1"),
+        ({"runs_root": a_file}, f"--runs-root {a_file}: a file, not a folder"),
+        ({"runs_root": a_file / "runs"}, f"--runs-root {a_file / 'runs'}: {a_file} is a file"),
+    ]:
+        for dry_run in (True, False):
+            with pytest.raises(StudyError, match=re.escape(message)):
+                run_study(study, dry_run=dry_run, progress=False, cwd=REPO, **options)
+    assert a_file.read_text() == "mine"

@@ -195,6 +195,17 @@ def write_report(
     return summary
 
 
+def _check_runs_root(path: Path, given: str | Path) -> None:
+    """Refuse a runs folder that is a file, or lies under one (before anything is planned)."""
+    if path.exists() and not path.is_dir():
+        raise StudyError(f"--runs-root {given}: a file, not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StudyError(f"--runs-root {given}: {parent} is a file")
+            return
+
+
 def run_study(
     study: Study,
     *,
@@ -253,6 +264,9 @@ def run_study(
         )
     if report_only and dry_run:
         raise StudyError("--report-only: not with --dry-run (one writes the report, one plans)")
+    if workers is not None and workers < 1:
+        raise StudyError(f"--workers {workers}: must be >= 1")
+    _check_runs_root(Path(cwd) / runs_root, runs_root)
     runs = plan_runs(study, runs_root, seeds, steps)
     folder = study_folder(study, runs_root, steps)
     if report_only:
