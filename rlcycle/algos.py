@@ -26,8 +26,7 @@ into it (:mod:`rlcycle.checkpoints`).
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -35,7 +34,7 @@ from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from common.config import ConfigError
+from common.config import ConfigError, Key, integer, number
 from common.schedules import Schedule, from_spec
 from rlcycle.envs import ENVS
 from rlcycle.lr import StepSchedule
@@ -56,23 +55,24 @@ SCHEDULED = {"ppo": ("clip_range", "clip_range_vf")}
 """Constructor arguments that may be a schedule table (SB3 takes a schedule for them)."""
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_COUNT = integer(1, 1)  # "an integer >= 1"
+_FRACTION = number(0.0, 0, 1)  # "a number in [0, 1]"
+_NON_NEGATIVE = Key(0.0, number(0.0, 0).check, "a finite number >= 0")
+_POSITIVE = Key(0.0, lambda v: _NON_NEGATIVE.check(v) and v > 0, "a number > 0")
 
-
-_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "n_steps": (lambda v: _number(v) and v == int(v) and v >= 1, "an integer >= 1"),
-    "batch_size": (lambda v: _number(v) and v == int(v) and v >= 1, "an integer >= 1"),
-    "n_epochs": (lambda v: _number(v) and v == int(v) and v >= 1, "an integer >= 1"),
-    "gamma": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "gae_lambda": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "clip_range": (lambda v: _number(v) and v > 0, "a number > 0, or a schedule table"),
-    "max_grad_norm": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "vf_coef": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+_RANGES: dict[str, Key] = {
+    "n_steps": _COUNT,
+    "batch_size": _COUNT,
+    "n_epochs": _COUNT,
+    "gamma": _FRACTION,
+    "gae_lambda": _FRACTION,
+    "clip_range": Key(0.0, _POSITIVE.check, "a number > 0, or a schedule table"),
+    "max_grad_norm": _POSITIVE,
+    "vf_coef": _NON_NEGATIVE,
 }
-"""Ranges of the on-policy algorithms' arguments that SB3 checks late or not at all (an
-assertion when the model is built, a failure mid-run, or a run that trains with gamma = 2)."""
-_ON_POLICY_RANGES = {"ent_coef": (lambda v: _number(v) and v >= 0, "a finite number >= 0")}
+"""Ranges of SB3 arguments that SB3 checks late or not at all (an assertion when the model is
+built, a failure mid-run, or a run that trains with gamma = 2), as config keys check theirs."""
+_ON_POLICY_RANGES = {**_RANGES, "ent_coef": _NON_NEGATIVE}  # SAC's may be "auto"
 
 _SET_ELSEWHERE = {
     "learning_rate": "the [lr] schedule (e.g. --set lr.max=3e-4)",
@@ -106,6 +106,7 @@ def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> dict[str, Sc
             "use ppo, a2c or dqn"
         )
     allowed = [p for p in inspect.signature(ALGOS[algo].__init__).parameters if p != "self"]
+    ranges = _ON_POLICY_RANGES if algo in ON_POLICY else _RANGES
     scheduled = {}
     for key in hyper:
         if key in _SET_ELSEWHERE:
@@ -118,9 +119,8 @@ def check_algo(algo: Any, env_id: str, hyper: Mapping[str, Any]) -> dict[str, Sc
         if key in SCHEDULED.get(algo, ()) and isinstance(hyper[key], Mapping):
             scheduled[key] = from_spec(hyper[key], f"{algo}.{key}")  # one line naming the key
             continue
-        ranges = {**_RANGES, **_ON_POLICY_RANGES} if algo in ON_POLICY else _RANGES
-        if key in ranges and not ranges[key][0](hyper[key]):
-            raise ConfigError(f"{algo}.{key} = {hyper[key]!r}: must be {ranges[key][1]}")
+        if key in ranges:
+            ranges[key].validated(f"{algo}.{key}", hyper[key])
     return scheduled
 
 
