@@ -43,6 +43,12 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def check_workers(workers: int | None) -> None:
+    """Refuse ``--workers`` below 1 (``None``: one per core)."""
+    if workers is not None and workers < 1:
+        raise StudyError(f"--workers {workers}: must be >= 1")
+
+
 def run_local(
     runs: Sequence[RunSpec], cwd: str | Path = ".", workers: int | None = None
 ) -> Iterator[RunResult]:
@@ -54,9 +60,8 @@ def run_local(
     Raises:
         StudyError: ``workers`` below 1.
     """
+    check_workers(workers)
     workers = default_workers() if workers is None else workers
-    if workers < 1:
-        raise StudyError(f"--workers {workers}: must be >= 1")
     return _local_results(runs, cwd, workers, threads=max(1, default_workers() // workers))
 
 

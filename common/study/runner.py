@@ -32,6 +32,7 @@ from common.runs import atomic_write, atomic_write_json
 from common.study.backends import (
     BACKENDS,
     POPULATION_SIZE,
+    check_workers,
     run_local,
     run_population,
     run_ray,
@@ -264,8 +265,7 @@ def run_study(
         )
     if report_only and dry_run:
         raise StudyError("--report-only: not with --dry-run (one writes the report, one plans)")
-    if workers is not None and workers < 1:
-        raise StudyError(f"--workers {workers}: must be >= 1")
+    check_workers(workers)  # here too, so that a dry run refuses what the run would
     _check_runs_root(Path(cwd) / runs_root, runs_root)
     runs = plan_runs(study, runs_root, seeds, steps)
     folder = study_folder(study, runs_root, steps)
