@@ -64,6 +64,13 @@ class CliParser(argparse.ArgumentParser):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
+    def require_counts(self, args: argparse.Namespace, *names: str) -> None:
+        """A usage error for each option in ``names`` given below 1 (``None``: not given)."""
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                self.error(f"--{name.replace('_', '-')} {value}: must be at least 1")
+
 
 def seed(text: str) -> int:
     """An argparse type: a seed in ``[0, MAX_SEED]`` (a usage error otherwise)."""

@@ -24,9 +24,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6, help="--evaluation: timed repeats")
     add_set_argument(parser, "override a config key, e.g. --set data.batch=1024")
     args = parser.parse_args()
-    for name in ("steps", "chunk", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    parser.require_counts(args, "steps", "chunk", "repeats")
     from gancycle.bench import evaluation_bench, run_bench  # torch: after --help and usage
     from gancycle.settings import SCHEMA
 

@@ -38,10 +38,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     add_set_argument(parser, "override a config key, e.g. --set data.batch=512")
     args = parser.parse_args()
-    for name in ("members", "steps", "chunk", "workers", "population_threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} {value}: must be at least 1")
+    parser.require_counts(args, "members", "steps", "chunk", "workers", "population_threads")
     if args.in_process_steps < 0:
         parser.error(f"--in-process-steps {args.in_process_steps}: must be 0 or more")
     from gancycle.population_bench import run_pool_bench, run_population_bench  # torch: late

@@ -13,9 +13,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50_000, help="calls per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="measurements per contender")
     args = parser.parse_args()
-    for name in ("calls", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    parser.require_counts(args, "calls", "repeats")
     from common.benchmark import bench_schedules  # torch: after --help and usage
 
     results = bench_schedules(args.calls, args.repeats)

@@ -25,9 +25,7 @@ def main() -> None:
         "--out", type=Path, default=Path("runs/plots/double_well.png"), help="PNG to write"
     )
     args = parser.parse_args()
-    for name in ("steps", "seeds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    parser.require_counts(args, "steps", "seeds")
     if not args.noise >= 0 or args.noise == float("inf"):
         parser.error(f"--noise {args.noise}: must be a finite number >= 0")
     if args.out.suffix.lower() != ".png":

@@ -42,9 +42,7 @@ def main() -> None:
         "--out", type=Path, default=Path("runs/plots/schedules.png"), help="PNG to write"
     )
     args = parser.parse_args()
-    for name in ("steps", "cycles"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    parser.require_counts(args, "steps", "cycles")
     if args.out.suffix.lower() != ".png":
         parser.error(f"--out {args.out}: must name a .png file")
     config = apply_overrides(read_config(args.file), args.sets)
