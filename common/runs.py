@@ -40,6 +40,8 @@ __all__ = [
     "atomic_write_json",
     "read_json",
     "load_checkpoint",
+    "checkpoint_step",
+    "checkpoint_misfit",
     "seed_everything",
     "rng_state",
     "set_rng_state",
@@ -245,6 +247,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict):
         raise _damaged(path, f"it holds a {type(state).__name__}, not a dict")
     return state
+
+
+def checkpoint_step(state: dict[str, Any], path: str | Path) -> int:
+    """The ``step`` a loaded checkpoint holds: a count of steps done (an int, 0 or more).
+
+    Raises:
+        ConfigError: anything else (absent, negative, a float, a string, a bool), named.
+    """
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise _damaged(Path(path), f"step = {step!r}, not a count of steps")
+    return step
 
 
 def checkpoint_misfit(path: str | Path, error: BaseException) -> ConfigError:

@@ -54,6 +54,7 @@ from common.runs import (
     atomic_torch_save,
     atomic_write_json,
     checkpoint_misfit,
+    checkpoint_step,
     final_metrics,
     hold_run_folder,
     load_checkpoint,
@@ -711,6 +712,7 @@ class GanTrainer:
         """
         path = self.checkpoint_path
         state = load_checkpoint(path, map_location="cpu")  # a damaged file: ConfigError
+        checkpoint_step(state, path)
         try:
             self.load_state_dict(state)
         except MISFITS as e:

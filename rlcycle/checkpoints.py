@@ -28,7 +28,7 @@ from stable_baselines3.common.distributions import StateDependentNoiseDistributi
 from stable_baselines3.common.logger import Logger
 
 from common.config import ConfigError
-from common.runs import atomic_torch_save, load_checkpoint
+from common.runs import atomic_torch_save, checkpoint_step, load_checkpoint
 
 __all__ = [
     "FORMAT",
@@ -205,8 +205,9 @@ def read_checkpoint(run_dir: Path) -> dict[str, Any]:
             "start a new run, or evaluate its model.zip with the rlcycle that wrote it"
         )
     missing = [key for key in _CHECKPOINT_KEYS if key not in checkpoint]
-    if missing or not isinstance(checkpoint["step"], int):
-        raise ConfigError(f"{path}: damaged (no {missing[0] if missing else 'integer step'})")
+    if missing:
+        raise ConfigError(f"{path}: damaged (no {missing[0]})")
+    checkpoint_step(checkpoint, path)
     return checkpoint
 
 

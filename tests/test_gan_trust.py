@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,28 @@ def test_a_checkpoint_of_another_shape_is_one_line_and_exit_2(finished, tmp_path
     save_config(tiny_config("steps=25", "model.hidden=32"), run / "config.toml")
     code, _, err = call(eval_main, ["--run", str(run)], capsys)
     one_line_error(code, err, "last.pt", "config.toml")
+
+
+@pytest.mark.parametrize("step", [-5, 2.5, "25", None])
+@pytest.mark.parametrize("command", ["resume", "sample", "eval"])
+def test_a_checkpoint_whose_step_is_not_a_count_is_one_line(
+    finished, tmp_path, capsys, step, command
+):
+    run = tmp_path / "odd"
+    shutil.copytree(finished, run)
+    state = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    state["step"] = step
+    torch.save(state, run / "checkpoints/last.pt")
+    main, argv = {
+        "resume": (train_main, ["--resume", str(run), "--steps", "40", "--no-progress"]),
+        "sample": (sample_main, ["--run", str(run), "--out", str(tmp_path / "s.npy")]),
+        "eval": (eval_main, ["--run", str(run)]),
+    }[command]
+    before = (run / "metrics.json").read_text()
+    code, _, err = call(main, argv, capsys)
+    one_line_error(code, err, str(run / "checkpoints" / "last.pt"), f"step = {step!r}")
+    assert not (tmp_path / "s.npy").exists()
+    assert (run / "metrics.json").read_text() == before
 
 
 def test_sample_refuses_a_missing_parent_folder_and_creates_none(finished, tmp_path, capsys):

@@ -174,6 +174,22 @@ def test_a_checkpoint_whose_entries_do_not_fit_is_one_line(booby_trapped_run, en
     assert (run / "config.toml").read_bytes() == config
 
 
+@pytest.mark.parametrize("step", [-256, 2.5, True, "256"])
+def test_a_checkpoint_whose_step_is_not_a_count_is_one_line(booby_trapped_run, step, capsys):
+    run, _, _ = booby_trapped_run
+    last = run / "checkpoints" / "last.pt"
+    torch.save({**torch.load(last, weights_only=True), "step": step}, last)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    for main, argv in (
+        (eval_main, ["--run", str(run), "--episodes", "1"]),
+        (train_main, ["--resume", str(run), "--steps", "512", *FAST]),
+    ):
+        code = run_main(main, argv)
+        assert_one_line_error(code, capsys.readouterr().err, str(last), f"step = {step!r}")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
 def test_a_run_whose_config_names_another_algorithm_is_one_line(booby_trapped_run, capsys):
     run, _, _ = booby_trapped_run
     config = run / "config.toml"
