@@ -10,6 +10,7 @@ which code. The history of evaluations during training is left as it was.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ def record_missing_final_metrics(
         for which in ("G", "ema", "ensemble"):
             if which not in final:
                 continue
+            _check_table(path, which, final[which])
             fresh = trainer.evaluate(which)
             _check_same(run_dir, which, final[which], fresh)
             for metric, value in fresh.items():
@@ -74,6 +76,18 @@ def record_missing_final_metrics(
         }
         atomic_write_json(metrics, path)
     return list(added)
+
+
+def _check_table(path: Path, which: str, table: Any) -> None:
+    """``final.<which>`` as this code writes it: metric names and finite or NaN numbers."""
+    numbers = isinstance(table, dict) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in table.values()
+    )
+    if not numbers:
+        raise ConfigError(
+            f"{path}: final.{which} is {json.dumps(table)[:60]}, not a table of metric names "
+            "and numbers; not a record gancycle wrote, nothing written"
+        )
 
 
 def _check_same(

@@ -115,6 +115,25 @@ def test_eval_record_refuses_a_checkpoint_that_does_not_give_the_recorded_scores
     assert json.loads((copy / "metrics.json").read_text()) == metrics  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("which", "value"),
+    [("G", 3), ("ema", ["modes", 1]), ("G", {"modes": "many"}), ("ema", {"kl": None})],
+)
+def test_eval_record_on_a_record_this_code_did_not_write_is_one_line(
+    run, tmp_path, capsys, which, value
+):
+    """A final table that is not metric names and numbers (hand-edited, another program's) is
+    refused in one line naming it, and nothing is written."""
+    copy = tmp_path / "odd_run"
+    shutil.copytree(run, copy)
+    metrics = _drop_final(copy, "modes_held")
+    metrics["final"][which] = value
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    code, _, err = call(eval_main, ["--run", str(copy), "--record"], capsys)
+    one_line_error(code, err, "metrics.json", f"final.{which}")
+    assert json.loads((copy / "metrics.json").read_text()) == metrics
+
+
 def test_help_lists_every_option_with_its_default(capsys):
     code, out, _ = call(train_main, ["--help"], capsys)
     assert code == 0
