@@ -117,9 +117,15 @@ def _resolve_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     if args.download:
         config["data"]["download"] = True
     if args.inception_weights is not None:
-        _check_file(args.inception_weights, "--inception-weights")
         config["eval"]["inception_weights"] = args.inception_weights
-    return check_config(config), run_dir, resume
+    checked = check_config(config)
+    weights = checked.config["eval"]["inception_weights"]
+    if weights:  # a missing or damaged file stops the run now, not at its first evaluation
+        from gancycle.inception import InceptionFeatures
+
+        named_by = "--inception-weights" if args.inception_weights else "eval.inception_weights"
+        InceptionFeatures(weights, name=named_by)
+    return checked, run_dir, resume
 
 
 def _summary(metrics: dict[str, Any], run_dir: Path) -> str:

@@ -28,26 +28,32 @@ class InceptionFeatures:
     Args:
         weights: path of the torchvision ``inception_v3`` state dict.
         device: where to run the network.
+        name: how the user named the file (the flag, or the config key), for messages.
 
     Raises:
         FileNotFoundError: ``weights`` does not exist (the message names the path and flag).
         ValueError: the file is not an ``inception_v3`` state dict.
     """
 
-    def __init__(self, weights: str | Path, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        weights: str | Path,
+        device: torch.device | str = "cpu",
+        name: str = "--inception-weights",
+    ) -> None:
         from torchvision.models import inception_v3
 
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(
-                f"--inception-weights {path}: no such file; FID needs a local torchvision "
+                f"{name} {path}: no such file; FID needs a local torchvision "
                 "inception_v3 state dict (nothing is downloaded)"
             )
         try:
             state = load_checkpoint(path)  # weights only: the file runs no code
         except ConfigError:
             raise ValueError(
-                f"--inception-weights {path}: not an inception_v3 state dict (damaged, or not "
+                f"{name} {path}: not an inception_v3 state dict (damaged, or not "
                 "tensors saved with torch.save)"
             ) from None
         with torch.random.fork_rng(devices=[]):
@@ -56,9 +62,7 @@ class InceptionFeatures:
             model.load_state_dict(state)
         except (RuntimeError, TypeError) as e:
             first = str(e).splitlines()[0]
-            raise ValueError(
-                f"--inception-weights {path}: not an inception_v3 state dict ({first})"
-            ) from None
+            raise ValueError(f"{name} {path}: not an inception_v3 state dict ({first})") from None
         model.fc = nn.Identity()
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)

@@ -323,6 +323,28 @@ def test_eval_errors(run, tmp_path, capsys):
     one_line_error(code, err, "no final metrics")
 
 
+@pytest.mark.parametrize("where", ["config", "flag"])
+@pytest.mark.parametrize("weights", ["absent", "damaged"])
+def test_inception_weights_are_checked_before_a_run_starts(tmp_path, capsys, where, weights):
+    """A missing or damaged FID network named in the config (or by the flag) stops the run
+    before its folder exists, not at the first evaluation after training."""
+    path = tmp_path / "inception.pt"
+    if weights == "damaged":
+        path.write_bytes(b"not a state dict" * 64)
+    run = tmp_path / "run"
+    image = sets("data.batch=16", "model.z_dim=8", "model.width=8", "eval.every=0")
+    named = (
+        sets(f'eval.inception_weights="{path}"')
+        if where == "config"
+        else ["--inception-weights", str(path)]
+    )
+    argv = ["--config", "digits", "--out", str(run), "--steps", "20", "--no-progress"]
+    code, _, err = call(train_main, [*argv, "--device", "cpu", *image, *named], capsys)
+    flag = "eval.inception_weights" if where == "config" else "--inception-weights"
+    one_line_error(code, err, f"{flag} {path}")
+    assert not run.exists()
+
+
 def test_inception_weights_that_are_not_inception(tmp_path):
     from gancycle.inception import InceptionFeatures
 
