@@ -168,7 +168,8 @@ def resolve_run(
     ``--device``. With a :class:`Schema` the result is checked and full (defaults filled in);
     with a package name it is the config as its file gives it.
     """
-    from common.runs import default_run_dir, refuse_a_held_run  # torch: only when a run starts
+    # torch: only when a run starts
+    from common.runs import default_run_dir, refuse_a_held_run, resolve_device
 
     layered = isinstance(schema, Schema)
     if args.resume is not None:
@@ -199,6 +200,8 @@ def resolve_run(
     if getattr(args, "no_progress", False):
         config["progress"] = False
     config = schema.check(config)
+    if "device" in config and not getattr(args, "print_config", False):  # prints anywhere
+        resolve_device(config["device"])  # a device this machine lacks: refused before a folder
     checking = getattr(args, "check", False) or getattr(args, "print_config", False)
     if not resuming and not checking:
         refuse_a_held_run(run_dir)  # before a model is built; hold_run_folder checks again

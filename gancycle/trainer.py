@@ -780,6 +780,7 @@ def train(
     if resume and not isinstance(config, CheckedConfig):
         check_run_package(config, "gancycle", run_dir, "--resume")
     checked = check_config(config)  # a bad key stops here, before the folder is made
+    resolve_device(checked.config["device"])  # and a device this machine lacks
     check_single_run(checked.config)  # averaging and member offsets need a population
     with hold_run_folder(run_dir, resume):
         trainer = open_run(checked, run_dir, resume)

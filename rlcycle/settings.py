@@ -32,7 +32,6 @@ from common.config import (
     shared_keys,
 )
 from common.coupling import Coupled, coupled_from_spec
-from common.runs import resolve_device
 from common.schedules import Schedule
 from rlcycle.algos import ALGOS, ON_POLICY, check_algo
 from rlcycle.curriculum import curriculum_from_spec
@@ -158,7 +157,6 @@ def check_config(config: Mapping[str, Any] | CheckedConfig) -> CheckedConfig:
     out = checked.config
     clock = checked.schedules["policy"]
     try:
-        resolve_device(out["device"])
         for i, d in enumerate(out["eval"]["difficulties"]):
             check_difficulty(d, f"eval.difficulties[{i}]")
         scheduled = _check_algo(out)

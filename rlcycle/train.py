@@ -137,10 +137,11 @@ def train(
     """
     checked = check_config(config)
     run_dir = Path(run_dir)
+    device = resolve_device(checked.config["device"])  # one this machine lacks: no folder made
     with hold_run_folder(run_dir, resume), torch_threads(checked.config["threads"]):
         checkpoint = _checkpoint_to_resume(checked.config, run_dir) if resume else None
         try:
-            run = _open_run(checked, run_dir, checkpoint)
+            run = _open_run(checked, run_dir, checkpoint, device)
         except MISFITS as e:
             if checkpoint is None:
                 raise
@@ -173,7 +174,12 @@ def _checkpoint_to_resume(config: Mapping[str, Any], run_dir: Path) -> dict[str,
 # -- building --------------------------------------------------------------------------------
 
 
-def _open_run(checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, Any] | None) -> _Run:
+def _open_run(
+    checked: CheckedConfig,
+    run_dir: Path,
+    checkpoint: Mapping[str, Any] | None,
+    device: torch.device,
+) -> _Run:
     """Build the run's parts; with a checkpoint, load every state it holds into them."""
     config = checked.config
     seed_everything(config["seed"])
@@ -193,7 +199,6 @@ def _open_run(checked: CheckedConfig, run_dir: Path, checkpoint: Mapping[str, An
     try:
         lr = StepSchedule(checked.schedules["policy"], config["steps"])
         hyper = config.get(config["algo"], {})
-        device = resolve_device(config["device"])
         scheduled = checked.extras["scheduled"]
         model = build_model(config["algo"], env, hyper, lr, config["seed"], device, scheduled)
         model.set_logger(Logger(str(run_dir), [_TensorBoard(writer.writer)]))

@@ -318,3 +318,23 @@ def test_a_seed_out_of_range_is_a_usage_error_naming_it(main, value, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1, err
     assert f"--seed: {value}: must be an integer in [0, 4294967295]" in err
+
+
+@pytest.mark.parametrize("package", ["gancycle", "rlcycle"])
+def test_a_device_this_machine_lacks_is_refused_before_a_run_folder_exists(
+    package, tmp_path, capsys
+):
+    """``--device cuda`` without CUDA: ``--check`` gives training's one-line error, not "ok",
+    and training refuses before it makes the run folder. With CUDA the check passes."""
+    from conftest import assert_one_line_error, run_main
+
+    train_main = __import__(f"{package}.cli", fromlist=["train_main"]).train_main
+    code, out, err = run_main(train_main, ["--device", "cuda", "--check"], capsys)
+    if torch.cuda.is_available():
+        assert code == 0 and out.startswith("ok: "), err
+        return
+    assert_one_line_error(code, err, "device = 'cuda'", "no CUDA device")
+    run = tmp_path / "run"
+    code, _, err = run_main(train_main, ["--device", "cuda", "--out", str(run)], capsys)
+    assert_one_line_error(code, err, "device = 'cuda'", "no CUDA device")
+    assert not run.exists()

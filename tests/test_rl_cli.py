@@ -265,3 +265,17 @@ def test_print_config_is_what_the_run_wrote_and_trains_nothing(finished_run, cap
     assert code == 0, err
     assert out == (finished_run / "config.toml").read_text()
     assert sorted(p.name for p in finished_run.iterdir()) == before
+
+
+def test_a_cuda_run_is_evaluated_on_a_machine_without_cuda(finished_run, tmp_path, capsys):
+    """Evaluation runs on the CPU whatever device trained the run: a config.toml saying
+    device = "cuda" (a run copied from a GPU machine) is read on any machine."""
+    run = tmp_path / "gpu_run"
+    shutil.copytree(finished_run, run)
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace('device = "cpu"', 'device = "cuda"'))
+    assert 'device = "cuda"' in config.read_text()
+    argv = ["--run", str(run), "--difficulty", "1.0", "--episodes", "2"]
+    code, out, err = run_main(eval_main, argv, capsys)
+    assert code == 0, err
+    assert "eval/return/d=1" in out
