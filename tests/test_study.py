@@ -22,6 +22,7 @@ from common.schedules import from_spec
 from common.stats import iqm, mean_se, probability_of_improvement
 from common.study import StudyError, find_study, load_study, plan_runs, run_study
 from common.study.backends import run_local
+from common.study.figures import iqm_figure
 from common.study.report import compare_arms, metric_value, results_markdown, summarize
 from common.study.run import get_path
 from common.study.spec import Arm, View, overrides, parse_study
@@ -269,6 +270,35 @@ def test_results_table_and_figures(finished):
     )
     assert study.curve.ys == ("accuracy", "loss")
     assert accuracy.shape != loss.shape or not np.array_equal(accuracy, loss)  # loss, plotted
+
+
+def test_the_iqm_figure_draws_an_arms_readings_on_its_own_row(finished):
+    """With ``[readings.<name>]``, each arm is one row of the IQM figure and its readings are
+    marks of their own colour on that row (a legend names them), not rows of their own."""
+    _, outcome, _ = finished
+    raw = tomllib.loads(
+        DIGITS.format(configs='config = "digits"', extra="")
+        + '[readings.early]\naccuracy = "history.0.accuracy"\nloss = false\n'
+    )
+    runs = [run for run in outcome.runs if run.label == "digits"]
+    summary = summarize(parse_study(raw), runs, REPO)
+    arms = summary["configs"]["digits"]["arms"]
+    fig = iqm_figure(summary, "digits")
+    accuracy, loss = fig.axes[:2]
+    names = [t.get_text() for t in accuracy.get_yticklabels()]
+    assert names == ["slow (baseline)", "fast"]
+    for ax, metric in ((accuracy, "accuracy"), (loss, "loss")):
+        dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        drawn = sorted(float(line.get_xdata()[0]) for line in dots)
+        expected = [
+            arms[name]["metrics"][metric]["iqm"]
+            for name in ("slow", "fast", "slow_early", "fast_early")
+            if arms[name]["metrics"][metric]["iqm"] is not None
+        ]
+        assert drawn == pytest.approx(sorted(expected))
+    assert len([line for line in loss.get_lines() if line.get_marker() == "o"]) == 2
+    legend = [t.get_text() for t in accuracy.get_legend().get_texts()]
+    assert legend == ["raw", "early"]
 
 
 def test_a_sweep_reads_arms_as_points_of_one_knob(finished):

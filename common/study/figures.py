@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from common.runs import atomic_write
 
@@ -30,19 +31,32 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 def iqm_figure(summary: dict[str, Any], label: str) -> Figure:
     """One panel per metric: each arm's IQM (dot) and its CI (bar) on base config ``label``.
 
-    The dashed line marks the baseline's IQM; arms run top to bottom in the study's order.
+    Arms run top to bottom in the study's order, one row each; an arm's readings (its runs read
+    through other paths, ``[readings.<name>]``) are marks of their own colour on the arm's row,
+    a little below its own, so that one arm's readings compare at a glance. The dashed line
+    marks the baseline's IQM.
     """
     config = summary["configs"][label]
-    arms = list(config["arms"])
+    views = summary.get("views", {})
+    reading_of = {  # (arm, reading) -> the view that reads the arm's runs so
+        (entry["view_of"], views[name]["reading"]): name
+        for name, entry in config["arms"].items()
+        if views.get(name, {}).get("reading")
+    }
+    readings = list(dict.fromkeys(reading for _, reading in reading_of))
+    rows_of = [arm for arm in config["arms"] if arm not in reading_of.values()]
+    layers = [("raw", None), *((reading, reading) for reading in readings)]
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
+    step = 0.6 / len(layers)  # the layers share the middle 60% of a row
     metrics = summary["metrics"]
     level = round(100 * summary["bootstrap"]["level"])
-    fig = Figure(figsize=(3.6 * len(metrics), 0.45 * len(arms) + 1.4), layout="constrained")
+    height = 0.45 * len(rows_of) * max(1.0, 0.5 * len(layers)) + 1.4
+    fig = Figure(figsize=(3.6 * len(metrics), height), layout="constrained")
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-    rows = np.arange(len(arms))[::-1]
+    rows = np.arange(len(rows_of))[::-1]
     for ax, (metric, info) in zip(axes, metrics.items(), strict=True):
-        stats = [config["arms"][arm]["metrics"][metric] for arm in arms]
-        for row, arm, s in zip(rows, arms, stats, strict=True):
-            if s["iqm"] is None:
+        for row, arm in zip(rows, rows_of, strict=True):
+            if config["arms"][arm]["metrics"][metric]["iqm"] is None:
                 ax.annotate(
                     "no scores",
                     (0.02, row),
@@ -52,10 +66,18 @@ def iqm_figure(summary: dict[str, Any], label: str) -> Figure:
                     color="gray",
                 )
                 continue
-            color = "black" if arm == summary["baseline"] else "tab:blue"
-            lo, hi = s["iqm_ci"]
-            ax.plot([lo, hi], [row, row], color=color, lw=5, alpha=0.35, solid_capstyle="butt")
-            ax.plot([s["iqm"]], [row], "o", color=color)
+            for k, (name, reading) in enumerate(layers):
+                view = arm if reading is None else reading_of.get((arm, reading))
+                s = config["arms"][view]["metrics"][metric] if view else {"iqm": None}
+                if s["iqm"] is None:  # no reading of this metric
+                    continue
+                color = colors[k % len(colors)]
+                if reading is None and arm == summary["baseline"]:
+                    color = "black"
+                y = row + (len(layers) - 1) * step / 2 - k * step
+                lo, hi = s["iqm_ci"]
+                ax.plot([lo, hi], [y, y], color=color, lw=5, alpha=0.35, solid_capstyle="butt")
+                ax.plot([s["iqm"]], [y], "o", color=color, ms=5, label=name)
         base = config["arms"][summary["baseline"]]["metrics"][metric]["iqm"]
         if base is not None:
             ax.axvline(base, color="black", ls="--", lw=0.8)
@@ -63,14 +85,20 @@ def iqm_figure(summary: dict[str, Any], label: str) -> Figure:
         ax.set_title(f"{metric} {arrow}", fontsize=10)
         ax.set_xlabel(f"IQM, {level}% CI")
         ax.grid(axis="x", alpha=0.3)
-        ax.set_ylim(-0.6, len(arms) - 0.4)
+        ax.set_ylim(-0.6, len(rows_of) - 0.4)
+    if readings:
+        handles = [
+            Line2D([], [], marker="o", ls="", color=colors[k % len(colors)], label=name)
+            for k, (name, _) in enumerate(layers)
+        ]
+        axes[0].legend(handles=handles, fontsize=8, loc="best")
     names = [
         f"{a} (baseline)"
         if a == summary["baseline"]
         else f"{a} ({config['arms'][a]['view_of']}'s runs)"
         if "view_of" in config["arms"][a]
         else a
-        for a in arms
+        for a in rows_of
     ]
     axes[0].set_yticks(rows, names)
     fig.suptitle(f"{summary['study']}: {label}", fontsize=11)
