@@ -35,10 +35,10 @@ arguments stay fast.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -647,12 +647,26 @@ def read_run_config(run_dir: str | Path, package: str, option: str) -> dict[str,
     return config
 
 
+def package_folders(package: str, name: str) -> list[Path]:
+    """The ``<package>/<name>`` folders of an installed package (none if it is not installed).
+
+    Found with :func:`importlib.util.find_spec`, which locates a top-level package without
+    running its ``__init__`` (``rlcycle``'s imports gymnasium), so ``common`` stays free of the
+    research packages.
+    """
+    spec = importlib.util.find_spec(package)
+    locations = (spec.submodule_search_locations or []) if spec else []
+    return [Path(place) / name for place in locations if (Path(place) / name).is_dir()]
+
+
 def shipped_configs(package: str) -> list[str]:
     """Names of the TOML configs shipped in ``<package>/configs/``."""
-    folder = resources.files(package) / "configs"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    names = {
+        path.stem
+        for folder in package_folders(package, "configs")
+        for path in folder.glob("*.toml")
+    }
+    return sorted(names)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -676,9 +690,12 @@ def _open_config(
     ``folder`` when given)."""
     names = shipped_configs(package)
     if name in names:
-        resource = resources.files(package) / "configs" / f"{name}.toml"
-        with resource.open("rb") as f:
-            return f"{package}/configs/{name}.toml", tomllib.load(f)
+        shipped = next(
+            folder / f"{name}.toml"
+            for folder in package_folders(package, "configs")
+            if (folder / f"{name}.toml").is_file()
+        )
+        return f"{package}/configs/{name}.toml", read_config(shipped)
     path = folder / name if folder is not None else Path(name)
     if path.is_file():
         return str(path), read_config(path)

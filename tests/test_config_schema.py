@@ -3,6 +3,7 @@
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,19 @@ def test_config_and_cli_modules_import_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_a_shipped_config_is_read_without_importing_its_package():
+    """``common`` finds ``<package>/configs`` without running the package's ``__init__``
+    (rlcycle's imports gymnasium): reading a config costs no research package."""
+    code = (
+        "import sys; from common.config import load_config, shipped_configs; "
+        "config = load_config('cartpole', 'rlcycle'); names = shipped_configs('gancycle'); "
+        "print(config['env']['id'], 'ring8' in names, "
+        "sorted(m for m in ('rlcycle', 'gancycle', 'gymnasium') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1]
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "rlcycle/CartPole-v1 True []"

@@ -78,7 +78,6 @@ or the area under the curve per step, its mean over the run (see :class:`Area`):
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from dataclasses import dataclass, field
@@ -87,7 +86,7 @@ from typing import Any
 
 import tomli_w
 
-from common.config import ConfigError, read_config
+from common.config import ConfigError, package_folders, read_config
 
 __all__ = [
     "StudyError",
@@ -658,20 +657,9 @@ def load_study(path: str | Path) -> Study:
 
 
 def _study_folders() -> list[Path]:
-    """``<package>/studies`` of each package in :data:`STUDY_PACKAGES` that is installed.
-
-    Found with :func:`importlib.util.find_spec`, which locates a top-level package without
-    running its ``__init__`` (``rlcycle``'s imports gymnasium), so ``common`` stays free of the
-    research packages.
-    """
-    folders = []
-    for package in STUDY_PACKAGES:
-        spec = importlib.util.find_spec(package)
-        for location in (spec.submodule_search_locations or []) if spec else []:
-            folder = Path(location) / "studies"
-            if folder.is_dir():
-                folders.append(folder)
-    return folders
+    """``<package>/studies`` of each package in :data:`STUDY_PACKAGES` that is installed (found
+    without importing it: :func:`common.config.package_folders`)."""
+    return [folder for package in STUDY_PACKAGES for folder in package_folders(package, "studies")]
 
 
 def known_studies() -> dict[str, Path]:
