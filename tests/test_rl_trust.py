@@ -174,20 +174,25 @@ def test_a_checkpoint_whose_entries_do_not_fit_is_one_line(booby_trapped_run, en
     assert (run / "config.toml").read_bytes() == config
 
 
-@pytest.mark.parametrize("step", [-256, 2.5, True, "256"])
-def test_a_checkpoint_whose_step_is_not_a_count_is_one_line(booby_trapped_run, step, capsys):
-    run, _, _ = booby_trapped_run
-    last = run / "checkpoints" / "last.pt"
-    torch.save({**torch.load(last, weights_only=True), "step": step}, last)
+def refused_by_eval_and_resume(run: Path, capsys, *needles: str) -> None:
+    """``rlcycle-eval`` and ``rlcycle-train --resume`` each refuse ``run`` in one line holding
+    ``needles``, and its files are as they were."""
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     capsys.readouterr()
     for main, argv in (
         (eval_main, ["--run", str(run), "--episodes", "1"]),
         (train_main, ["--resume", str(run), "--steps", "512", *FAST]),
     ):
-        code = run_main(main, argv)
-        assert_one_line_error(code, capsys.readouterr().err, str(last), f"step = {step!r}")
+        assert_one_line_error(run_main(main, argv), capsys.readouterr().err, *needles)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("step", [-256, 2.5, True, "256"])
+def test_a_checkpoint_whose_step_is_not_a_count_is_one_line(booby_trapped_run, step, capsys):
+    run, _, _ = booby_trapped_run
+    last = run / "checkpoints" / "last.pt"
+    torch.save({**torch.load(last, weights_only=True), "step": step}, last)
+    refused_by_eval_and_resume(run, capsys, str(last), f"step = {step!r}")
 
 
 def test_a_run_whose_config_names_another_algorithm_is_one_line(booby_trapped_run, capsys):
@@ -212,12 +217,4 @@ def test_a_run_config_without_its_steps_and_seed_is_refused_not_filled_in(
     cut short, and filling in today's defaults would train and evaluate another run."""
     run, _, _ = booby_trapped_run
     (run / "config.toml").write_text(left)
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    capsys.readouterr()
-    for main, argv in (
-        (eval_main, ["--run", str(run), "--episodes", "1"]),
-        (train_main, ["--resume", str(run), "--steps", "512", *FAST]),
-    ):
-        code = run_main(main, argv)
-        assert_one_line_error(code, capsys.readouterr().err, str(run / "config.toml"), "steps")
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    refused_by_eval_and_resume(run, capsys, str(run / "config.toml"), "steps")
