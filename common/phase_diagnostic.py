@@ -17,6 +17,8 @@ the mean per part with a stratified-bootstrap CI (:mod:`common.stats`), and the 
 difference high - low with its CI. The mean, not the IQM: the parts of a run add up to its
 whole change, and means keep that sum. It answers "are modes won at the peaks and lost in the
 troughs?" (a positive high - low) and "does validation only improve in the high-rate phase?".
+A run that starts from scratch learns most in its first cycle, wherever in the cycle that
+happens; ``skip_cycles`` leaves the first cycles out, so that the answer is about the rhythm.
 
 An interval between evaluations that spans several parts is split **pro rata by steps**: each
 interval is cut into :data:`SUBSTEPS` equal pieces, each piece's midpoint is placed by the
@@ -95,8 +97,24 @@ def _last_per_step(steps: Sequence[float], values: Sequence[float]) -> tuple[np.
     return steps[keep], values[keep]
 
 
+def _from_cycle(
+    steps: np.ndarray, values: np.ndarray, clock: Schedule, skip_cycles: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluations from the start of the clock's cycle ``skip_cycles`` on."""
+    if skip_cycles < 0:
+        raise ValueError(f"skip_cycles = {skip_cycles}: must be >= 0")
+    if skip_cycles == 0:
+        return steps, values
+    keep = np.array([clock.phase(float(s)).cycle >= skip_cycles for s in steps], dtype=bool)
+    return steps[keep], values[keep]
+
+
 def attribute_run(
-    steps: Sequence[float], values: Sequence[float], clock: Schedule, bins: int = 4
+    steps: Sequence[float],
+    values: Sequence[float],
+    clock: Schedule,
+    bins: int = 4,
+    skip_cycles: int = 0,
 ) -> PhaseShares:
     """Attribute each change between consecutive evaluations to the cycle's phase (pro rata).
 
@@ -107,10 +125,13 @@ def attribute_run(
         values: the metric at each of them (finite).
         clock: the schedule whose phase places each step.
         bins: position bins per cycle (>= 1).
+        skip_cycles: leave out the changes in the clock's first ``skip_cycles`` cycles (a run
+            learning from scratch gains most in its first cycle, wherever in the cycle that
+            happens): counting starts at the evaluation at that cycle's restart.
     """
     if bins < 1:
         raise ValueError(f"bins = {bins}: must be >= 1")
-    steps, values = _last_per_step(steps, values)
+    steps, values = _from_cycle(*_last_per_step(steps, values), clock, skip_cycles)
     per_bin, bin_steps, bin_split = np.zeros(bins), np.zeros(bins), np.zeros(bins)
     high = low = high_steps = low_steps = split_halves = 0.0
     for start, end, change in zip(steps[:-1], steps[1:], np.diff(values), strict=True):
@@ -151,24 +172,31 @@ def phase_diagnostic(
     reps: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    skip_cycles: int = 0,
 ) -> dict[str, Any]:
     """The phase attribution of several runs (seeds), with bootstrap CIs across them.
 
     Args:
         runs: per run ``(steps, values, clock)``: its evaluations and the schedule it trained
-            on. Runs with fewer than two evaluations are left out.
+            on. Runs with fewer than two evaluations (from cycle ``skip_cycles`` on) are left
+            out.
         bins: position bins per cycle.
         reps, level, seed: the bootstrap (see :func:`common.stats.bootstrap_ci`).
+        skip_cycles: the clock's first cycles left out of every run (:func:`attribute_run`).
 
     Returns:
-        ``{"runs", "bins": [{"lo", "hi", "scores", "mean", "ci", "steps", "split"}...],
-        "high": {...}, "low": {...}, "high_minus_low": {...}, "split_halves"}``: per part the
-        per-run changes (``scores``), their mean and CI, the mean steps it covers per run and
-        ``split``, the share of those steps that came from intervals spanning several parts.
+        ``{"runs", "skip_cycles", "bins": [{"lo", "hi", "scores", "mean", "ci", "steps",
+        "split"}...], "high": {...}, "low": {...}, "high_minus_low": {...}, "split_halves"}``:
+        per part the per-run changes (``scores``), their mean and CI, the mean steps it covers
+        per run and ``split``, the share of those steps that came from intervals spanning
+        several parts.
     """
-    shares = [attribute_run(s, v, clock, bins) for s, v, clock in runs if len(s) >= 2]
+    kept = [
+        _from_cycle(*_last_per_step(s, v), clock, skip_cycles) + (clock,) for s, v, clock in runs
+    ]
+    shares = [attribute_run(s, v, clock, bins) for s, v, clock in kept if len(s) >= 2]
     bootstrap = {"reps": reps, "level": level, "seed": seed}
-    out: dict[str, Any] = {"runs": len(shares), "bins": []}
+    out: dict[str, Any] = {"runs": len(shares), "skip_cycles": skip_cycles, "bins": []}
     for k in range(bins):
         steps = sum(float(r.bin_steps[k]) for r in shares)
         split = sum(float(r.bin_split_steps[k]) for r in shares)

@@ -80,3 +80,33 @@ def test_steps_before_the_first_evaluation_and_repeated_steps():
         attribute_run([500.0, 250.0], [1.0, 2.0], CLOCK)
     out = phase_diagnostic([([100.0], [1.0], CLOCK)], bins=2, reps=10)
     assert out["runs"] == 0 and out["high"]["mean"] is None and out["bins"][0]["split"] is None
+
+
+def test_the_first_cycles_are_left_out_when_asked():
+    """A run learning from scratch gains most in its first cycle, wherever that lands: with
+    ``skip_cycles = 1`` only the later cycles' changes count, from the evaluation at the first
+    restart on; a run with fewer cycles than that is left out."""
+
+    def gain(step: float) -> float:
+        position = (step % PERIOD) / PERIOD
+        if step < PERIOD:  # the first cycle: +10 in its low-rate half (learning)
+            return 10.0 if position >= 0.5 else 0.0
+        return 1.0 if position < 0.5 else 0.0  # afterwards: +1 in the high-rate half
+
+    steps = np.arange(0, 8 * PERIOD + 1, PERIOD // 8, dtype=float)
+    values = np.concatenate([[0.0], np.cumsum([gain(s) for s in steps[:-1]])])
+    whole = attribute_run(steps, values, CLOCK, bins=2)
+    assert whole.low == pytest.approx(40.0) and whole.high == pytest.approx(28.0)
+    later = attribute_run(steps, values, CLOCK, bins=2, skip_cycles=1)
+    assert later.high == pytest.approx(28.0) and later.low == pytest.approx(0.0)
+    assert later.high + later.low == pytest.approx(values[-1] - values[steps == PERIOD][0])
+    assert later.bin_steps.sum() == pytest.approx(7 * PERIOD)
+
+    one_cycle = from_spec({"kind": "cosine", "max": 1e-3, "min": 1e-5, "period": 8 * PERIOD})
+    out = phase_diagnostic(
+        [(steps, values, CLOCK), (steps, values, one_cycle)], bins=2, reps=10, skip_cycles=1
+    )
+    assert out["runs"] == 1 and out["skip_cycles"] == 1
+    assert out["high"]["scores"] == pytest.approx([28.0])
+    with pytest.raises(ValueError, match="skip_cycles = -1: must be >= 0"):
+        attribute_run(steps, values, CLOCK, skip_cycles=-1)

@@ -346,7 +346,12 @@ def test_the_phase_diagnostic_section_and_figure_from_real_run_folders(tmp_path)
     outcome = run_study(study, runs_root=tmp_path / "runs", workers=2, progress=False, cwd=REPO)
     assert not outcome.failed
     summary, root = outcome.summary, tmp_path / "runs" / "digits_lr"
-    assert summary["diagnostic"] == {"metrics": ["accuracy"], "clock": "schedule", "bins": 2}
+    assert summary["diagnostic"] == {
+        "metrics": ["accuracy"],
+        "clock": "schedule",
+        "bins": 2,
+        "skip_cycles": 0,
+    }
     fast = summary["configs"]["cyclic"]["diagnostic"]["accuracy"]["fast"]
     assert fast["runs"] == 2 and summary["configs"]["cyclic"]["diagnostic"]["accuracy"]["slow"]
     for seed in range(2):
@@ -364,6 +369,23 @@ def test_the_phase_diagnostic_section_and_figure_from_real_run_folders(tmp_path)
 
     image = matplotlib.image.imread(root / "figures" / "phase_cyclic.png")
     assert image.shape[0] > 150 and image[..., :3].std() > 0.05
+
+    # skip_cycles = 1: the same runs, counted from the evaluation at the first restart (10).
+    later = load_study(
+        write_study(tmp_path, f'config = "{base.as_posix()}"', extra + "skip_cycles = 1\n")
+    )
+    assert later.diagnostic.skip_cycles == 1
+    summary = summarize(later, outcome.runs, REPO)
+    fast = summary["configs"]["cyclic"]["diagnostic"]["accuracy"]["fast"]
+    assert fast["runs"] == 2 and fast["skip_cycles"] == 1
+    for seed in range(2):
+        history = read_metrics(root / "fast" / f"seed{seed}")["history"]
+        at = {h["step"]: h["accuracy"] for h in history}
+        high, low = fast["high"]["scores"][seed], fast["low"]["scores"][seed]
+        assert high + low == pytest.approx(history[-1]["accuracy"] - at[10])
+    assert "The clock's first cycle (a run learning from scratch) left out" in results_markdown(
+        summary
+    )
 
 
 # -- resuming ---------------------------------------------------------------------------------
@@ -759,6 +781,10 @@ GOOD = {
         ),
         ({"curve": "history", "diagnostic": {"metric": "acc"}}, "diagnostic.clock = None"),
         ({"curve": "history", "diagnostic": {"clock": "lr", "x": 1}}, "diagnostic.x: unknown"),
+        (
+            {"curve": "history", "diagnostic": {"clock": "lr", "skip_cycles": -1}},
+            "diagnostic.skip_cycles = -1: must be an integer >= 0",
+        ),
         ({"arms": {"a": {"on": {"nope": {}}}}}, "arms.a.on.nope: not a config; configs: digits"),
         ({"views": {"v": {"arm": "z", "metrics": {}}}}, "views.v.arm = 'z': not an arm"),
         ({"views": {"a": {"arm": "b", "metrics": {}}}}, "views.a: must be a new name"),
@@ -916,6 +942,7 @@ def test_gan_study_v2_arms_share_budget_seeds_and_mean_rates():
     runs = plan_runs(study)
     assert study.seeds == 10 and len(runs) == 2 * 19 * 10
     assert study.diagnostic.clock == "lr.G" and study.diagnostic.bins == 8
+    assert study.diagnostic.skip_cycles == 1  # G's first cycle: learning from scratch
     for arm in study.arms:  # every arm read three ways on the same runs
         assert study.views[f"{arm}_ema"].metrics["modes"] == "final.ema.modes"
         assert study.views[f"{arm}_ensemble"].metrics["modes"] == "final.ensemble.modes"

@@ -216,5 +216,7 @@ def phase_figure(summary: dict[str, Any], label: str, metric: str) -> Figure:
         ax.set_visible(False)
     fig.supxlabel(f"position in the cycle of {info['clock']} (0 = restart)", fontsize=9)
     fig.supylabel(f"change of {metric} per bin (mean, {level}% CI)", fontsize=9)
-    fig.suptitle(f"{summary['study']}: {label}: where in the cycle", fontsize=11)
+    skip = info.get("skip_cycles", 0)
+    after = f" (after the first {skip} cycle{'s' if skip > 1 else ''})" if skip else ""
+    fig.suptitle(f"{summary['study']}: {label}: where in the cycle{after}", fontsize=11)
     return fig

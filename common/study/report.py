@@ -295,7 +295,9 @@ def read_diagnostic(
     return {
         label: {
             metric: {
-                arm: phase_diagnostic(arms[arm], diagnostic.bins, **bootstrap)
+                arm: phase_diagnostic(
+                    arms[arm], diagnostic.bins, skip_cycles=diagnostic.skip_cycles, **bootstrap
+                )
                 for arm in study.arms
                 if arm in arms
             }
@@ -403,8 +405,8 @@ def summarize(
         "dir", "resumes"}``), and ``code`` the done runs' code versions
         (:func:`read_code_versions`). A study with a sweep adds ``"sweep": {"x", "points":
         {arm: value}}``. A study with a diagnostic adds ``"diagnostic": {"metrics", "clock",
-        "bins"}`` and, per config with done runs, ``"diagnostic": {metric path: {arm: ...}}``
-        (:func:`read_diagnostic`).
+        "bins", "skip_cycles"}`` and, per config with done runs, ``"diagnostic": {metric
+        path: {arm: ...}}`` (:func:`read_diagnostic`).
     """
     done = read_done_runs(runs, cwd) if done is None else done
     finished = list(done.values())
@@ -445,7 +447,12 @@ def summarize(
         extra["sweep"] = {"x": study.sweep.x, "points": dict(study.sweep.points)}
     if study.diagnostic is not None:
         d = study.diagnostic
-        extra["diagnostic"] = {"metrics": list(d.metrics), "clock": d.clock, "bins": d.bins}
+        extra["diagnostic"] = {
+            "metrics": list(d.metrics),
+            "clock": d.clock,
+            "bins": d.bins,
+            "skip_cycles": d.skip_cycles,
+        }
         try:  # a clock the runs lack must not cost the rest of the report
             for label, by_metric in read_diagnostic(study, finished, cwd, **bootstrap).items():
                 configs[label]["diagnostic"] = by_metric
@@ -665,6 +672,16 @@ def sweep_markdown(summary: dict[str, Any], label: str) -> list[str]:
     return [*lines, ""]
 
 
+def _skipped(cycles: int) -> str:
+    if not cycles:
+        return ""
+    first = "first cycle" if cycles == 1 else f"first {cycles} cycles"
+    return (
+        f" The clock's {first} (a run learning from scratch) left out: counting starts at the "
+        "evaluation at its end; a run without later evaluations is left out (n)."
+    )
+
+
 def diagnostic_markdown(summary: dict[str, Any], label: str) -> list[str]:
     """The diagnostic's section of ``results.md`` for base config ``label`` (lines)."""
     info, config = summary.get("diagnostic"), summary["configs"][label]
@@ -685,7 +702,7 @@ def diagnostic_markdown(summary: dict[str, Any], label: str) -> list[str]:
             f"{bins} bins of the cycle's position (0 = the restart). Per run the total change "
             f"in each part; mean over seeds [{level}% CI]. An interval spanning several parts "
             "is split pro rata by steps; *split*: the largest share, over the bins, of a bin's "
-            "steps attributed so.",
+            f"steps attributed so.{_skipped(info.get('skip_cycles', 0))}",
             "",
             f"| arm | n | high | low | high − low | {' | '.join(heads)} | split |",
             "|---|---:|---:|---:|---:|" + "---:|" * bins + "---:|",

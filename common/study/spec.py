@@ -43,6 +43,7 @@ A study is a TOML file::
     metric = "G.modes"                  # path(s) in a curve entry (default: the curve's y)
     clock = "lr.G"                      # dotted path in each run's config.toml to a schedule
     bins = 4                            # position bins per cycle (default 4)
+    skip_cycles = 1                     # the clock's first cycles left out (default 0)
 
     [sweep]                             # optional: arms (or views) as points of one knob
     x = "D ahead of G (cycles)"         # what the knob is (the figure's x axis)
@@ -130,7 +131,7 @@ _KEYS = {
     "diagnostic": "table { metric, clock, bins }: metric changes by phase of the cycle",
     "sweep": "table { x, points = { arm = value } }: arms as points of one knob",
 }
-_DIAGNOSTIC_KEYS = ("metric", "clock", "bins")
+_DIAGNOSTIC_KEYS = ("metric", "clock", "bins", "skip_cycles")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -209,11 +210,13 @@ class Diagnostic:
         clock: dotted path in a run's ``config.toml`` to the schedule whose phase places each
             change (``lr.G``; ``lr`` for rlcycle's one clock).
         bins: position bins per cycle (>= 1).
+        skip_cycles: the clock's first cycles left out (learning from scratch; >= 0).
     """
 
     metrics: tuple[str, ...]
     clock: str
     bins: int = 4
+    skip_cycles: int = 0
 
 
 @dataclass(frozen=True)
@@ -479,7 +482,10 @@ def _diagnostic(raw: dict[str, Any], curve: Curve | None, where: str) -> Diagnos
     bins = table.get("bins", 4)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise _fail(where, f"diagnostic.bins = {bins!r}: must be an integer >= 1")
-    return Diagnostic(metrics=tuple(metrics), clock=clock, bins=bins)
+    skip = table.get("skip_cycles", 0)
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise _fail(where, f"diagnostic.skip_cycles = {skip!r}: must be an integer >= 0")
+    return Diagnostic(metrics=tuple(metrics), clock=clock, bins=bins, skip_cycles=skip)
 
 
 def _sweep(raw: dict[str, Any], rows: list[str], where: str) -> Sweep | None:
