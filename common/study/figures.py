@@ -210,6 +210,8 @@ def phase_figure(summary: dict[str, Any], label: str, metric: str) -> Figure:
             ax.plot([x, x], b["ci"], color="tab:blue", lw=5, alpha=0.35, solid_capstyle="butt")
             ax.plot([x], [b["mean"]], "o", color="tab:blue", mfc="white" if hollow else "tab:blue")
         ax.set_title(f"{arm} (n={out['runs']})", fontsize=9)
+        if not out["runs"]:
+            ax.annotate("no runs", (0.5, 0.5), xycoords="axes fraction", ha="center", color="gray")
         ax.grid(alpha=0.3)
         ax.set_xlim(0.0, 1.0)
     for ax in axes[len(arms) :]:
@@ -217,6 +219,8 @@ def phase_figure(summary: dict[str, Any], label: str, metric: str) -> Figure:
     fig.supxlabel(f"position in the cycle of {info['clock']} (0 = restart)", fontsize=9)
     fig.supylabel(f"change of {metric} per bin (mean, {level}% CI)", fontsize=9)
     skip = info.get("skip_cycles", 0)
-    after = f" (after the first {skip} cycle{'s' if skip > 1 else ''})" if skip else ""
+    after = (
+        "" if not skip else " (after the first cycle)" if skip == 1 else f" (after {skip} cycles)"
+    )
     fig.suptitle(f"{summary['study']}: {label}: where in the cycle{after}", fontsize=11)
     return fig
