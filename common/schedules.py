@@ -156,6 +156,7 @@ __all__ = [
     "KINDS",
     "FOLLOW_KEYS",
     "from_spec",
+    "describe",
     "build_schedules",
     "with_offset",
     "cosine_wave",
@@ -406,6 +407,18 @@ def _sequence(spec: Mapping[str, Any], where: str) -> Sequence:
     return Sequence(
         [from_spec(part, name=f"{where}parts[{i}]") for i, part in enumerate(parts)], steps
     )
+
+
+def describe(spec: Mapping[str, Any]) -> str:
+    """A schedule's spec in one line: its form, then its keys as written, e.g.
+    ``cosine_restarts (max 0.001, min 1e-05, period 2000)`` or ``follow G (mode anti, ...)``."""
+    head = f"follow {spec['follow']}" if "follow" in spec else str(spec.get("kind", "?"))
+    keys = ", ".join(
+        f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in spec.items()
+        if key not in ("kind", "follow")
+    )
+    return f"{head} ({keys})" if keys else head
 
 
 def with_offset(schedule: Schedule, offset: float) -> Schedule:

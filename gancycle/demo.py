@@ -9,6 +9,7 @@ import torch
 
 from common.config import load_config
 from common.runs import default_run_dir
+from common.schedules import describe
 from gancycle.trainer import train
 
 __all__ = ["run_demo"]
@@ -19,7 +20,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train the shipped ``ring8`` config on the CPU and print its PacGAN numbers.
 
-    G runs cosine cycles with warm restarts; D's rate mirrors G's. The run folder is
+    The schedules are the config's (printed at the start). The run folder is
     ``<runs_root>/ring8/<timestamp>``. For its seed the run is bitwise the same every time on
     one machine; a CPU with other vector instructions (AVX-512 rather than AVX2, say) rounds
     differently, and a GAN's dynamics can turn that into other final numbers.
@@ -37,10 +38,9 @@ def run_demo(
     if steps is not None:
         config["steps"] = steps
     run_dir = default_run_dir("ring8", root=runs_root)
-    print(
-        f"training ring8 for {config['steps']} steps on the CPU: G's learning rate on cosine "
-        f"cycles of {config['lr']['G']['period']} steps, D's its mirror (high while G's is low)"
-    )
+    print(f"training ring8 for {config['steps']} steps on the CPU")
+    for net in ("G", "D"):
+        print(f"  lr.{net}: {describe(config['lr'][net])}")
     metrics = train(config, run_dir, progress=progress)
     kernels = torch.backends.cpu.get_cpu_capability()
     print(

@@ -671,3 +671,13 @@ def test_a_peak_decayed_onto_its_floor_has_level_zero():
         {"kind": "cosine_restarts", "max": 1.0, "min": 0.5, "period": 10, "peak_decay": 0.5}
     )
     assert decayed.level(25) == 0.0 and decayed.value(25) == 0.5
+
+
+def test_a_spec_described_in_one_line():
+    from common.schedules import describe
+
+    cycles = {"kind": "cosine_restarts", "max": 1e-3, "min": 1e-5, "period": 2000}
+    assert describe(cycles) == "cosine_restarts (max 0.001, min 1e-05, period 2000)"
+    mirror = {"follow": "G", "mode": "anti", "max": 1e-3, "min": 1e-5}
+    assert describe(mirror) == "follow G (mode anti, max 0.001, min 1e-05)"
+    assert describe({"kind": "constant", "max": 3e-4}) == "constant (max 0.0003)"
