@@ -128,7 +128,7 @@ _KEYS = {
     "arms": "tables of overrides, one per arm",
     "views": "tables { arm, metrics }: an arm's runs read through other metric paths",
     "readings": "tables metric = path: every arm read so too (rows <arm>_<reading>)",
-    "diagnostic": "table { metric, clock, bins }: metric changes by phase of the cycle",
+    "diagnostic": "table { metric, clock, bins, skip_cycles }: metric changes by cycle phase",
     "sweep": "table { x, points = { arm = value } }: arms as points of one knob",
 }
 _DIAGNOSTIC_KEYS = ("metric", "clock", "bins", "skip_cycles")
