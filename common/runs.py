@@ -42,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "checkpoint_step",
     "checkpoint_misfit",
+    "check_resume_steps",
     "seed_everything",
     "rng_state",
     "set_rng_state",
@@ -259,6 +260,19 @@ def checkpoint_step(state: dict[str, Any], path: str | Path) -> int:
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise _damaged(Path(path), f"step = {step!r}, not a count of steps")
     return step
+
+
+def check_resume_steps(run_dir: str | Path, start: int, steps: int) -> None:
+    """Refuse to resume the run in ``run_dir`` from step ``start`` to ``steps`` when that would
+    train nothing: past ``steps`` already, or at ``steps`` with its final metrics written. (A
+    run killed in its final evaluation has its last checkpoint at ``steps`` and no final
+    metrics: resuming it only finishes the evaluation.)
+
+    Raises:
+        ConfigError: the run has its steps; the message says to raise ``--steps``.
+    """
+    if start > steps or (start == steps and final_metrics(run_dir) is not None):
+        raise ConfigError(f"steps = {steps}: the run already has {start} steps; raise --steps")
 
 
 def checkpoint_misfit(path: str | Path, error: BaseException) -> ConfigError:

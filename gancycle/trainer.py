@@ -53,9 +53,9 @@ from common.runs import (
     MISFITS,
     atomic_torch_save,
     atomic_write_json,
+    check_resume_steps,
     checkpoint_misfit,
     checkpoint_step,
-    final_metrics,
     hold_run_folder,
     load_checkpoint,
     resolve_device,
@@ -799,14 +799,7 @@ def open_run(
     trainer = GanTrainer(checked, run_dir, device)
     if resume:
         trainer.load_checkpoint()
-        steps = trainer.config["steps"]
-        # A run killed in its final evaluation has its last checkpoint at `steps` and no final
-        # metrics: resuming it only finishes the evaluation.
-        ended = trainer.step == steps and final_metrics(run_dir) is not None
-        if trainer.step > steps or ended:
-            raise ConfigError(
-                f"steps = {steps}: the run already has {trainer.step} steps; raise --steps"
-            )
+        check_resume_steps(run_dir, trainer.step, trainer.config["steps"])
         trainer.restart_events()
         trainer.resumes += 1
     save_config(trainer.config, Path(run_dir) / "config.toml")

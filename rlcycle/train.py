@@ -45,13 +45,13 @@ from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
-from common.config import ConfigError, flatten, save_config
+from common.config import flatten, save_config
 from common.runs import (
     MISFITS,
     atomic_write,
     atomic_write_json,
+    check_resume_steps,
     checkpoint_misfit,
-    final_metrics,
     hold_run_folder,
     resolve_device,
     rng_state,
@@ -163,11 +163,7 @@ def train(
 
 def _checkpoint_to_resume(config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     checkpoint = read_checkpoint(run_dir)
-    start, steps = int(checkpoint["step"]), config["steps"]
-    # A run killed during its final evaluation has its last checkpoint at `steps` but no
-    # metrics.json: resuming it only finishes the evaluation.
-    if start > steps or (start == steps and final_metrics(run_dir) is not None):
-        raise ConfigError(f"steps = {steps}: the run already has {start} steps; raise --steps")
+    check_resume_steps(run_dir, checkpoint["step"], config["steps"])
     return checkpoint
 
 
