@@ -49,6 +49,9 @@ def record_missing_final_metrics(
         final = metrics.get("final") if isinstance(metrics, dict) else None
         if not isinstance(final, dict):
             raise ConfigError(f"--run {run_dir}: no final metrics in {path}; finish the run first")
+        readings = [which for which in ("G", "ema", "ensemble") if which in final]
+        for which in readings:  # before the checkpoint is loaded and scored
+            _check_table(path, which, final[which])
         trainer = GanTrainer.from_run(run_dir, device)
         if trainer.step != final.get("steps"):
             raise ConfigError(
@@ -56,10 +59,7 @@ def record_missing_final_metrics(
                 f"at step {final.get('steps')}"
             )
         added = {}
-        for which in ("G", "ema", "ensemble"):
-            if which not in final:
-                continue
-            _check_table(path, which, final[which])
+        for which in readings:
             fresh = trainer.evaluate(which)
             _check_same(run_dir, which, final[which], fresh)
             for metric, value in fresh.items():
@@ -79,7 +79,7 @@ def record_missing_final_metrics(
 
 
 def _check_table(path: Path, which: str, table: Any) -> None:
-    """``final.<which>`` as this code writes it: metric names and finite or NaN numbers."""
+    """``final.<which>`` as this code writes it: metric names and numbers."""
     numbers = isinstance(table, dict) and all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in table.values()
     )
