@@ -97,12 +97,14 @@ def _last_per_step(steps: Sequence[float], values: Sequence[float]) -> tuple[np.
     return steps[keep], values[keep]
 
 
-def _from_cycle(
-    steps: np.ndarray, values: np.ndarray, clock: Schedule, skip_cycles: int
+def _counted(
+    steps: Sequence[float], values: Sequence[float], clock: Schedule, skip_cycles: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The evaluations from the start of the clock's cycle ``skip_cycles`` on."""
+    """The evaluations that count: one per step (the later), from the start of the clock's
+    cycle ``skip_cycles`` on."""
     if skip_cycles < 0:
         raise ValueError(f"skip_cycles = {skip_cycles}: must be >= 0")
+    steps, values = _last_per_step(steps, values)
     if skip_cycles == 0:
         return steps, values
     keep = np.array([clock.phase(float(s)).cycle >= skip_cycles for s in steps], dtype=bool)
@@ -129,9 +131,13 @@ def attribute_run(
             learning from scratch gains most in its first cycle, wherever in the cycle that
             happens): counting starts at the evaluation at that cycle's restart.
     """
+    return _attribute(*_counted(steps, values, clock, skip_cycles), clock, bins)
+
+
+def _attribute(steps: np.ndarray, values: np.ndarray, clock: Schedule, bins: int) -> PhaseShares:
+    """:func:`attribute_run` on evaluations already counted (:func:`_counted`)."""
     if bins < 1:
         raise ValueError(f"bins = {bins}: must be >= 1")
-    steps, values = _from_cycle(*_last_per_step(steps, values), clock, skip_cycles)
     per_bin, bin_steps, bin_split = np.zeros(bins), np.zeros(bins), np.zeros(bins)
     high = low = high_steps = low_steps = split_halves = 0.0
     for start, end, change in zip(steps[:-1], steps[1:], np.diff(values), strict=True):
@@ -191,10 +197,8 @@ def phase_diagnostic(
         per run and ``split``, the share of those steps that came from intervals spanning
         several parts.
     """
-    kept = [
-        _from_cycle(*_last_per_step(s, v), clock, skip_cycles) + (clock,) for s, v, clock in runs
-    ]
-    shares = [attribute_run(s, v, clock, bins) for s, v, clock in kept if len(s) >= 2]
+    counted = [(*_counted(s, v, clock, skip_cycles), clock) for s, v, clock in runs]
+    shares = [_attribute(s, v, clock, bins) for s, v, clock in counted if len(s) >= 2]
     bootstrap = {"reps": reps, "level": level, "seed": seed}
     out: dict[str, Any] = {"runs": len(shares), "skip_cycles": skip_cycles, "bins": []}
     for k in range(bins):
