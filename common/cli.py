@@ -29,6 +29,7 @@ from common.config import (
     load_config,
     read_run_config,
 )
+from common.schedules import form
 
 __all__ = [
     "add_run_arguments",
@@ -210,12 +211,7 @@ def resolve_run(
 
 def check_line(checked: CheckedConfig, source: str) -> str:
     """The one line ``--check`` prints for a config that passed every check."""
-
-    def kind(schedule: Any) -> str:
-        spec = schedule.spec()
-        return str(spec.get("kind") or ("follow " + str(spec.get("follow", "")))).strip()
-
-    schedules = ", ".join(f"{name} ({kind(s)})" for name, s in checked.schedules.items())
+    schedules = ", ".join(f"{name} ({form(s.spec())})" for name, s in checked.schedules.items())
     couplings = ", ".join(checked.couplings) or "none"
     steps = checked.config.get("steps")
     return f"ok: {source}: {steps} steps; schedules {schedules}; couplings {couplings}"

@@ -156,6 +156,7 @@ __all__ = [
     "KINDS",
     "FOLLOW_KEYS",
     "from_spec",
+    "form",
     "describe",
     "build_schedules",
     "with_offset",
@@ -409,10 +410,15 @@ def _sequence(spec: Mapping[str, Any], where: str) -> Sequence:
     )
 
 
+def form(spec: Mapping[str, Any]) -> str:
+    """A schedule spec's form: its ``kind``, or ``follow <clock>``."""
+    return f"follow {spec['follow']}" if "follow" in spec else str(spec.get("kind", "?"))
+
+
 def describe(spec: Mapping[str, Any]) -> str:
     """A schedule's spec in one line: its form, then its keys as written, e.g.
     ``cosine_restarts (max 0.001, min 1e-05, period 2000)`` or ``follow G (mode anti, ...)``."""
-    head = f"follow {spec['follow']}" if "follow" in spec else str(spec.get("kind", "?"))
+    head = form(spec)
     keys = ", ".join(
         f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
         for key, value in spec.items()
