@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import default_dtype
+from conftest import MIRROR, default_dtype
 
 from common.config import ConfigError
 from gancycle.population import Event, Population
@@ -18,6 +18,7 @@ STEPS = 200
 
 SMALL = [
     "device=cpu",
+    *MIRROR,
     "model.hidden=24",
     "model.layers=2",
     "data.batch=48",

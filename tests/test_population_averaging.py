@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import MIRROR
 
 from common.config import ConfigError
 from common.schedules import with_offset
@@ -31,6 +32,7 @@ SMALL = [
     "model.layers=2",
     "data.batch=32",
     "eval.samples=200",
+    *MIRROR,
     "lr.G.period=40",
 ]
 
