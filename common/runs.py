@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write",
     "atomic_torch_save",
     "atomic_write_json",
+    "load_json",
     "read_json",
     "load_checkpoint",
     "checkpoint_step",
@@ -211,6 +212,22 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def load_json(path: str | Path) -> Any:
+    """The JSON in ``path``, read strictly: for a file that must be whole (a finished run's).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ConfigError: the file is not UTF-8 text or not valid JSON, named with the reason.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: damaged (not UTF-8 text: {e.reason})") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: damaged (not valid JSON: {e})") from None
 
 
 def final_metrics(run_dir: str | Path) -> dict[str, Any] | None:

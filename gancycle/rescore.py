@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from common.config import ConfigError
-from common.runs import atomic_write_json, hold_run_folder, read_json
+from common.runs import atomic_write_json, hold_run_folder, load_json
 from common.study.run import code_version
 from gancycle.trainer import GanTrainer
 
@@ -39,13 +39,14 @@ def record_missing_final_metrics(
         nothing was missing (then nothing is written).
 
     Raises:
-        ConfigError: the run has no final metrics or no checkpoint at its last step, or a
-            recorded metric comes out different; nothing is written.
+        ConfigError: the run has no final metrics (or a damaged metrics.json) or no
+            checkpoint at its last step, or a recorded metric comes out different; nothing is
+            written.
     """
     run_dir = Path(run_dir)
     path = run_dir / "metrics.json"
     with hold_run_folder(run_dir, resume=True):
-        metrics = read_json(path)
+        metrics = load_json(path) if path.is_file() else None
         final = metrics.get("final") if isinstance(metrics, dict) else None
         if not isinstance(final, dict):
             raise ConfigError(f"--run {run_dir}: no final metrics in {path}; finish the run first")

@@ -323,6 +323,21 @@ def test_eval_errors(run, tmp_path, capsys):
     one_line_error(code, err, "no final metrics")
 
 
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b"\xff\xfe not utf-8", "not UTF-8"), (b'{"final": {"G": ', "not valid JSON")],
+)
+def test_eval_record_on_a_damaged_metrics_file_says_so(run, tmp_path, capsys, content, needle):
+    """A finished run whose metrics.json is damaged was told to finish the run first."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(run, copy)
+    (copy / "metrics.json").write_bytes(content)
+    code, _, err = call(eval_main, ["--run", str(copy), "--record"], capsys)
+    line = one_line_error(code, err, "metrics.json", needle)
+    assert "finish the run" not in line
+    assert (copy / "metrics.json").read_bytes() == content
+
+
 @pytest.mark.parametrize("where", ["config", "flag"])
 @pytest.mark.parametrize("weights", ["absent", "damaged"])
 def test_inception_weights_are_checked_before_a_run_starts(tmp_path, capsys, where, weights):
