@@ -195,12 +195,37 @@ def _sample(argv: Sequence[str] | None) -> int:
 
     config = _run_dir(args.run)
     trainer = GanTrainer.from_run(args.run, resolve_device(args.device), config)
+    floats = trainer.sample(1, _which(args), seed=args.seed)[0].numel()
+    _check_room(args.n, floats, trainer.z_dim, args.out)
     samples = trainer.sample(args.n, _which(args), seed=args.seed)
     if samples.dim() == 4:
         samples = (samples.clamp(-1, 1) + 1) / 2
     np.save(args.out, samples.numpy().astype(np.float32))
     print(f"{args.out}: {tuple(samples.shape)} samples from {_which(args)}")
     return 0
+
+
+def _check_room(n: int, floats: int, z_dim: int, out: Path) -> None:
+    """Refuse ``--n`` samples of ``floats`` float32 values each that this machine's memory (the
+    latents, the samples and their copy for saving) or the disk under ``out`` cannot hold."""
+    import os
+    import shutil
+
+    size = n * floats * 4
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    free = shutil.disk_usage(out.parent).free
+    what = f"--n {n}: {_bytes(size)} of samples ({floats} float32 values each)"
+    if n * (z_dim + 2 * floats) * 4 > memory:
+        raise ConfigError(f"{what}; this machine has {_bytes(memory)} of memory: ask for fewer")
+    if size > free:
+        raise ConfigError(f"{what}; {out.parent} has {_bytes(free)} free: ask for fewer")
+
+
+def _bytes(size: float) -> str:
+    units = ["B", "kB", "MB", "GB", "TB"]
+    while size >= 1000 and len(units) > 1:
+        size, units = size / 1000, units[1:]
+    return f"{size:.3g} {units[0]}"
 
 
 def _eval(argv: Sequence[str] | None) -> int:

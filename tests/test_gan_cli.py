@@ -293,6 +293,15 @@ def test_resume_errors(run, tmp_path, capsys):
     one_line_error(code, err, "--resume", str(run))  # would overwrite a run
 
 
+def test_sample_more_than_the_machine_holds_is_one_line(run, tmp_path, capsys):
+    """--n 10**13 ran out of memory (80 TB of points) instead of saying so."""
+    out = tmp_path / "huge.npy"
+    argv = ["--run", str(run), "--n", str(10**13), "--out", str(out)]
+    code, _, err = call(sample_main, argv, capsys)
+    one_line_error(code, err, f"--n {10**13}", "80 TB", "memory")
+    assert not out.exists()
+
+
 def test_sample_errors(run, tmp_path, capsys):
     code, _, err = call(sample_main, ["--run", str(tmp_path), "--out", "x.npy"], capsys)
     one_line_error(code, err, "--run", "config.toml")
