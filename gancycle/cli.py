@@ -208,17 +208,22 @@ def _sample(argv: Sequence[str] | None) -> int:
 def _check_room(n: int, floats: int, z_dim: int, out: Path) -> None:
     """Refuse ``--n`` samples of ``floats`` float32 values each that this machine's memory (the
     latents, the samples and their copy for saving) or the disk under ``out`` cannot hold."""
-    import os
     import shutil
 
     size = n * floats * 4
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    free = shutil.disk_usage(out.parent).free
     what = f"--n {n}: {_bytes(size)} of samples ({floats} float32 values each)"
-    if n * (z_dim + 2 * floats) * 4 > memory:
-        raise ConfigError(f"{what}; this machine has {_bytes(memory)} of memory: ask for fewer")
+    _refuse_beyond_memory(what, n * (z_dim + 2 * floats) * 4)
+    free = shutil.disk_usage(out.parent).free
     if size > free:
         raise ConfigError(f"{what}; {out.parent} has {_bytes(free)} free: ask for fewer")
+
+
+def _refuse_beyond_memory(what: str, need: int) -> None:
+    import os
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory:
+        raise ConfigError(f"{what}; this machine has {_bytes(memory)} of memory: ask for fewer")
 
 
 def _bytes(size: float) -> str:
@@ -267,6 +272,9 @@ def _eval(argv: Sequence[str] | None) -> int:
     if args.samples is not None:
         if args.samples < 10:
             raise ValueError(f"--samples {args.samples}: must be >= 10")
+        z_dim, n = config["model"]["z_dim"], args.samples
+        need = n * (z_dim + 4) * 4  # latents, and real and fake samples of 2 floats or more
+        _refuse_beyond_memory(f"--samples {n}: at least {_bytes(need)} of draws", need)
         config["eval"]["samples"] = args.samples
     if args.inception_weights is not None:
         _check_file(args.inception_weights, "--inception-weights")

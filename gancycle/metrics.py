@@ -116,31 +116,58 @@ def chance_mode_metrics(
     return out
 
 
-def _kth_neighbour(x: torch.Tensor, k: int) -> torch.Tensor:
+BLOCK = 2**24
+"""Distances computed at once (128 MB in float64): PRDC's memory grows with the samples, not
+with their square."""
+
+
+def _row_blocks(x: torch.Tensor, other: int, block: int) -> tuple[torch.Tensor, ...]:
+    """``x`` in blocks of rows whose distances to ``other`` points hold ``block`` values."""
+    return x.split(max(1, block // max(other, 1)))
+
+
+def _kth_neighbour(x: torch.Tensor, k: int, block: int = BLOCK) -> torch.Tensor:
     """Distance from each row of ``x`` to its ``k``-th nearest other row."""
-    return torch.cdist(x, x).topk(k + 1, dim=1, largest=False).values[:, k]  # [:, 0] is itself
+    return torch.cat(
+        [  # [:, 0] is the row itself
+            torch.cdist(rows, x).topk(k + 1, dim=1, largest=False).values[:, k]
+            for rows in _row_blocks(x, len(x), block)
+        ]
+    )
 
 
-def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]:
+def prdc(
+    real: torch.Tensor, fake: torch.Tensor, k: int = 5, block: int = BLOCK
+) -> dict[str, float]:
     """Precision, recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020).
 
     Each real (fake) point gets a ball reaching its ``k``-th nearest real (fake) neighbour.
     Precision: share of fake points inside some real ball; recall: share of real points inside
     some fake ball; density: mean number of real balls holding a fake point, over ``k``
     (about 1 when the two sets match); coverage: share of real balls holding a fake point.
-    All in [0, 1] except density (>= 0).
+    All in [0, 1] except density (>= 0). The distances are taken ``block`` at a time.
     """
     real, fake = real.flatten(1).double().cpu(), fake.flatten(1).double().cpu()
-    real_radius = _kth_neighbour(real, k)
-    fake_radius = _kth_neighbour(fake, k)
-    cross = torch.cdist(real, fake)  # (n_real, n_fake)
-    inside_real = cross <= real_radius[:, None]  # fake j inside real ball i
-    inside_fake = cross <= fake_radius[None, :]  # real i inside fake ball j
+    real_radius = _kth_neighbour(real, k, block)
+    fake_radius = _kth_neighbour(fake, k, block)
+    in_some_real_ball = torch.zeros(len(fake), dtype=torch.bool)
+    real_balls_holding = torch.zeros(len(fake), dtype=torch.float64)
+    in_some_fake_ball, covered = [], []
+    start = 0
+    for rows in _row_blocks(real, len(fake), block):
+        radius = real_radius[start : start + len(rows), None]
+        start += len(rows)
+        cross = torch.cdist(rows, fake)  # (rows, n_fake)
+        inside_real = cross <= radius  # fake j inside real ball i
+        in_some_real_ball |= inside_real.any(dim=0)
+        real_balls_holding += inside_real.double().sum(dim=0)
+        in_some_fake_ball.append((cross <= fake_radius[None, :]).any(dim=1))
+        covered.append(cross.min(dim=1).values <= radius[:, 0])
     return {
-        "precision": float(inside_real.any(dim=0).double().mean()),
-        "recall": float(inside_fake.any(dim=1).double().mean()),
-        "density": float(inside_real.double().sum(dim=0).mean()) / k,
-        "coverage": float((cross.min(dim=1).values <= real_radius).double().mean()),
+        "precision": float(in_some_real_ball.double().mean()),
+        "recall": float(torch.cat(in_some_fake_ball).double().mean()),
+        "density": float(real_balls_holding.mean()) / k,
+        "coverage": float(torch.cat(covered).double().mean()),
     }
 
 

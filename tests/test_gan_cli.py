@@ -294,12 +294,15 @@ def test_resume_errors(run, tmp_path, capsys):
 
 
 def test_sample_more_than_the_machine_holds_is_one_line(run, tmp_path, capsys):
-    """--n 10**13 ran out of memory (80 TB of points) instead of saying so."""
+    """--n 10**13 ran out of memory (80 TB of points) instead of saying so; so did
+    gancycle-eval --samples 10**13."""
     out = tmp_path / "huge.npy"
     argv = ["--run", str(run), "--n", str(10**13), "--out", str(out)]
     code, _, err = call(sample_main, argv, capsys)
     one_line_error(code, err, f"--n {10**13}", "80 TB", "memory")
     assert not out.exists()
+    code, _, err = call(eval_main, ["--run", str(run), "--samples", str(10**13)], capsys)
+    one_line_error(code, err, f"--samples {10**13}", "memory")
 
 
 def test_sample_errors(run, tmp_path, capsys):
