@@ -218,8 +218,8 @@ def evaluate(
         data: the :class:`~gancycle.data.Mixture2D` or :class:`~gancycle.data.ImageData`.
         classifier: images only, a :class:`~gancycle.classifier.Classifier`.
         inception: images only, optional, an :class:`~gancycle.inception.InceptionFeatures`.
-        with_prdc: also :func:`prdc` (three distance matrices of ``len(real)`` squared: most
-            of a 2D evaluation's time).
+        with_prdc: also :func:`prdc` (``len(real)`` squared distances three times, taken in
+            blocks: most of a 2D evaluation's time).
     """
     fake = sample(len(real)).detach().float().cpu()
     if hasattr(data, "centers"):
