@@ -320,14 +320,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def test_prdc_memory_grows_with_the_samples_not_their_square():
-    """gancycle-eval --samples 100000 asked for an 80 GB distance matrix and crashed; 15,000
-    samples took three of 1.8 GB each."""
+    """gancycle-eval --samples 100000 asked for an 80 GB distance matrix and crashed. 15,000
+    samples need 1.8 GB for one whole matrix (4.6 GB at their peak, measured); in blocks,
+    torch's own 0.3-0.4 GB and a few blocks of 128 MB (0.9 to 1.6 GB measured)."""
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-c", PRDC_MEMORY], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) < 1.2e9  # torch itself is about 0.3 GB; one distance matrix 1.8
+    assert int(done.stdout) < 2.5e9
 
 
 def test_frechet_distance_of_gaussians():
