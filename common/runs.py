@@ -207,10 +207,11 @@ def atomic_write_json(obj: Any, path: str | Path) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    """The JSON in ``path``, or ``None`` if it is missing or malformed (a run still writing)."""
+    """The JSON in ``path``, or ``None`` if it is missing or malformed (a run still writing);
+    :func:`load_json` is the strict reader."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return load_json(path)
+    except (OSError, ConfigError):
         return None
 
 
