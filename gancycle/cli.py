@@ -30,8 +30,10 @@ TRAIN_HELP = """\
 Train a GAN whose generator and discriminator learning rates run cosine cycles out of phase.
 
 examples:
-  gancycle-train                                   # ring8: D's rate mirrors G's
-  gancycle-train --config grid25 --set lr.D.mode=in          # in phase
+  gancycle-train                                   # ring8: G and D on one annealing cosine
+  gancycle-train --config grid25                   # cycles, D's a quarter cycle ahead of G's
+  gancycle-train --config grid25 --set lr.D.offset=0         # in phase
+  gancycle-train --config grid25 --set lr.D.follow=G --set lr.D.mode=anti   # D mirrors G
   gancycle-train --config digits --set reset.G=all --set reset.D=all
   gancycle-train --config mine.toml --check        # check a config, train nothing
   gancycle-train --resume runs/ring8/20250101-120000         # continue a killed run

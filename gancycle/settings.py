@@ -125,10 +125,8 @@ SCHEMA = Schema(
         "optim.name": choice("adam", OPTIMIZERS),
         "optim.beta1": number(0.5, 0, 1, hi_open=True),
         "optim.beta2": number(0.999, 0, 1, hi_open=True),
-        "lr.G": ScheduleTable(
-            {"kind": "cosine_restarts", "max": 1e-3, "min": 1e-5, "period": 2000}
-        ),
-        "lr.D": ScheduleTable({"follow": "G", "mode": "anti", "max": 1e-3, "min": 1e-5}),
+        "lr.G": ScheduleTable({"kind": "cosine", "max": 1e-3, "min": 1e-5, "period": 12000}),
+        "lr.D": ScheduleTable({"follow": "G", "mode": "in", "max": 1e-3, "min": 1e-5}),
         **_coupling_keys("instance_noise", COUPLED["instance_noise"], None),
         **_coupling_keys("label_smoothing", COUPLED["label_smoothing"], 1.0),
         "ema.decay": number(0.999, 0, 1, hi_open=True),

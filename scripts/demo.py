@@ -4,7 +4,7 @@
 1. schedules: the example's learning rates and the hyperparameters coupled to them, logged to
    TensorBoard and plotted, and the tilted double well (cyclical against monotone decay);
 2. rlcycle: PPO on CartPole with the difficulty in anti-phase with the learning rate;
-3. gancycle: a GAN on a ring of 8 Gaussians, D's rate mirroring G's.
+3. gancycle: a GAN on a ring of 8 Gaussians (the shipped ring8 config).
 
 Each writes a run folder under --runs and prints what it reached and where its logs are.
 """
@@ -29,7 +29,7 @@ def main() -> None:
     from rlcycle.demo import run_demo as rl_demo
 
     rl_demo(runs)
-    print("\n== 3/3 gancycle: ring of 8 Gaussians, G and D out of phase ==")
+    print("\n== 3/3 gancycle: ring of 8 Gaussians, the shipped ring8 config ==")
     from gancycle.demo import run_demo as gan_demo
 
     gan_demo(runs)

@@ -143,7 +143,8 @@ def test_no_snapshots_and_checkpoints_only_at_the_end(tmp_path):
 README_EXAMPLE = """\
 base = "ring8"        # a shipped config, or a path relative to this file
 steps = 2000
-lr.G.max = 3e-4       # G peaks lower; D still mirrors G between 1e-3 and 1e-5
+lr.G.period = 2000    # the annealing cosine over the shorter run; D still follows G
+lr.G.max = 3e-4       # G peaks lower; D keeps its range, 1e-3 to 1e-5
 """
 
 
@@ -152,14 +153,11 @@ def test_the_readme_layered_example_checks(tmp_path, capsys):
     mine.write_text(README_EXAMPLE)
     code, out, err = call(["--config", str(mine), "--check"], capsys)
     assert code == 0, err
-    assert (
-        out
-        == f"ok: {mine}: 2000 steps; schedules G (cosine_restarts), D (follow G); couplings none\n"
-    )
+    assert out == f"ok: {mine}: 2000 steps; schedules G (cosine), D (follow G); couplings none\n"
     ring8 = SCHEMA.load("ring8")
     config = SCHEMA.load(str(mine))
     assert config == {
         **ring8,
         "steps": 2000,
-        "lr": {**ring8["lr"], "G": {**ring8["lr"]["G"], "max": 3e-4}},
+        "lr": {**ring8["lr"], "G": {**ring8["lr"]["G"], "period": 2000, "max": 3e-4}},
     }
