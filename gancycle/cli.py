@@ -121,7 +121,13 @@ def _resolve_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     if args.inception_weights is not None:
         config["eval"]["inception_weights"] = args.inception_weights
     checked = check_config(config)
-    weights = checked.config["eval"]["inception_weights"]
+    evaluation = checked.config["eval"]
+    _refuse_draws_beyond_memory(
+        f"eval.samples = {evaluation['samples']}",
+        evaluation["samples"],
+        checked.config["model"]["z_dim"],
+    )
+    weights = evaluation["inception_weights"]
     if weights:  # a missing or damaged file stops the run now, not at its first evaluation
         from gancycle.inception import InceptionFeatures
 
@@ -220,6 +226,13 @@ def _check_room(n: int, floats: int, z_dim: int, out: Path) -> None:
         raise ConfigError(f"{what}; {out.parent} has {_bytes(free)} free: ask for fewer")
 
 
+def _refuse_draws_beyond_memory(name: str, n: int, z_dim: int) -> None:
+    """Refuse an evaluation on ``n`` samples whose draws alone (latents, and real and fake
+    samples of 2 floats or more) this machine's memory cannot hold."""
+    need = n * (z_dim + 4) * 4
+    _refuse_beyond_memory(f"{name}: at least {_bytes(need)} of draws", need)
+
+
 def _refuse_beyond_memory(what: str, need: int) -> None:
     import os
 
@@ -274,9 +287,9 @@ def _eval(argv: Sequence[str] | None) -> int:
     if args.samples is not None:
         if args.samples < 10:
             raise ValueError(f"--samples {args.samples}: must be >= 10")
-        z_dim, n = config["model"]["z_dim"], args.samples
-        need = n * (z_dim + 4) * 4  # latents, and real and fake samples of 2 floats or more
-        _refuse_beyond_memory(f"--samples {n}: at least {_bytes(need)} of draws", need)
+        _refuse_draws_beyond_memory(
+            f"--samples {args.samples}", args.samples, config["model"]["z_dim"]
+        )
         config["eval"]["samples"] = args.samples
     if args.inception_weights is not None:
         _check_file(args.inception_weights, "--inception-weights")

@@ -414,3 +414,15 @@ def test_print_config_is_what_the_run_wrote_and_trains_nothing(run, tmp_path, ca
     assert sorted(p.name for p in run.iterdir()) == before
     code, other, _ = call(train_main, [*train_args(run), "--print-config", "--seed", "7"], capsys)
     assert code == 0 and other != out and "seed = 7" in other
+
+
+def test_eval_samples_beyond_memory_is_refused_before_training(tmp_path, capsys):
+    """eval.samples = 10**13 passed --check and would have trained until its first
+    evaluation ran out of memory; like gancycle-eval --samples, it is one line now."""
+    out = tmp_path / "r"
+    argv = [*sets(*TINY), "--set", f"eval.samples={10**13}", "--out", str(out), "--device", "cpu"]
+    code, _, err = call(train_main, [*argv, "--check"], capsys)
+    one_line_error(code, err, f"eval.samples = {10**13}", "memory")
+    code, _, err = call(train_main, argv, capsys)
+    one_line_error(code, err, f"eval.samples = {10**13}", "memory")
+    assert not out.exists()
