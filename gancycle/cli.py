@@ -27,7 +27,9 @@ from common.config import ConfigError, read_run_config, shipped_configs
 __all__ = ["train_main", "sample_main", "eval_main", "train_command", "resolve_train_command"]
 
 TRAIN_HELP = """\
-Train a GAN whose generator and discriminator learning rates run cosine cycles out of phase.
+Train a GAN whose generator and discriminator learning rates follow the schedule core:
+cosine cycles in or out of phase, a phase offset, or one annealing cosine (which serves
+which benchmark: the README's gan_rhythm section).
 
 examples:
   gancycle-train                                   # ring8: G and D on one annealing cosine
