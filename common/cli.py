@@ -14,6 +14,7 @@ Nothing here imports torch: ``--help`` and the study's dry run stay fast.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from common.config import (
     load_config,
     read_run_config,
 )
-from common.schedules import form
+from common.schedules import Schedule, form
 
 __all__ = [
     "add_run_arguments",
@@ -210,10 +211,14 @@ def resolve_run(
 
 
 def check_line(checked: CheckedConfig, source: str) -> str:
-    """The one line ``--check`` prints for a config that passed every check."""
-    schedules = ", ".join(f"{name} ({form(s.spec())})" for name, s in checked.schedules.items())
-    couplings = ", ".join(checked.couplings) or "none"
+    """The one line ``--check`` prints for a config that passed every check: the steps, each
+    schedule's form (and the step it goes flat at, when that comes before the run ends: a
+    ``cosine`` shorter than the run holds its last value for the rest), the couplings."""
     steps = checked.config.get("steps")
+    schedules = ", ".join(
+        f"{name} ({_form_over(s, steps)})" for name, s in checked.schedules.items()
+    )
+    couplings = ", ".join(checked.couplings) or "none"
     return f"ok: {source}: {steps} steps; schedules {schedules}; couplings {couplings}"
 
 
@@ -227,6 +232,12 @@ def answer_without_training(args: argparse.Namespace, checked: CheckedConfig) ->
         print(config_toml(checked.config), end="")
         return True
     return False
+
+
+def _form_over(schedule: Schedule, steps: Any) -> str:
+    if isinstance(steps, int) and schedule.end_step < steps:
+        return f"{form(schedule.spec())}, flat from step {math.ceil(schedule.end_step)}"
+    return form(schedule.spec())
 
 
 def run_cli(main: Callable[[], int | None]) -> NoReturn:

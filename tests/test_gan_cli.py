@@ -426,3 +426,15 @@ def test_eval_samples_beyond_memory_is_refused_before_training(tmp_path, capsys)
     code, _, err = call(train_main, argv, capsys)
     one_line_error(code, err, f"eval.samples = {10**13}", "memory")
     assert not out.exists()
+
+
+def test_check_says_when_a_schedule_goes_flat_before_the_run_ends(capsys):
+    """ring8's one cosine spans its 12000 steps; with --steps 20000 the last 8000 train at the
+    floor rate, and --check said nothing of it."""
+    code, out, err = call(train_main, ["--check", "--steps", "20000"], capsys)
+    assert code == 0, err
+    assert "schedules G (cosine, flat from step 12000), D (follow G, flat from step 12000)" in out
+    code, out, err = call(train_main, ["--check"], capsys)  # flat only at the run's end: no note
+    assert code == 0 and "flat" not in out, err
+    code, out, err = call(train_main, ["--check", "--config", "grid25", "--steps", "90000"], capsys)
+    assert code == 0 and "flat" not in out, err  # warm restarts never go flat
