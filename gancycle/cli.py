@@ -123,19 +123,23 @@ def _resolve_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     if args.inception_weights is not None:
         config["eval"]["inception_weights"] = args.inception_weights
     checked = check_config(config)
-    evaluation = checked.config["eval"]
+    if not args.print_config:  # prints on any machine, as resolve_run's device check allows
+        _check_this_machine(checked.config, args)
+    return checked, run_dir, resume
+
+
+def _check_this_machine(config: dict[str, Any], args: argparse.Namespace) -> None:
+    """What the run asks of this machine, now rather than at its first evaluation: memory for
+    ``eval.samples`` draws, and a loadable inception file when FID is asked for."""
+    evaluation = config["eval"]
     _refuse_draws_beyond_memory(
-        f"eval.samples = {evaluation['samples']}",
-        evaluation["samples"],
-        checked.config["model"]["z_dim"],
+        f"eval.samples = {evaluation['samples']}", evaluation["samples"], config["model"]["z_dim"]
     )
-    weights = evaluation["inception_weights"]
-    if weights:  # a missing or damaged file stops the run now, not at its first evaluation
+    if evaluation["inception_weights"]:
         from gancycle.inception import InceptionFeatures
 
         named_by = "--inception-weights" if args.inception_weights else "eval.inception_weights"
-        InceptionFeatures(weights, name=named_by)
-    return checked, run_dir, resume
+        InceptionFeatures(evaluation["inception_weights"], name=named_by)
 
 
 def _summary(metrics: dict[str, Any], run_dir: Path) -> str:

@@ -438,3 +438,15 @@ def test_check_says_when_a_schedule_goes_flat_before_the_run_ends(capsys):
     assert code == 0 and "flat" not in out, err
     code, out, err = call(train_main, ["--check", "--config", "grid25", "--steps", "90000"], capsys)
     assert code == 0 and "flat" not in out, err  # warm restarts never go flat
+
+
+def test_print_config_prints_on_any_machine(tmp_path, capsys):
+    """--print-config (what a study compares its records with) asked this machine for the
+    run's memory and inception weights, which --check and training ask; it refused both."""
+    missing = tmp_path / "inception.pt"
+    argv = ["--set", f"eval.samples={10**13}", "--set", f'eval.inception_weights="{missing}"']
+    code, out, err = call(train_main, [*argv, "--print-config"], capsys)
+    assert code == 0, err
+    assert f"samples = {10**13}" in out and str(missing) in out
+    code, _, err = call(train_main, [*argv, "--check"], capsys)
+    one_line_error(code, err, "eval.samples", "memory")
